@@ -31,8 +31,12 @@ func TestValueNeverPrints(t *testing.T) {
 	printed = append(printed, string(js))
 
 	for _, h := range []func(*bytes.Buffer) slog.Handler{
-		func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}) },
-		func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}) },
+		func(b *bytes.Buffer) slog.Handler {
+			return slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})
+		},
+		func(b *bytes.Buffer) slog.Handler {
+			return slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})
+		},
 	} {
 		var buf bytes.Buffer
 		slog.New(h(&buf)).Debug("call", "secret", v, "group", slog.GroupValue(slog.Any("s", v)))
