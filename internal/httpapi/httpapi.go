@@ -1,0 +1,212 @@
+// Package httpapi is cbkgate's HTTP listener: the JSON API (grpc-gateway in
+// front of cbkgate's own gRPC server), the health endpoints and the OpenAPI
+// document.
+//
+// The gateway calls TokenService over a real gRPC connection rather than
+// in-process, so every HTTP call passes the same interceptors (auth,
+// validation, logging) as a gRPC call and behaves exactly like one.
+//
+// Wire decisions, all visible to clients:
+//   - JSON uses the proto field names (user_id, create_time), omits unset
+//     fields and refuses unknown fields with 400, so a typo in a field name
+//     is an error rather than a silently ignored update.
+//   - List answers newline-delimited JSON (Content-Type application/x-ndjson),
+//     one {"result": ListResponse} object per token, flushed as each token
+//     arrives. A failure ends the stream with one {"error": google.rpc.Status}
+//     line. If the failure comes before the first token, the response also
+//     carries the matching HTTP status (e.g. 404); after it, the status is
+//     already 200 and the error line is the only signal.
+//   - Every other error is a JSON google.rpc.Status, details included, with
+//     the HTTP status of its gRPC code. RESOURCE_EXHAUSTED (or UNAVAILABLE)
+//     with a google.rpc.RetryInfo also sets Retry-After, in whole seconds
+//     rounded up; UNAUTHENTICATED sets "WWW-Authenticate: Bearer". A known
+//     path with the wrong method is 405, an unknown one 404.
+//   - Request bodies over 1 MiB are refused with 413 before they reach gRPC.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/gen/openapiv2"
+)
+
+// Options configures the HTTP handler.
+type Options struct {
+	// Conn is a connection to cbkgate's own gRPC server.
+	Conn *grpc.ClientConn
+	// Ready reports whether the server takes new calls; /readyz answers 503
+	// while it returns false (draining). Nil means always ready.
+	Ready func() bool
+	// CORSOrigins are the origins allowed cross-origin access to the API
+	// routes: "*" alone allows any origin; empty sends no CORS headers at all.
+	CORSOrigins []string
+	// Auth, if not nil, wraps the API routes (not /healthz, /readyz,
+	// /openapi.json, nor CORS preflights).
+	Auth func(http.Handler) http.Handler
+}
+
+// maxBodyBytes caps request bodies. Token requests are small; the cap keeps
+// one client from making the process buffer arbitrary amounts of JSON.
+const maxBodyBytes = 1 << 20
+
+// ndjsonContentType is the Content-Type of a streamed List.
+const ndjsonContentType = "application/x-ndjson"
+
+// New returns the handler of the HTTP listener: the gateway under /v1/,
+// GET /healthz (200 "ok" while the process runs), GET /readyz (200 while
+// Ready(), else 503) and GET /openapi.json (the OpenAPI v2 document).
+func New(ctx context.Context, opts Options) (http.Handler, error) {
+	if opts.Conn == nil {
+		return nil, errors.New("httpapi: Options.Conn is nil")
+	}
+	cors, err := newCORS(opts.CORSOrigins)
+	if err != nil {
+		return nil, err
+	}
+	ready := opts.Ready
+	if ready == nil {
+		ready = func() bool { return true }
+	}
+
+	m := &marshaler{JSONPb: runtime.JSONPb{
+		MarshalOptions: protojson.MarshalOptions{UseProtoNames: true},
+		// DiscardUnknown stays false: an unknown field is a client bug,
+		// answered with 400 rather than ignored.
+		UnmarshalOptions: protojson.UnmarshalOptions{},
+	}}
+	gw := runtime.NewServeMux(
+		// The wildcard is the only entry in the registry, so this marshaler
+		// serves every request whatever its Accept or Content-Type.
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, m),
+		runtime.WithErrorHandler(errorHandler),
+		runtime.WithStreamErrorHandler(streamErrorHandler),
+		runtime.WithRoutingErrorHandler(routingErrorHandler),
+		runtime.WithIncomingHeaderMatcher(incomingHeaderMatcher),
+		runtime.WithForwardResponseOption(streamContentType),
+		// The fallback lets a form-encoded POST (a CORS "simple request"
+		// that needs no preflight) run a GET route, and with it
+		// X-HTTP-Method-Override. No client of this API needs either.
+		runtime.WithDisablePathLengthFallback(),
+	)
+	if err := tokenv1.RegisterTokenServiceHandler(ctx, gw, opts.Conn); err != nil {
+		return nil, fmt.Errorf("httpapi: register gateway: %w", err)
+	}
+
+	var api http.Handler = withResponseHeader(gw)
+	api = limitBody(gw, m, api)
+	if opts.Auth != nil {
+		api = opts.Auth(api)
+	}
+	api = cors.wrap(api)
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api)
+	// "GET" patterns also match HEAD; any other method gets 405 from
+	// http.ServeMux, with an Allow header.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		plain(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready() {
+			plain(w, http.StatusOK, "ok")
+			return
+		}
+		plain(w, http.StatusServiceUnavailable, "draining")
+	})
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapiv2.JSON)
+	})
+	return mux, nil
+}
+
+// plain writes a short, uncacheable text answer: probes must see the state
+// now, not a cached one.
+func plain(w http.ResponseWriter, code int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body+"\n")
+}
+
+// marshaler is the gateway's JSON marshaler with the NDJSON media type for
+// streams. The delimiter is JSONPb's own "\n".
+type marshaler struct {
+	runtime.JSONPb
+}
+
+// StreamContentType is called by runtime.ForwardResponseStream.
+func (*marshaler) StreamContentType(any) string { return ndjsonContentType }
+
+// streamContentType is a forward-response option. ForwardResponseStream calls
+// options once with a nil message before the first token; setting the type
+// there makes an empty listing (200, no lines) application/x-ndjson too.
+// Unary responses always pass a message, so they are untouched.
+func streamContentType(_ context.Context, w http.ResponseWriter, m proto.Message) error {
+	if m == nil {
+		w.Header().Set("Content-Type", ndjsonContentType)
+	}
+	return nil
+}
+
+// incomingHeaderMatcher is the gateway default minus Authorization and
+// Cookie. The gateway forwards Authorization as "authorization" metadata on
+// its own; the default would also copy it as "grpcgateway-authorization",
+// a second copy of a secret that nothing reads and something might log.
+// Cookies carry no credentials for this API, so they are not forwarded.
+func incomingHeaderMatcher(key string) (string, bool) {
+	switch textproto.CanonicalMIMEHeaderKey(key) {
+	case "Authorization", "Cookie":
+		return "", false
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+// limitBody reads the request body up front, up to maxBodyBytes, so an
+// oversized body becomes 413 here; inside the gateway a truncated read would
+// only be reported as a JSON syntax error (400).
+func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		tooLarge := func() {
+			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
+				HTTPStatus: http.StatusRequestEntityTooLarge,
+				Err:        status.Errorf(codes.InvalidArgument, "request body larger than %d bytes", maxBodyBytes),
+			})
+		}
+		if r.ContentLength > maxBodyBytes {
+			tooLarge()
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+		_ = r.Body.Close()
+		if err != nil {
+			runtime.HTTPError(r.Context(), gw, m, w, r,
+				status.Error(codes.InvalidArgument, "reading request body: "+err.Error()))
+			return
+		}
+		if len(body) > maxBodyBytes {
+			tooLarge()
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
+}
