@@ -1,0 +1,244 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/secret"
+)
+
+// tokenServer is the real generated service with two methods filled in; it
+// records the upstream secret each call saw.
+type tokenServer struct {
+	tokenv1.UnimplementedTokenServiceServer
+
+	mu    sync.Mutex
+	calls []seenCall
+}
+
+type seenCall struct {
+	method string
+	secret secret.Value
+}
+
+func (s *tokenServer) record(method string, v secret.Value) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, seenCall{method, v})
+}
+
+func (s *tokenServer) seen() []seenCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]seenCall(nil), s.calls...)
+}
+
+func (s *tokenServer) Create(ctx context.Context, _ *tokenv1.CreateRequest) (*tokenv1.CreateResponse, error) {
+	s.record("Create", auth.UpstreamSecret(ctx))
+	return &tokenv1.CreateResponse{Id: "tok_1", Token: "minted-token-value"}, nil
+}
+
+const listLen = 3
+
+func (s *tokenServer) List(_ *tokenv1.ListRequest, stream grpc.ServerStreamingServer[tokenv1.ListResponse]) error {
+	s.record("List", auth.UpstreamSecret(stream.Context()))
+	for i := range listLen {
+		if err := stream.Send(&tokenv1.ListResponse{Token: &tokenv1.Token{Id: string(rune('a' + i))}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startGRPC serves the token service, health and reflection on
+// 127.0.0.1:0 with the authenticator's interceptors; tlsCfg nil means
+// plaintext.
+func startGRPC(t *testing.T, a *auth.Authenticator, tlsCfg *tls.Config) (string, *tokenServer) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(a.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(a.StreamInterceptor()),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s := grpc.NewServer(opts...)
+	ts := &tokenServer{}
+	tokenv1.RegisterTokenServiceServer(s, ts)
+	hs := health.NewServer()
+	hs.SetServingStatus(tokenv1.TokenService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	go func() { _ = s.Serve(lis) }()
+	t.Cleanup(s.Stop)
+	return lis.Addr().String(), ts
+}
+
+// client is a connection that knows its own local address, so that a
+// TrustedPeer func can single it out.
+type client struct {
+	conn  *grpc.ClientConn
+	mu    sync.Mutex
+	local string
+}
+
+func (c *client) localAddr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.local
+}
+
+func (c *client) tokens() tokenv1.TokenServiceClient { return tokenv1.NewTokenServiceClient(c.conn) }
+
+// dial connects to addr; tlsCfg nil means plaintext. The connection is
+// established before dial returns, so localAddr is known.
+func dial(t *testing.T, addr string, tlsCfg *tls.Config) *client {
+	t.Helper()
+	c := &client{}
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithContextDialer(func(ctx context.Context, target string) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, "tcp", target)
+			if err == nil {
+				c.mu.Lock()
+				c.local = nc.LocalAddr().String()
+				c.mu.Unlock()
+			}
+			return nc, err
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	c.conn = conn
+	// Force the connection up: a health check is exempt from auth in every
+	// mode; with TLS it may still fail the handshake, which the caller's
+	// own calls will then report.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return c
+}
+
+// pki is a throwaway CA with a server certificate for 127.0.0.1, a client
+// certificate it signs, and a client certificate from another CA.
+type pki struct {
+	pool        *x509.CertPool
+	server      tls.Certificate
+	client      tls.Certificate
+	rogueClient tls.Certificate
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	caCert, caKey := newCA(t, "cbkgate test CA")
+	rogueCert, rogueKey := newCA(t, "rogue CA")
+	p := &pki{pool: x509.NewCertPool()}
+	p.pool.AddCert(caCert)
+	p.server = leaf(t, caCert, caKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	p.client = leaf(t, caCert, caKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "good client"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	p.rogueClient = leaf(t, rogueCert, rogueKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "rogue client"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	return p
+}
+
+var serial struct {
+	sync.Mutex
+	n int64
+}
+
+func nextSerial() *big.Int {
+	serial.Lock()
+	defer serial.Unlock()
+	serial.n++
+	return big.NewInt(serial.n)
+}
+
+func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          nextSerial(),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+func leaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.SerialNumber = nextSerial()
+	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	tmpl.NotAfter = time.Now().Add(time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der, ca.Raw}, PrivateKey: key}
+}
+
+func mustNew(t *testing.T, o auth.Options) *auth.Authenticator {
+	t.Helper()
+	a, err := auth.New(o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return a
+}
