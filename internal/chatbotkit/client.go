@@ -1,0 +1,450 @@
+// Package chatbotkit is cbkgate's client for ChatBotKit's partner user token
+// REST API: list (one JSON page, or the JSONL stream), create, update and
+// delete. It knows nothing of gRPC.
+//
+// What it takes care of, once, for every caller: escaping each id as exactly
+// one path segment; retrying list reads on transient failures with
+// exponential backoff, full jitter and Retry-After, within the caller's
+// deadline; retrying a create, update or delete only when the request
+// provably never reached the upstream; capping every body it reads; and
+// turning every failure into an error that errors.Is / errors.As can sort
+// (see the Err* variables and *APIError). It never logs, and no secret
+// appears in an error string.
+package chatbotkit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cbkgate/cbkgate/internal/secret"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultUserAgent    = "cbkgate/dev"
+	DefaultMaxAttempts  = 4
+	DefaultMaxBackoff   = 2 * time.Second
+	DefaultMaxBodyBytes = 16 << 20
+	DefaultMaxLineBytes = 1 << 20
+)
+
+const (
+	// baseBackoff is the ceiling of the first wait; each later wait doubles
+	// it up to MaxBackoff, and the wait itself is uniform in [0, ceiling].
+	baseBackoff = 100 * time.Millisecond
+	// maxRetryAfterWait: an upstream asking for a longer pause than this gets
+	// its error returned at once (with RetryAfter set) instead of a wait.
+	maxRetryAfterWait = 30 * time.Second
+	// maxErrorBodyBytes caps how much of a non-2xx body is read.
+	maxErrorBodyBytes = 64 << 10
+	// maxDrainBytes is how much unread body is discarded to keep a
+	// connection reusable; past that the connection is simply closed.
+	maxDrainBytes = 4 << 10
+	// streamBufferBytes is the read buffer of a JSONL stream.
+	streamBufferBytes = 32 << 10
+)
+
+// Options configures a Client. Only BaseURL is required.
+type Options struct {
+	// BaseURL is the API root, e.g. "https://api.chatbotkit.com"; request
+	// paths "/v1/partner/user/..." are appended to its path.
+	BaseURL string
+	// Secret is the held upstream secret, used when a call passes a zero one.
+	Secret secret.Value
+	// UserAgent defaults to DefaultUserAgent.
+	UserAgent string
+	// HTTPClient defaults to one client for this Client, on NewTransport,
+	// that does not follow redirects.
+	HTTPClient *http.Client
+	// MaxAttempts bounds the attempts of a list read, the first included,
+	// and of a write that never reached the upstream. 0 means
+	// DefaultMaxAttempts.
+	MaxAttempts int
+	// MaxBackoff caps the backoff between attempts (not a Retry-After
+	// wait). 0 means DefaultMaxBackoff.
+	MaxBackoff time.Duration
+	// MaxBodyBytes caps a JSON response body. 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxLineBytes caps one JSONL line. 0 means DefaultMaxLineBytes.
+	MaxLineBytes int
+}
+
+// Client calls the partner user token API. It is safe for concurrent use.
+type Client struct {
+	base        string // scheme://host/prefix, no trailing slash, escaped
+	secret      secret.Value
+	userAgent   string
+	hc          *http.Client
+	maxAttempts int
+	maxBackoff  time.Duration
+	maxBody     int64
+	maxLine     int
+
+	// Seams for tests; set by New.
+	sleep func(ctx context.Context, d time.Duration) error
+	randN func(n int64) int64
+}
+
+// New validates opts and returns a Client.
+func New(opts Options) (*Client, error) {
+	u, err := url.Parse(opts.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("chatbotkit: BaseURL: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("chatbotkit: BaseURL %q: scheme must be http or https", opts.BaseURL)
+	case u.Host == "" || u.Opaque != "":
+		return nil, fmt.Errorf("chatbotkit: BaseURL %q: not an absolute URL with a host", opts.BaseURL)
+	case u.User != nil:
+		// Credentials go in the Authorization header, never in the URL,
+		// where they would travel into error strings.
+		return nil, errors.New("chatbotkit: BaseURL must not carry user information")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, fmt.Errorf("chatbotkit: BaseURL %q: must not carry a query or fragment", opts.BaseURL)
+	}
+	c := &Client{
+		base:        u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/"),
+		secret:      opts.Secret,
+		userAgent:   opts.UserAgent,
+		hc:          opts.HTTPClient,
+		maxAttempts: opts.MaxAttempts,
+		maxBackoff:  opts.MaxBackoff,
+		maxBody:     opts.MaxBodyBytes,
+		maxLine:     opts.MaxLineBytes,
+		sleep:       sleepCtx,
+		randN:       rand.Int64N,
+	}
+	if c.userAgent == "" {
+		c.userAgent = DefaultUserAgent
+	} else if !validHeaderValue(c.userAgent) {
+		return nil, errors.New("chatbotkit: UserAgent is not a valid header value")
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{
+			Transport: NewTransport(),
+			// An API answers, it does not redirect; following a 301 would
+			// turn a POST into a GET and send the request somewhere else.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	if c.maxAttempts < 0 || c.maxBackoff < 0 || c.maxBody < 0 || c.maxLine < 0 {
+		return nil, errors.New("chatbotkit: MaxAttempts, MaxBackoff, MaxBodyBytes and MaxLineBytes must not be negative")
+	}
+	if c.maxAttempts == 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.maxBackoff == 0 {
+		c.maxBackoff = DefaultMaxBackoff
+	}
+	if c.maxBody == 0 {
+		c.maxBody = DefaultMaxBodyBytes
+	}
+	if c.maxLine == 0 {
+		c.maxLine = DefaultMaxLineBytes
+	}
+	return c, nil
+}
+
+// NewTransport returns a transport tuned for a proxy under load: keep-alive
+// connections, a pool deep enough for many concurrent calls to one host,
+// bounded dial and TLS handshake times, HTTP/2 where the server offers it.
+func NewTransport() *http.Transport {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            dialer.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+}
+
+// CloseIdleConnections closes the idle connections of the client's pool.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// request is one upstream call, ready to be sent any number of times.
+type request struct {
+	op     string // for error strings: "list", "create", ...
+	method string
+	url    string
+	accept string
+	body   []byte // nil: no body
+	cred   string
+}
+
+// newRequest checks the credential and the ids and builds the URL
+// base/v1/partner/user/{userID}/token[/{tokenID}]/{action}, each id escaped
+// as exactly one path segment. ids are the user id and, for update and
+// delete, the token id.
+func (c *Client) newRequest(op, method string, cred secret.Value, action string, ids ...string) (*request, error) {
+	if cred.IsZero() {
+		cred = c.secret
+	}
+	if cred.IsZero() {
+		return nil, fmt.Errorf("%w: %s", ErrNoCredential, op)
+	}
+	if !validHeaderValue(cred.Reveal()) {
+		return nil, fmt.Errorf("%w: %s: the credential is not a valid header value", ErrNoCredential, op)
+	}
+	var b strings.Builder
+	b.WriteString(c.base)
+	b.WriteString("/v1/partner/user")
+	for i, id := range ids {
+		kind := "user id"
+		if i > 0 {
+			kind = "token id"
+		}
+		if err := checkID(kind, id); err != nil {
+			return nil, err
+		}
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(id))
+		if i == 0 {
+			b.WriteString("/token")
+		}
+	}
+	b.WriteByte('/')
+	b.WriteString(action)
+	return &request{op: op, method: method, url: b.String(), accept: "application/json", cred: cred.Reveal()}, nil
+}
+
+func checkID(kind, id string) error {
+	switch id {
+	case "":
+		return fmt.Errorf("%w: %s is empty", ErrInvalidID, kind)
+	case ".", "..":
+		return fmt.Errorf("%w: %s %q is a relative path segment", ErrInvalidID, kind, id)
+	}
+	return nil
+}
+
+// validHeaderValue mirrors net/http's rule: no control characters but tab.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; (b < ' ' && b != '\t') || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// send performs one HTTP exchange. It returns the response only for a 2xx
+// status; a non-2xx status is read into an *APIError.
+func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	// Record whether a connection was ever obtained and whether the request
+	// headers went out: with neither, the upstream never saw the request.
+	// WroteHeaders runs on the transport's write goroutine.
+	var gotConn, wrote atomic.Bool
+	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn:      func(httptrace.GotConnInfo) { gotConn.Store(true) },
+		WroteHeaders: func() { wrote.Store(true) },
+	})
+	req, err := http.NewRequestWithContext(tctx, r.method, r.url, body)
+	if err != nil {
+		return nil, fmt.Errorf("chatbotkit: %s: building the request: %w", r.op, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+r.cred)
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("Accept", r.accept)
+	if r.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, fmt.Errorf("chatbotkit: %s: %w", r.op, cerr)
+		}
+		return nil, &unavailableError{
+			op:    r.op,
+			cause: err,
+			// A dial error alone is not proof: a transport that does not
+			// report trace events could have failed a later exchange with
+			// one. Both together are.
+			neverReached: !gotConn.Load() && !wrote.Load() && isDialError(err),
+			permanent:    isCertError(err),
+		}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, c.readAPIError(ctx, r, resp)
+	}
+	return resp, nil
+}
+
+// readAPIError turns a non-2xx response into an *APIError, reading at most
+// maxErrorBodyBytes of its body.
+func (c *Client) readAPIError(ctx context.Context, r *request, resp *http.Response) error {
+	defer drainClose(resp.Body)
+	e := &APIError{
+		Status:     resp.StatusCode,
+		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("chatbotkit: %s: %w", r.op, cerr)
+		}
+		// The status is known; a body cut short only loses the details.
+		b = nil
+	}
+	var wire struct {
+		Message string `json:"message"`
+		Code    string `json:"code"`
+	}
+	if json.Unmarshal(b, &wire) == nil {
+		e.Code, e.Message = wire.Code, wire.Message
+	}
+	if e.Code == "" {
+		e.Code = fallbackCode(e.Status)
+	}
+	if e.Message == "" {
+		e.Message = fallbackMessage(e.Status)
+	}
+	// An upstream that echoes the credential back must not put it into our
+	// error strings. Very short secrets are left alone: replacing them would
+	// mangle ordinary words, and they are test values, not credentials.
+	if len(r.cred) >= 8 {
+		e.Message = strings.ReplaceAll(e.Message, r.cred, secret.Redacted)
+	}
+	return e
+}
+
+// readJSON reads a 2xx body of at most maxBody bytes and decodes it into v.
+// With quiet, the decoder's complaint is left out of the error (a create
+// response holds a secret, and type errors quote numbers).
+func (c *Client) readJSON(ctx context.Context, r *request, resp *http.Response, v any, quiet bool) error {
+	if resp.ContentLength > c.maxBody {
+		resp.Body.Close()
+		return fmt.Errorf("%w: %s: Content-Length %d exceeds the %d-byte cap", ErrResponseTooLarge, r.op, resp.ContentLength, c.maxBody)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	if err != nil {
+		resp.Body.Close()
+		return c.bodyError(ctx, r.op, err)
+	}
+	if int64(len(b)) > c.maxBody {
+		resp.Body.Close()
+		return fmt.Errorf("%w: %s: body exceeds the %d-byte cap", ErrResponseTooLarge, r.op, c.maxBody)
+	}
+	drainClose(resp.Body)
+	if err := json.Unmarshal(b, v); err != nil {
+		if quiet {
+			return fmt.Errorf("%w: %s: not the expected JSON", ErrMalformedResponse, r.op)
+		}
+		return fmt.Errorf("%w: %s: %v", ErrMalformedResponse, r.op, err)
+	}
+	return nil
+}
+
+// bodyError classifies a failure to read a 2xx body: the caller's context,
+// or a body cut short (unexpected EOF, reset), which is ErrUnavailable.
+func (c *Client) bodyError(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("chatbotkit: %s: %w", op, cerr)
+	}
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return &unavailableError{op: op, cause: fmt.Errorf("reading the response body: %w", err)}
+}
+
+// drainClose discards a little unread body so the connection can go back to
+// the pool, then closes it. A body with more left is closed with its
+// connection: reading on could take any amount of time.
+func drainClose(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, maxDrainBytes)
+	_ = body.Close()
+}
+
+// retry runs try until it succeeds, fails for good, or the attempts, the
+// caller's deadline or maxRetryAfterWait say stop. idempotent: try is a read,
+// retried on any transient failure; otherwise only failures that never
+// reached the upstream are retried. try returns stop=true to forbid a retry
+// whatever the error (a stream that already yielded an item).
+func (c *Client) retry(ctx context.Context, idempotent bool, try func() (stop bool, err error)) error {
+	for attempt := 1; ; attempt++ {
+		stop, err := try()
+		if err == nil || stop || attempt >= c.maxAttempts {
+			return err
+		}
+		ok, retryAfter := retryable(err, idempotent)
+		if !ok || retryAfter > maxRetryAfterWait {
+			return err
+		}
+		wait := max(c.backoff(attempt), retryAfter)
+		if deadline, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(deadline) {
+			// The wait would outlast the caller: the last answer is more
+			// useful to them now than a deadline error later.
+			return err
+		}
+		if serr := c.sleep(ctx, wait); serr != nil {
+			return fmt.Errorf("chatbotkit: %w (while waiting to retry after: %v)", serr, err)
+		}
+	}
+}
+
+// retryable reports whether err is worth another attempt, and the least
+// wait the upstream asked for.
+func retryable(err error, idempotent bool) (bool, time.Duration) {
+	var ue *unavailableError
+	if errors.As(err, &ue) {
+		if idempotent {
+			return !ue.permanent, 0
+		}
+		return ue.neverReached, 0
+	}
+	var ae *APIError
+	if idempotent && errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true, ae.RetryAfter
+		}
+	}
+	return false, 0
+}
+
+// backoff returns the jittered wait after the given (1-based) failed
+// attempt: uniform in [0, min(MaxBackoff, baseBackoff·2^(attempt-1))].
+func (c *Client) backoff(attempt int) time.Duration {
+	ceiling := c.maxBackoff
+	if shift := attempt - 1; shift < 32 {
+		if d := baseBackoff << shift; d < ceiling {
+			ceiling = d
+		}
+	}
+	return time.Duration(c.randN(int64(ceiling) + 1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

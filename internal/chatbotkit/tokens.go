@@ -1,0 +1,414 @@
+package chatbotkit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/cbkgate/cbkgate/internal/secret"
+)
+
+// Order is the order of a listing. The upstream's default is newest first.
+type Order string
+
+const (
+	OrderDefault Order = ""
+	OrderAsc     Order = "asc"
+	OrderDesc    Order = "desc"
+)
+
+// ListOptions are a listing's query parameters; zero values are not sent.
+type ListOptions struct {
+	Cursor string // opaque: resume after this position
+	Order  Order
+	Take   int // page size; 0 lets the upstream choose
+}
+
+// Token is one token as listed. Its secret value is never listed.
+type Token struct {
+	ID          string
+	Name        string
+	Description string
+	// Meta is the upstream's free-form JSON, byte for byte; nil when absent
+	// or null.
+	Meta      json.RawMessage
+	CreatedAt time.Time // UTC; zero when the upstream sent none
+	UpdatedAt time.Time // UTC; zero when the upstream sent none
+}
+
+// Page is one JSON page of a listing.
+type Page struct {
+	Items  []Token
+	Cursor string // pass back as ListOptions.Cursor for the next page
+}
+
+// TokenInput is the body of a create or an update. A nil field is not sent,
+// which on update leaves it as it is.
+type TokenInput struct {
+	Name        *string
+	Description *string
+	Config      json.RawMessage
+	Meta        json.RawMessage
+}
+
+// Created is the answer to a create. Token is the new token's secret value,
+// returned once.
+type Created struct {
+	ID        string
+	Token     secret.Value
+	CreatedAt time.Time
+}
+
+// ListPage fetches one JSON page. It is retried on no connection, reset, a
+// body cut short, 429, 502, 503 and 504.
+func (c *Client) ListPage(ctx context.Context, cred secret.Value, userID string, opts ListOptions) (*Page, error) {
+	r, err := c.listRequest("list", cred, userID, opts)
+	if err != nil {
+		return nil, err
+	}
+	var page *Page
+	err = c.retry(ctx, true, func() (bool, error) {
+		resp, err := c.send(ctx, r)
+		if err != nil {
+			return false, err
+		}
+		var wire struct {
+			Items  *[]wireToken `json:"items"`
+			Cursor string       `json:"cursor"`
+		}
+		if err := c.readJSON(ctx, r, resp, &wire, false); err != nil {
+			return false, err
+		}
+		if wire.Items == nil {
+			return false, fmt.Errorf("%w: list: no items", ErrMalformedResponse)
+		}
+		p := &Page{Items: make([]Token, 0, len(*wire.Items)), Cursor: wire.Cursor}
+		for i := range *wire.Items {
+			t, err := (*wire.Items)[i].token()
+			if err != nil {
+				return false, fmt.Errorf("%w: list: item %d: %v", ErrMalformedResponse, i, err)
+			}
+			p.Items = append(p.Items, t)
+		}
+		page = p
+		return false, nil
+	})
+	return page, err
+}
+
+// ListStream reads the JSONL listing (Accept: application/jsonl) and calls
+// yield for each token as its line arrives. It is retried like ListPage, but
+// only until the first token has been handed to yield: after that a failure
+// is returned, never papered over by starting again. An error from yield
+// stops the listing and is returned as it is.
+//
+// Every line must be {"type":"item","data":{...}} with data.id present;
+// anything else, including a type other than "item", is
+// ErrMalformedResponse. The wire format defines no other type, and skipping
+// one (an error event, say) could end a listing cleanly with tokens missing.
+// Blank lines are skipped. The stream ending in the middle of a line (a last
+// line with no newline that is not valid JSON) is ErrUnavailable.
+func (c *Client) ListStream(ctx context.Context, cred secret.Value, userID string, opts ListOptions, yield func(Token) error) error {
+	if yield == nil {
+		return fmt.Errorf("%w: list stream: nil yield function", ErrInvalidArgument)
+	}
+	r, err := c.listRequest("list stream", cred, userID, opts)
+	if err != nil {
+		return err
+	}
+	r.accept = "application/jsonl"
+	yielded := false
+	return c.retry(ctx, true, func() (bool, error) {
+		resp, err := c.send(ctx, r)
+		if err != nil {
+			return false, err
+		}
+		err = c.readStream(ctx, r.op, resp.Body, yield, &yielded)
+		if err != nil {
+			// A stream stopped early may have any amount left: close the
+			// connection rather than read on.
+			resp.Body.Close()
+		} else {
+			drainClose(resp.Body)
+		}
+		return yielded, err
+	})
+}
+
+func (c *Client) listRequest(op string, cred secret.Value, userID string, opts ListOptions) (*request, error) {
+	switch opts.Order {
+	case OrderDefault, OrderAsc, OrderDesc:
+	default:
+		return nil, fmt.Errorf("%w: %s: unknown order %q", ErrInvalidArgument, op, opts.Order)
+	}
+	if opts.Take < 0 {
+		return nil, fmt.Errorf("%w: %s: negative take", ErrInvalidArgument, op)
+	}
+	r, err := c.newRequest(op, http.MethodGet, cred, "list", userID)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	if opts.Cursor != "" {
+		q.Set("cursor", opts.Cursor)
+	}
+	if opts.Order != OrderDefault {
+		q.Set("order", string(opts.Order))
+	}
+	if opts.Take > 0 {
+		q.Set("take", strconv.Itoa(opts.Take))
+	}
+	if len(q) > 0 {
+		r.url += "?" + q.Encode()
+	}
+	return r, nil
+}
+
+// errLineTooLong is what readLine reports for a line over the cap.
+var errLineTooLong = errors.New("line too long")
+
+func (c *Client) readStream(ctx context.Context, op string, body io.Reader, yield func(Token) error, yielded *bool) error {
+	br := bufio.NewReaderSize(body, streamBufferBytes)
+	var line []byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("chatbotkit: %s: %w", op, err)
+		}
+		var complete bool
+		var err error
+		line, complete, err = readLine(br, line[:0], c.maxLine)
+		switch {
+		case errors.Is(err, errLineTooLong):
+			return fmt.Errorf("%w: %s: a line exceeds the %d-byte cap", ErrResponseTooLarge, op, c.maxLine)
+		case err != nil && err != io.EOF:
+			return c.bodyError(ctx, op, err)
+		}
+		content := bytes.TrimSpace(line)
+		if !complete {
+			// End of the body. Whatever follows the last newline is a final
+			// line only if it stands as JSON on its own; otherwise the
+			// stream was cut in the middle of a line.
+			if len(content) == 0 {
+				return nil
+			}
+			if !json.Valid(content) {
+				return &unavailableError{op: op, cause: fmt.Errorf("the stream ended in the middle of a line: %w", io.ErrUnexpectedEOF)}
+			}
+		}
+		if len(content) > 0 {
+			t, err := decodeStreamLine(content)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrMalformedResponse, op, err)
+			}
+			*yielded = true
+			if err := yield(t); err != nil {
+				return err
+			}
+		}
+		if !complete {
+			return nil
+		}
+	}
+}
+
+// readLine reads one line into buf, without its newline. complete is false
+// when the body ended first (err is then io.EOF or the read error). A line
+// longer than max is errLineTooLong; at most max plus one buffer is held.
+func readLine(r *bufio.Reader, buf []byte, max int) (line []byte, complete bool, err error) {
+	for {
+		frag, err := r.ReadSlice('\n')
+		buf = append(buf, frag...)
+		switch {
+		case err == nil:
+			buf = buf[:len(buf)-1]
+			if len(buf) > max {
+				return buf, true, errLineTooLong
+			}
+			return buf, true, nil
+		case len(buf) > max:
+			return buf, false, errLineTooLong
+		case err != bufio.ErrBufferFull:
+			return buf, false, err
+		}
+	}
+}
+
+func decodeStreamLine(line []byte) (Token, error) {
+	var ev struct {
+		Type string     `json:"type"`
+		Data *wireToken `json:"data"`
+	}
+	if err := json.Unmarshal(line, &ev); err != nil {
+		return Token{}, err
+	}
+	if ev.Type != "item" {
+		return Token{}, fmt.Errorf("unexpected line type %q", ev.Type)
+	}
+	if ev.Data == nil {
+		return Token{}, errors.New("item without data")
+	}
+	return ev.Data.token()
+}
+
+// Create creates a token. It is sent again only if the request provably
+// never reached the upstream; an answer of any kind, or a connection lost
+// after the request went out, is returned as it is, so that a retry can
+// never mint a second token.
+func (c *Client) Create(ctx context.Context, cred secret.Value, userID string, in TokenInput) (*Created, error) {
+	r, err := c.newRequest("create", http.MethodPost, cred, "create", userID)
+	if err != nil {
+		return nil, err
+	}
+	if r.body, err = in.marshal(); err != nil {
+		return nil, err
+	}
+	var out *Created
+	err = c.retry(ctx, false, func() (bool, error) {
+		resp, err := c.send(ctx, r)
+		if err != nil {
+			return false, err
+		}
+		var wire struct {
+			ID        string `json:"id"`
+			Token     string `json:"token"`
+			CreatedAt msTime `json:"createdAt"`
+		}
+		if err := c.readJSON(ctx, r, resp, &wire, true); err != nil {
+			return false, err
+		}
+		if wire.ID == "" || wire.Token == "" {
+			return false, fmt.Errorf("%w: create: id or token missing", ErrMalformedResponse)
+		}
+		out = &Created{ID: wire.ID, Token: secret.Value(wire.Token), CreatedAt: wire.CreatedAt.t}
+		return false, nil
+	})
+	return out, err
+}
+
+// Update changes the fields of in that are not nil and returns the token's
+// id. Retried like Create.
+func (c *Client) Update(ctx context.Context, cred secret.Value, userID, tokenID string, in TokenInput) (string, error) {
+	r, err := c.newRequest("update", http.MethodPost, cred, "update", userID, tokenID)
+	if err != nil {
+		return "", err
+	}
+	if r.body, err = in.marshal(); err != nil {
+		return "", err
+	}
+	return c.writeForID(ctx, r)
+}
+
+// Delete deletes a token and returns its id. Retried like Create.
+func (c *Client) Delete(ctx context.Context, cred secret.Value, userID, tokenID string) (string, error) {
+	r, err := c.newRequest("delete", http.MethodPost, cred, "delete", userID, tokenID)
+	if err != nil {
+		return "", err
+	}
+	r.body = []byte("{}")
+	return c.writeForID(ctx, r)
+}
+
+// writeForID sends a write whose answer is {"id": ...}.
+func (c *Client) writeForID(ctx context.Context, r *request) (string, error) {
+	var id string
+	err := c.retry(ctx, false, func() (bool, error) {
+		resp, err := c.send(ctx, r)
+		if err != nil {
+			return false, err
+		}
+		var wire struct {
+			ID string `json:"id"`
+		}
+		if err := c.readJSON(ctx, r, resp, &wire, false); err != nil {
+			return false, err
+		}
+		if wire.ID == "" {
+			return false, fmt.Errorf("%w: %s: id missing", ErrMalformedResponse, r.op)
+		}
+		id = wire.ID
+		return false, nil
+	})
+	return id, err
+}
+
+// marshal encodes the fields that are set. The encoder checks that Config
+// and Meta are valid JSON and compacts them; their numbers stay as written.
+func (in TokenInput) marshal() ([]byte, error) {
+	wire := struct {
+		Name        *string         `json:"name,omitempty"`
+		Description *string         `json:"description,omitempty"`
+		Config      json.RawMessage `json:"config,omitempty"`
+		Meta        json.RawMessage `json:"meta,omitempty"`
+	}{in.Name, in.Description, in.Config, in.Meta}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(wire); err != nil {
+		return nil, fmt.Errorf("%w: config or meta is not valid JSON: %v", ErrInvalidArgument, err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// wireToken is a token as the upstream sends it, in a page or a stream line.
+type wireToken struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	Meta        json.RawMessage `json:"meta"`
+	CreatedAt   msTime          `json:"createdAt"`
+	UpdatedAt   msTime          `json:"updatedAt"`
+}
+
+func (w *wireToken) token() (Token, error) {
+	if w.ID == "" {
+		return Token{}, errors.New("token without id")
+	}
+	meta := w.Meta
+	if string(meta) == "null" {
+		meta = nil
+	}
+	return Token{
+		ID:          w.ID,
+		Name:        w.Name,
+		Description: w.Description,
+		Meta:        meta,
+		CreatedAt:   w.CreatedAt.t,
+		UpdatedAt:   w.UpdatedAt.t,
+	}, nil
+}
+
+// msTime is a JSON number of milliseconds since the Unix epoch, integral or
+// not. null leaves it zero.
+type msTime struct{ t time.Time }
+
+// maxFloatMillis keeps a fractional timestamp within what float64 holds
+// exactly and int64 can take.
+const maxFloatMillis = 1 << 53
+
+func (m *msTime) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if s == "null" {
+		return nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		m.t = time.UnixMilli(ms).UTC()
+		return nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.Abs(f) > maxFloatMillis {
+		return errors.New("a timestamp is not a number of milliseconds")
+	}
+	whole := math.Floor(f)
+	frac := time.Duration(math.Round((f - whole) * float64(time.Millisecond)))
+	m.t = time.UnixMilli(int64(whole)).Add(frac).UTC()
+	return nil
+}
