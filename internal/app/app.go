@@ -1,0 +1,322 @@
+// Package app assembles cbkgate from its parts: the gRPC server with the
+// TokenService, health and reflection; the HTTP server with the JSON
+// gateway; the REST client; and, in dev mode, the emulator. It owns their
+// lifecycle: listen, serve, drain on shutdown.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/chatbotkit"
+	"github.com/cbkgate/cbkgate/internal/config"
+	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/httpapi"
+	"github.com/cbkgate/cbkgate/internal/logging"
+	"github.com/cbkgate/cbkgate/internal/service"
+)
+
+// Limits of the gRPC server. Requests are small (ids, names, two small
+// objects), so a tight receive limit costs callers nothing and bounds what a
+// hostile one can make the server buffer.
+const (
+	maxRecvMsgBytes = 1 << 20
+	maxSendMsgBytes = 4 << 20
+)
+
+// App is one running cbkgate.
+type App struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	grpcLis, httpLis net.Listener
+	gatewayLis       *gatewayListener
+	grpcServer       *grpc.Server
+	httpServer       *http.Server
+	health           *health.Server
+	gatewayConn      *grpc.ClientConn
+	ready            atomic.Bool
+
+	emulatorLis    net.Listener
+	emulatorServer *http.Server
+}
+
+// New builds every part and opens every listener, so that a port in use or
+// a bad certificate fails at start rather than on the first call.
+func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.closeListeners()
+		}
+	}()
+
+	if cfg.Emulator {
+		// Listen first: the upstream URL in cfg already names this address.
+		if a.emulatorLis, err = net.Listen("tcp", cfg.EmulatorAddr); err != nil {
+			return nil, fmt.Errorf("emulator: %w", err)
+		}
+		a.emulatorServer = &http.Server{
+			Handler:           emulator.New(emulator.Options{Secret: cfg.EmulatorSecret.Reveal()}),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
+
+	client, err := chatbotkit.New(chatbotkit.Options{
+		BaseURL:   cfg.Upstream.String(),
+		Secret:    cfg.UpstreamSecret,
+		UserAgent: "cbkgate/" + Version(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upstream client: %w", err)
+	}
+
+	authn, err := auth.New(auth.Options{
+		PassThrough:          cfg.AuthMode() == config.AuthPassThrough,
+		APIKeys:              cfg.APIKeys,
+		AcceptClientCerts:    cfg.AcceptsClientCerts(),
+		AllowUnauthenticated: cfg.AuthMode() == config.AuthNone,
+		TrustedPeer:          isGateway,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+
+	tlsConfig := listenerTLS(cfg.TLS)
+	grpcOpts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(recoverUnary(log), logging.UnaryInterceptor(log, isGateway), authn.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(recoverStream(log), logging.StreamInterceptor(log, isGateway), authn.StreamInterceptor()),
+		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		grpc.MaxSendMsgSize(maxSendMsgBytes),
+		// Clients may ping no more often than every 10s (pings at a higher
+		// rate cost the server and are cut off with GOAWAY); idle
+		// connections are kept open, pinged every 2 minutes, and dropped
+		// when the peer stops answering.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	}
+	if tlsConfig != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	a.grpcServer = grpc.NewServer(grpcOpts...)
+	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client))
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.grpcServer, a.health)
+	reflection.Register(a.grpcServer)
+
+	// The gateway's own connection: in memory, see gatewayListener.
+	a.gatewayLis = newGatewayListener()
+	a.gatewayConn, err = grpc.NewClient("passthrough:///cbkgate-gateway",
+		grpc.WithContextDialer(a.gatewayLis.dial),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSendMsgBytes)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	handler, err := httpapi.New(context.Background(), httpapi.Options{
+		Conn:        a.gatewayConn,
+		Ready:       a.ready.Load,
+		CORSOrigins: cfg.CORSOrigins,
+		Auth:        authn.HTTPMiddleware,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	a.httpServer = &http.Server{
+		Handler:           handler,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	if a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	if a.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	return a, nil
+}
+
+// listenerTLS adapts the configured TLS for the listeners. When client
+// certificates authenticate callers, the handshake asks for one but does not
+// demand it: health checks and /healthz must answer without one, and the
+// auth interceptor and middleware refuse every API call that has neither a
+// verified certificate nor a valid API key.
+func listenerTLS(c *tls.Config) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	c = c.Clone()
+	if c.ClientAuth == tls.RequireAndVerifyClientCert {
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return c
+}
+
+// GRPCAddr is the address the gRPC server listens on.
+func (a *App) GRPCAddr() net.Addr { return a.grpcLis.Addr() }
+
+// HTTPAddr is the address the HTTP server (gateway, health, OpenAPI) listens on.
+func (a *App) HTTPAddr() net.Addr { return a.httpLis.Addr() }
+
+// Run serves until ctx ends, then drains: health turns NOT_SERVING and
+// /readyz 503, listeners close so new calls are refused, and calls in flight
+// get up to the shutdown timeout to finish before they are cut off. It
+// returns nil after a clean drain.
+func (a *App) Run(ctx context.Context) error {
+	tlsOn := a.cfg.TLS != nil
+	errc := make(chan error, 4)
+	serve := func(name string, f func() error) {
+		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if a.emulatorServer != nil {
+		a.log.Info("emulator listening", "addr", a.emulatorLis.Addr().String(), "note", "dev mode: in-memory ChatBotKit stand-in")
+		go serve("emulator", func() error { return a.emulatorServer.Serve(a.emulatorLis) })
+	}
+	go serve("grpc", func() error { return a.grpcServer.Serve(a.grpcLis) })
+	go serve("gateway", func() error { return a.grpcServer.Serve(a.gatewayLis) })
+	go serve("http", func() error {
+		if tlsOn {
+			return a.httpServer.ServeTLS(a.httpLis, "", "")
+		}
+		return a.httpServer.Serve(a.httpLis)
+	})
+
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	a.health.SetServingStatus(tokenv1.TokenService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	a.ready.Store(true)
+	a.log.Info("grpc listening", "addr", a.GRPCAddr().String(), "tls", tlsOn)
+	a.log.Info("http listening", "addr", a.HTTPAddr().String(), "tls", tlsOn, "serves", "gateway /v1, /healthz, /readyz, /openapi.json")
+	a.log.Info("cbkgate serving", "version", Version(), "auth", string(a.cfg.AuthMode()), "upstream", a.cfg.Upstream.String(), "config", a.cfg)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		a.log.Info("shutting down", "timeout", a.cfg.ShutdownTimeout.String())
+	case runErr = <-errc:
+		a.log.Error("server failed, shutting down", "err", runErr)
+	}
+	a.shutdown()
+	return runErr
+}
+
+// shutdown drains both servers at once, bounded by the shutdown timeout.
+// Calls still running at the timeout are cancelled (their callers see
+// UNAVAILABLE or CANCELLED) and logged; that is still an orderly exit.
+func (a *App) shutdown() {
+	a.ready.Store(false)
+	a.health.Shutdown()
+
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		// Closes the listener and idle connections, then waits for requests
+		// in flight, including gateway streams.
+		if err := a.httpServer.Shutdown(ctx); err != nil {
+			a.httpServer.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		done := make(chan struct{})
+		go func() {
+			a.grpcServer.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			// Calls still running past the timeout are cancelled.
+			a.grpcServer.Stop()
+			<-done
+		}
+	}()
+	wg.Wait()
+	a.gatewayConn.Close()
+
+	if ctx.Err() != nil {
+		a.log.Warn("shutdown timeout reached: calls still in flight were cut off", "timeout", a.cfg.ShutdownTimeout.String())
+	}
+	if a.emulatorServer != nil {
+		// The facade has drained, so nothing needs the emulator any more.
+		a.emulatorServer.Close()
+	}
+	a.log.Info("stopped")
+}
+
+func (a *App) closeListeners() {
+	for _, l := range []net.Listener{a.grpcLis, a.httpLis, a.emulatorLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	if a.gatewayConn != nil {
+		a.gatewayConn.Close()
+	}
+}
+
+// Version is cbkgate's version as the Go toolchain recorded it in the
+// binary ("(devel)" for a plain go run or build from a work tree).
+func Version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// recoverUnary and recoverStream turn a panic in a handler into INTERNAL
+// for that one call instead of taking down every other call with it.
+func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error")
+			}
+		}()
+		return handler(srv, ss)
+	}
+}

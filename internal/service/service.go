@@ -1,0 +1,270 @@
+// Package service implements cbkgate.token.v1.TokenService on top of the
+// ChatBotKit REST client: it validates requests before anything goes
+// upstream, turns ChatBotKit's answers into proto messages, and its errors
+// into the gRPC statuses of the contract.
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/chatbotkit"
+)
+
+// DefaultPageSize is the upstream page size when a ListRequest leaves
+// page_size at 0. ChatBotKit clamps larger takes, so bigger pages only mean
+// fewer round trips up to its maximum.
+const DefaultPageSize = 100
+
+// upstreamTimeout bounds one upstream request (a unary call, or one page of
+// a listing) whose caller set no deadline, so a ChatBotKit that never
+// answers cannot hold a call, and its goroutine, forever. Callers with a
+// deadline get exactly their deadline.
+const upstreamTimeout = 30 * time.Second
+
+// upstreamContext applies upstreamTimeout when ctx has no deadline.
+func upstreamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, upstreamTimeout)
+}
+
+// Service is the TokenService implementation. It holds no state of its own
+// beyond the shared REST client, so one Service serves every call.
+type Service struct {
+	tokenv1.UnimplementedTokenServiceServer
+	client *chatbotkit.Client
+}
+
+// New returns a Service that calls ChatBotKit through client.
+func New(client *chatbotkit.Client) *Service {
+	return &Service{client: client}
+}
+
+// List streams every token of a user from the request's cursor on, page by
+// page. While the caller receives one page, the next is already being
+// fetched, so upstream latency overlaps with sending; at most two pages are
+// held at a time, so memory stays bounded however long the list.
+func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServer[tokenv1.ListResponse]) error {
+	if err := validateList(req); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	// Stops the prefetching goroutine whenever List returns early.
+	defer cancel()
+
+	pages := s.fetchPages(ctx, req)
+	for p := range pages {
+		if p.err != nil {
+			return toStatus(stream.Context(), p.err)
+		}
+		last := len(p.page.Items) - 1
+		for i := range p.page.Items {
+			tok, err := tokenProto(&p.page.Items[i])
+			if err != nil {
+				return toStatus(stream.Context(), err)
+			}
+			resp := &tokenv1.ListResponse{Token: tok}
+			if i == last {
+				resp.Cursor = p.page.Cursor
+			}
+			if err := stream.Send(resp); err != nil {
+				// The caller is gone or its deadline passed; the stream's
+				// status is already decided by gRPC.
+				return err
+			}
+		}
+	}
+	// The fetcher closes the channel early only when ctx ended; a listing
+	// cut short that way must not end OK.
+	if err := stream.Context().Err(); err != nil {
+		return toStatus(stream.Context(), err)
+	}
+	return nil
+}
+
+type pageResult struct {
+	page *chatbotkit.Page
+	err  error
+}
+
+// fetchPages fetches the listing's pages in order on a goroutine of its
+// own, one page ahead of the sender. The channel ends after the last page,
+// after an error (sent as the final result), or when ctx ends.
+func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-chan pageResult {
+	out := make(chan pageResult, 1)
+	go func() {
+		defer close(out)
+		cred := auth.UpstreamSecret(ctx)
+		opts := chatbotkit.ListOptions{Cursor: req.GetCursor(), Order: upstreamOrder(req.GetOrder())}
+		pageSize := int(req.GetPageSize())
+		if pageSize == 0 {
+			pageSize = DefaultPageSize
+		}
+		limit := int(req.GetLimit()) // 0: no limit
+		fetched := 0
+		for {
+			opts.Take = pageSize
+			if limit > 0 {
+				opts.Take = min(pageSize, limit-fetched)
+			}
+			pageCtx, cancel := upstreamContext(ctx)
+			page, err := s.client.ListPage(pageCtx, cred, req.GetUserId(), opts)
+			cancel()
+			if err == nil && limit > 0 && len(page.Items) > limit-fetched {
+				// An upstream that ignores take must not push the listing
+				// past the caller's limit.
+				page.Items = page.Items[:limit-fetched]
+			}
+			select {
+			case out <- pageResult{page: page, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			fetched += len(page.Items)
+			// An empty page, or one without a cursor to go on from, is the
+			// end of the listing.
+			if len(page.Items) == 0 || page.Cursor == "" || (limit > 0 && fetched >= limit) {
+				return
+			}
+			opts.Cursor = page.Cursor
+		}
+	}()
+	return out
+}
+
+func upstreamOrder(o tokenv1.Order) chatbotkit.Order {
+	switch o {
+	case tokenv1.Order_ORDER_ASC:
+		return chatbotkit.OrderAsc
+	case tokenv1.Order_ORDER_DESC:
+		return chatbotkit.OrderDesc
+	default:
+		return chatbotkit.OrderDefault
+	}
+}
+
+// Create mints a token. The REST client never retries a create that may
+// have reached ChatBotKit, so a create is sent at most once.
+func (s *Service) Create(ctx context.Context, req *tokenv1.CreateRequest) (*tokenv1.CreateResponse, error) {
+	if err := checkID("user_id", req.GetUserId()); err != nil {
+		return nil, err
+	}
+	in, err := tokenInput(optional(req.GetName()), optional(req.GetDescription()), req.GetConfig(), req.GetMeta())
+	if err != nil {
+		return nil, err
+	}
+	upCtx, cancel := upstreamContext(ctx)
+	defer cancel()
+	created, err := s.client.Create(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), in)
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &tokenv1.CreateResponse{
+		Id:         created.ID,
+		Token:      created.Token.Reveal(),
+		CreateTime: timestamppb.New(created.CreatedAt),
+	}, nil
+}
+
+// Update changes the fields that are set and leaves the rest as they are.
+func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*tokenv1.UpdateResponse, error) {
+	if err := validateTokenRef(req.GetUserId(), req.GetTokenId()); err != nil {
+		return nil, err
+	}
+	in, err := tokenInput(req.Name, req.Description, req.GetConfig(), req.GetMeta())
+	if err != nil {
+		return nil, err
+	}
+	upCtx, cancel := upstreamContext(ctx)
+	defer cancel()
+	id, err := s.client.Update(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), req.GetTokenId(), in)
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &tokenv1.UpdateResponse{Id: id}, nil
+}
+
+// Delete revokes a token.
+func (s *Service) Delete(ctx context.Context, req *tokenv1.DeleteRequest) (*tokenv1.DeleteResponse, error) {
+	if err := validateTokenRef(req.GetUserId(), req.GetTokenId()); err != nil {
+		return nil, err
+	}
+	upCtx, cancel := upstreamContext(ctx)
+	defer cancel()
+	id, err := s.client.Delete(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), req.GetTokenId())
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &tokenv1.DeleteResponse{Id: id}, nil
+}
+
+// optional treats an empty string as "not given": proto3 cannot tell an
+// empty name from an absent one on Create, and sending "" would only
+// overwrite ChatBotKit's own default.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func tokenInput(name, description *string, config, meta *structpb.Struct) (chatbotkit.TokenInput, error) {
+	in := chatbotkit.TokenInput{Name: name, Description: description}
+	var err error
+	if in.Config, err = structJSON("config", config); err != nil {
+		return in, err
+	}
+	if in.Meta, err = structJSON("meta", meta); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+// structJSON encodes a Struct as the JSON object ChatBotKit expects; nil
+// stays nil so that an unset field is not sent at all.
+func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
+	if s == nil {
+		return nil, nil
+	}
+	b, err := protojson.Marshal(s)
+	if err != nil {
+		// A Struct holding NaN or Infinity has no JSON form.
+		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("%s cannot be encoded as JSON: %v", field, err))
+	}
+	return b, nil
+}
+
+// tokenProto converts an upstream token. Meta that is not a JSON object is
+// a malformed upstream answer, not something to pass on half-converted.
+func tokenProto(t *chatbotkit.Token) (*tokenv1.Token, error) {
+	tok := &tokenv1.Token{
+		Id:          t.ID,
+		Name:        t.Name,
+		Description: t.Description,
+		CreateTime:  timestamppb.New(t.CreatedAt),
+		UpdateTime:  timestamppb.New(t.UpdatedAt),
+	}
+	if len(t.Meta) > 0 && string(t.Meta) != "null" {
+		tok.Meta = &structpb.Struct{}
+		if err := protojson.Unmarshal(t.Meta, tok.Meta); err != nil {
+			return nil, fmt.Errorf("%w: meta of token %q is not a JSON object: %v", chatbotkit.ErrMalformedResponse, t.ID, err)
+		}
+	}
+	return tok, nil
+}

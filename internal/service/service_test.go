@@ -1,0 +1,536 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/chatbotkit"
+	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/secret"
+)
+
+const emulatorSecret = "test-secret"
+
+// upstream counts the requests that reach the handler behind it.
+type upstream struct {
+	handler http.Handler
+	calls   atomic.Int64
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.calls.Add(1)
+	u.handler.ServeHTTP(w, r)
+}
+
+// newTestService serves the service over a real gRPC connection, backed by
+// the REST client talking to h over loopback HTTP.
+func newTestService(t *testing.T, h http.Handler) (tokenv1.TokenServiceClient, *upstream) {
+	t.Helper()
+	up := &upstream{handler: h}
+	hs := httptest.NewServer(up)
+	t.Cleanup(hs.Close)
+
+	client, err := chatbotkit.New(chatbotkit.Options{
+		BaseURL:    hs.URL,
+		Secret:     secret.Value(emulatorSecret),
+		MaxBackoff: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	tokenv1.RegisterTokenServiceServer(gs, New(client))
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return tokenv1.NewTokenServiceClient(conn), up
+}
+
+func newEmulatorService(t *testing.T) (tokenv1.TokenServiceClient, *emulator.Emulator, *upstream) {
+	t.Helper()
+	emu := emulator.New(emulator.Options{Secret: emulatorSecret})
+	c, up := newTestService(t, emu)
+	return c, emu, up
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// listAll drains a List call and returns what it sent and how it ended.
+func listAll(t *testing.T, c tokenv1.TokenServiceClient, req *tokenv1.ListRequest) ([]*tokenv1.ListResponse, error) {
+	t.Helper()
+	stream, err := c.List(ctxT(t), req)
+	if err != nil {
+		return nil, err
+	}
+	var out []*tokenv1.ListResponse
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, resp)
+	}
+}
+
+func ids(rs []*tokenv1.ListResponse) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.GetToken().GetId())
+	}
+	return out
+}
+
+func createN(t *testing.T, c tokenv1.TokenServiceClient, user string, n int) []string {
+	t.Helper()
+	var out []string
+	for i := range n {
+		resp, err := c.Create(ctxT(t), &tokenv1.CreateRequest{UserId: user, Name: fmt.Sprintf("t%d", i)})
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		out = append(out, resp.GetId())
+	}
+	return out
+}
+
+func reversed(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
+
+func TestRoundTrip(t *testing.T) {
+	c, _, _ := newEmulatorService(t)
+	ctx := ctxT(t)
+	meta, _ := structpb.NewStruct(map[string]any{"team": "blue", "n": 3.5, "nested": map[string]any{"ok": true}})
+	config, _ := structpb.NewStruct(map[string]any{"scope": "read"})
+
+	created, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "user 1/ü", Name: "ci", Description: "for CI", Meta: meta, Config: config})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.GetId() == "" || created.GetToken() == "" || created.GetCreateTime().AsTime().IsZero() {
+		t.Fatalf("incomplete create response: %v", created)
+	}
+
+	got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "user 1/ü"})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("list = %v, %v", got, err)
+	}
+	tok := got[0].GetToken()
+	if tok.GetId() != created.GetId() || tok.GetName() != "ci" || tok.GetDescription() != "for CI" || !proto.Equal(tok.GetMeta(), meta) {
+		t.Fatalf("listed token = %v", tok)
+	}
+	if !tok.GetCreateTime().AsTime().Equal(created.GetCreateTime().AsTime()) || tok.GetUpdateTime() == nil {
+		t.Fatalf("listed times = %v, %v; created %v", tok.GetCreateTime(), tok.GetUpdateTime(), created.GetCreateTime())
+	}
+
+	newName := "renamed"
+	upd, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "user 1/ü", TokenId: created.GetId(), Name: &newName})
+	if err != nil || upd.GetId() != created.GetId() {
+		t.Fatalf("update = %v, %v", upd, err)
+	}
+	got, _ = listAll(t, c, &tokenv1.ListRequest{UserId: "user 1/ü"})
+	if tok := got[0].GetToken(); tok.GetName() != "renamed" || tok.GetDescription() != "for CI" || !proto.Equal(tok.GetMeta(), meta) {
+		t.Fatalf("after a partial update: %v", tok)
+	}
+
+	// Another user cannot see or touch the token.
+	if _, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "someone-else", TokenId: created.GetId()}); status.Code(err) != codes.NotFound {
+		t.Fatalf("delete under another user: %v", err)
+	}
+	del, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "user 1/ü", TokenId: created.GetId()})
+	if err != nil || del.GetId() != created.GetId() {
+		t.Fatalf("delete = %v, %v", del, err)
+	}
+	_, err = c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "user 1/ü", TokenId: created.GetId()})
+	assertUpstreamError(t, err, codes.NotFound, "NOT_FOUND", 404)
+	if got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "user 1/ü"}); err != nil || len(got) != 0 {
+		t.Fatalf("list after delete = %v, %v", got, err)
+	}
+}
+
+func TestListAcrossPages(t *testing.T) {
+	c, _, _ := newEmulatorService(t)
+	created := createN(t, c, "u", 23)
+
+	for _, tc := range []struct {
+		name  string
+		order tokenv1.Order
+		want  []string
+	}{
+		{"default is newest first", tokenv1.Order_ORDER_UNSPECIFIED, reversed(created)},
+		{"desc", tokenv1.Order_ORDER_DESC, reversed(created)},
+		{"asc", tokenv1.Order_ORDER_ASC, created},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, pageSize := range []int32{0, 1, 5, 23, 200} {
+				got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Order: tc.order, PageSize: pageSize})
+				if err != nil {
+					t.Fatalf("page_size %d: %v", pageSize, err)
+				}
+				if fmt.Sprint(ids(got)) != fmt.Sprint(tc.want) {
+					t.Fatalf("page_size %d: got %v, want %v", pageSize, ids(got), tc.want)
+				}
+				if got[len(got)-1].GetCursor() == "" {
+					t.Fatalf("page_size %d: the last token has no cursor", pageSize)
+				}
+			}
+		})
+	}
+}
+
+func TestListCursorResumesAfterEveryCursor(t *testing.T) {
+	c, _, _ := newEmulatorService(t)
+	created := createN(t, c, "u", 12)
+
+	all, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Order: tokenv1.Order_ORDER_ASC, PageSize: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCursor := 0
+	for i, r := range all {
+		if r.GetCursor() == "" {
+			continue
+		}
+		withCursor++
+		rest, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Order: tokenv1.Order_ORDER_ASC, PageSize: 5, Cursor: r.GetCursor()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ids(rest)) != fmt.Sprint(created[i+1:]) {
+			t.Fatalf("resume after #%d: got %v, want %v", i, ids(rest), created[i+1:])
+		}
+	}
+	// Pages of 5 over 12 tokens: cursors on tokens 5, 10 and 12.
+	if withCursor != 3 {
+		t.Fatalf("%d tokens carry a cursor, want 3 (one per upstream page)", withCursor)
+	}
+}
+
+func TestListLimit(t *testing.T) {
+	c, _, _ := newEmulatorService(t)
+	created := createN(t, c, "u", 10)
+	for _, tc := range []struct{ pageSize, limit int32 }{{0, 1}, {3, 7}, {4, 8}, {100, 10}, {2, 50}} {
+		got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Order: tokenv1.Order_ORDER_ASC, PageSize: tc.pageSize, Limit: tc.limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := created[:min(int(tc.limit), len(created))]
+		if fmt.Sprint(ids(got)) != fmt.Sprint(want) {
+			t.Fatalf("page_size %d limit %d: got %v, want %v", tc.pageSize, tc.limit, ids(got), want)
+		}
+		if got[len(got)-1].GetCursor() == "" {
+			t.Fatalf("page_size %d limit %d: the last token has no cursor to resume from", tc.pageSize, tc.limit)
+		}
+	}
+}
+
+func TestValidationRefusesBeforeUpstream(t *testing.T) {
+	c, _, up := newEmulatorService(t)
+	ctx := ctxT(t)
+	long := strings.Repeat("a", 257)
+	okLong := strings.Repeat("a", 256)
+	name := "x"
+
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"list without user", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{}); return err }},
+		{"list user too long", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: long}); return err }},
+		{"list user dot", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "."}); return err }},
+		{"list user dotdot", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: ".."}); return err }},
+		{"list user newline", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\nb"}); return err }},
+		{"list user NUL", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\x00b"}); return err }},
+		{"list user DEL", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\x7fb"}); return err }},
+		{"list user C1 control", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\u0085b"}); return err }},
+		{"negative page_size", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", PageSize: -1}); return err }},
+		{"negative limit", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Limit: -1}); return err }},
+		{"undefined order", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Order: 7}); return err }},
+		{"create without user", func() error { _, err := c.Create(ctx, &tokenv1.CreateRequest{}); return err }},
+		{"create user tab", func() error { _, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "a\tb"}); return err }},
+		{"create meta NaN", func() error {
+			_, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "u", Meta: &structpb.Struct{Fields: map[string]*structpb.Value{"x": structpb.NewNumberValue(nan())}}})
+			return err
+		}},
+		{"update without token", func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", Name: &name}); return err }},
+		{"update token dotdot", func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", TokenId: ".."}); return err }},
+		{"update token too long", func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", TokenId: long}); return err }},
+		{"delete without user", func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{TokenId: "t"}); return err }},
+		{"delete token control", func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "u", TokenId: "t\r"}); return err }},
+		{"delete token dot", func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "u", TokenId: "."}); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := up.calls.Load()
+			err := tc.call()
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("got %v, want INVALID_ARGUMENT", err)
+			}
+			if status.Convert(err).Message() == "" {
+				t.Fatal("no message says what is wrong")
+			}
+			if n := up.calls.Load() - before; n != 0 {
+				t.Fatalf("%d upstream calls, want none", n)
+			}
+		})
+	}
+
+	// The boundary itself is allowed, and ids that only look odd are fine.
+	for _, id := range []string{okLong, "...", "a/b", "a?b#c", "%2F", "ü ß"} {
+		if _, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: id, Name: "ok"}); err != nil {
+			t.Fatalf("create for user %q: %v", id, err)
+		}
+		got, err := listAll(t, c, &tokenv1.ListRequest{UserId: id})
+		if err != nil || len(got) != 1 {
+			t.Fatalf("list for user %q = %d tokens, %v; want exactly its own token", id, len(got), err)
+		}
+	}
+}
+
+func nan() float64 {
+	var zero float64
+	return zero / zero
+}
+
+// assertUpstreamError checks an error that came from an upstream response.
+func assertUpstreamError(t *testing.T, err error, code codes.Code, reason string, httpStatus int) *status.Status {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != code {
+		t.Fatalf("code = %v (%v), want %v", st.Code(), err, code)
+	}
+	var info *errdetails.ErrorInfo
+	for _, d := range st.Details() {
+		if d, ok := d.(*errdetails.ErrorInfo); ok {
+			info = d
+		}
+	}
+	if info == nil {
+		t.Fatalf("no ErrorInfo in %v", st.Details())
+	}
+	if info.GetReason() != reason || info.GetDomain() != "chatbotkit.com" || info.GetMetadata()["http_status"] != fmt.Sprint(httpStatus) {
+		t.Fatalf("ErrorInfo = %v, want reason %s, domain chatbotkit.com, http_status %d", info, reason, httpStatus)
+	}
+	return st
+}
+
+func TestUpstreamErrorMapping(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		code   codes.Code
+	}{
+		{400, codes.InvalidArgument}, {401, codes.Unauthenticated}, {402, codes.FailedPrecondition},
+		{403, codes.PermissionDenied}, {404, codes.NotFound}, {408, codes.DeadlineExceeded},
+		{409, codes.Aborted}, {413, codes.InvalidArgument}, {422, codes.InvalidArgument},
+		{429, codes.ResourceExhausted}, {500, codes.Internal}, {501, codes.Unimplemented},
+		{502, codes.Unavailable}, {503, codes.Unavailable}, {504, codes.Unavailable},
+		{418, codes.Unknown},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			reason := fmt.Sprintf("CODE_%d", tc.status)
+			message := fmt.Sprintf("upstream says %d", tc.status)
+			c, up := newTestService(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				if tc.status == 429 {
+					w.Header().Set("Retry-After", "7")
+				}
+				w.WriteHeader(tc.status)
+				json.NewEncoder(w).Encode(map[string]string{"message": message, "code": reason})
+			}))
+			_, err := c.Create(ctxT(t), &tokenv1.CreateRequest{UserId: "u"})
+			st := assertUpstreamError(t, err, tc.code, reason, tc.status)
+			if st.Message() != message {
+				t.Fatalf("message = %q, want the upstream message %q", st.Message(), message)
+			}
+			if n := up.calls.Load(); n != 1 {
+				t.Fatalf("create reached upstream %d times, want exactly 1", n)
+			}
+			var retry *errdetails.RetryInfo
+			for _, d := range st.Details() {
+				if d, ok := d.(*errdetails.RetryInfo); ok {
+					retry = d
+				}
+			}
+			if tc.status == 429 {
+				if retry == nil || retry.GetRetryDelay().AsDuration() != 7*time.Second {
+					t.Fatalf("RetryInfo = %v, want 7s", retry)
+				}
+			} else if retry != nil {
+				t.Fatalf("unexpected RetryInfo %v", retry)
+			}
+		})
+	}
+}
+
+func TestWrongSecretIsUnauthenticated(t *testing.T) {
+	emu := emulator.New(emulator.Options{Secret: "another-secret"})
+	c, _ := newTestService(t, emu)
+	_, err := c.Create(ctxT(t), &tokenv1.CreateRequest{UserId: "u"})
+	assertUpstreamError(t, err, codes.Unauthenticated, "NOT_AUTHENTICATED", 401)
+}
+
+// pagedHandler serves a JSON page per request from pages, then fails.
+func pagedHandler(t *testing.T, pages []string, fail func(w http.ResponseWriter)) http.Handler {
+	var n atomic.Int64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := int(n.Add(1)) - 1
+		if i < len(pages) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, pages[i])
+			return
+		}
+		fail(w)
+	})
+}
+
+func TestListEndsInErrorAfterTokensAlreadySent(t *testing.T) {
+	page := `{"items":[{"id":"a","createdAt":1,"updatedAt":1},{"id":"b","createdAt":2,"updatedAt":2}],"cursor":"c1"}`
+	c, _ := newTestService(t, pagedHandler(t, []string{page}, func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(500)
+		io.WriteString(w, `{"message":"boom","code":"INTERNAL_SERVER_ERROR"}`)
+	}))
+	got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u"})
+	if fmt.Sprint(ids(got)) != "[a b]" {
+		t.Fatalf("tokens before the failure = %v", ids(got))
+	}
+	if got[1].GetCursor() != "c1" {
+		t.Fatalf("cursor of the page's last token = %q, want c1", got[1].GetCursor())
+	}
+	assertUpstreamError(t, err, codes.Internal, "INTERNAL_SERVER_ERROR", 500)
+}
+
+func TestListMalformedUpstreamIsInternal(t *testing.T) {
+	for name, body := range map[string]string{
+		"not json":       `{"items":[`,
+		"meta not a map": `{"items":[{"id":"a","createdAt":1,"updatedAt":1,"meta":[1,2]}],"cursor":"c"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, _ := newTestService(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, body)
+			}))
+			_, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u"})
+			if status.Code(err) != codes.Internal && !(name == "not json" && status.Code(err) == codes.Unavailable) {
+				t.Fatalf("got %v, want INTERNAL", err)
+			}
+		})
+	}
+}
+
+func TestUpstreamUnreachableIsUnavailable(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	client, err := chatbotkit.New(chatbotkit.Options{BaseURL: "http://" + addr, Secret: "s", MaxAttempts: 2, MaxBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(client)
+	_, err = svc.Create(context.Background(), &tokenv1.CreateRequest{UserId: "u"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", err)
+	}
+}
+
+func TestCallerDeadlineAndCancel(t *testing.T) {
+	release := make(chan struct{})
+	var cancelled atomic.Int64
+	c, _ := newTestService(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// net/http notices a client hang-up only once the body is read.
+		io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+			cancelled.Add(1)
+		case <-release:
+		}
+	}))
+	// Registered after the server's cleanup, so it runs first and no
+	// handler is left blocking the server's Close.
+	t.Cleanup(func() { close(release) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "u"})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("got %v, want DEADLINE_EXCEEDED", err)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	stream, err := c.List(ctx, &tokenv1.ListRequest{UserId: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err = stream.Recv()
+	if status.Code(err) != codes.Canceled {
+		t.Fatalf("got %v, want CANCELLED", err)
+	}
+	// Both upstream requests saw their cancellation promptly.
+	deadline := time.Now().Add(5 * time.Second)
+	for cancelled.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := cancelled.Load(); n != 2 {
+		t.Fatalf("%d upstream requests were cancelled, want 2", n)
+	}
+}
+
+func TestToStatusKeepsContextErrors(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got := status.Code(toStatus(ctx, errors.New("whatever the transport said"))); got != codes.Canceled {
+		t.Fatalf("got %v, want CANCELLED once the caller is gone", got)
+	}
+	ctx, cancel = context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if got := status.Code(toStatus(ctx, errors.New("whatever the transport said"))); got != codes.DeadlineExceeded {
+		t.Fatalf("got %v, want DEADLINE_EXCEEDED once the caller's deadline passed", got)
+	}
+	// cbkgate's own bound on an upstream request ran out while the caller
+	// still waits: ChatBotKit is not answering.
+	if got := status.Code(toStatus(context.Background(), fmt.Errorf("x: %w", context.DeadlineExceeded))); got != codes.Unavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", got)
+	}
+}
