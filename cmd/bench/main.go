@@ -1,0 +1,505 @@
+// Command bench measures what cbkgate costs next to the ChatBotKit call it
+// wraps. It hosts the emulator in this process (HTTP on loopback), runs
+// cbkgate as a child process in front of it, and compares, pair by pair,
+// calls through cbkgate with the same calls sent straight to the emulator:
+//
+//   - Create through gRPC and through the JSON gateway vs a direct REST
+//     create, at concurrency 16 (throughput) and 1 (latency added);
+//   - List of a user's tokens through gRPC vs the emulator's JSONL stream;
+//   - cbkgate's resident memory while it streams a very long listing;
+//   - cbkgate's own CPU time per create and per listed token.
+//
+// The two sides of a pair run in alternating rounds (A B A B ...), so a
+// noisy machine does not favour either; the table reports medians. cbkgate
+// runs in its own process, so its CPU time and memory are the facade's
+// alone. Run it from the repository root:
+//
+//	go run ./cmd/bench
+//
+// It prints a Markdown table on stdout and its progress on stderr.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/emulator"
+)
+
+const (
+	benchSecret = "bench-upstream-secret"
+	createUser  = "bench-create"
+	listUser    = "bench-list"
+	memUser     = "bench-memory"
+)
+
+type options struct {
+	rounds     int
+	duration   time.Duration
+	conc       int
+	listTokens int
+	memTokens  int
+	serverBin  string
+	infoLog    bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds of each pair (A then B); the table shows medians")
+	flag.DurationVar(&o.duration, "duration", time.Second, "length of one side of one round of the create pairs")
+	flag.IntVar(&o.conc, "concurrency", 16, "concurrent callers in the create throughput pairs")
+	flag.IntVar(&o.listTokens, "list-tokens", 100_000, "tokens in the listing of the List pair")
+	flag.IntVar(&o.memTokens, "memory-tokens", 1_000_000, "tokens streamed while cbkgate's memory is sampled")
+	flag.StringVar(&o.serverBin, "server", "", "a built cbkgate binary (default: build ./cmd/server into a temporary directory)")
+	flag.BoolVar(&o.infoLog, "info-logging", true, "also measure gRPC Create with cbkgate logging every call (--log-level=info, its default)")
+	flag.Parse()
+	if o.rounds < 1 || o.duration <= 0 || o.conc < 1 || o.listTokens < 1 || o.memTokens < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -rounds, -duration, -concurrency, -list-tokens and -memory-tokens must be positive")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := benchmark(ctx, o)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+
+func benchmark(ctx context.Context, o options) error {
+	dir, err := os.MkdirTemp("", "cbkgate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := o.serverBin
+	if bin == "" {
+		progress("building cmd/server ...")
+		if bin, err = buildServer(dir); err != nil {
+			return err
+		}
+	}
+
+	emu := emulator.New(emulator.Options{Secret: benchSecret})
+	emu.Seed(listUser, o.listTokens)
+	emu.Seed(memUser, o.memTokens)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(lis) }()
+	defer hs.Close()
+	upstream := "http://" + lis.Addr().String()
+
+	srv, err := startServer(bin, upstream, benchSecret, "warn", dir)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+
+	b := &bench{
+		o:        o,
+		srv:      srv,
+		grpc:     tokenv1.NewTokenServiceClient(srv.conn),
+		direct:   newHTTPClient(),
+		gateway:  newHTTPClient(),
+		upstream: upstream,
+	}
+	t := &table{}
+	t.header(o)
+
+	// Memory first, on a process that has served nothing yet, so that the
+	// growth counts everything the stream needs.
+	if err := b.memory(ctx, t); err != nil {
+		return err
+	}
+	if err := b.creates(ctx, t); err != nil {
+		return err
+	}
+	if err := b.list(ctx, t); err != nil {
+		return err
+	}
+	if o.infoLog {
+		if err := b.infoLogging(ctx, t, bin, dir); err != nil {
+			return err
+		}
+	}
+	t.print(os.Stdout)
+	return nil
+}
+
+func newHTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}}
+}
+
+type bench struct {
+	o        options
+	srv      *server
+	grpc     tokenv1.TokenServiceClient
+	direct   *http.Client
+	gateway  *http.Client
+	upstream string
+}
+
+func (b *bench) directCreateURL() string {
+	return b.upstream + "/v1/partner/user/" + createUser + "/token/create"
+}
+
+// memory samples cbkgate's resident memory while one gRPC List streams
+// memTokens tokens.
+func (b *bench) memory(ctx context.Context, t *table) error {
+	progress("memory: streaming %d tokens through gRPC ...", b.o.memTokens)
+	time.Sleep(200 * time.Millisecond) // let start-up settle
+	before, _ := b.srv.memory()
+	peakReset := b.srv.resetPeak()
+	var (
+		wg      sync.WaitGroup
+		sampled int64
+		done    = make(chan struct{})
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if rss, _ := b.srv.memory(); rss > sampled {
+				sampled = rss
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	cpu0 := b.srv.cpuTime()
+	r, err := timed(func() (int, error) { return grpcList(ctx, b.grpc, memUser) })
+	cpu := b.srv.cpuTime() - cpu0
+	close(done)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if r.calls != b.o.memTokens {
+		return fmt.Errorf("memory: listed %d tokens, want %d", r.calls, b.o.memTokens)
+	}
+	peak := sampled
+	if _, hwm := b.srv.memory(); peakReset && hwm > peak {
+		peak = hwm
+	}
+	growth := peak - before
+	progress("memory: RSS %s before, %s peak, %.0f tokens/s", mib(before), mib(peak), r.perSecond())
+	t.row(fmt.Sprintf("cbkgate RSS streaming %s tokens (before → peak)", count(b.o.memTokens)),
+		mib(before), mib(peak), "+"+mib(growth), "< 32 MiB", growth < 32<<20)
+	t.cpuRow(fmt.Sprintf("cbkgate CPU per token, streaming %s tokens", count(b.o.memTokens)), cpu, r.calls)
+	return nil
+}
+
+// creates runs the four create pairs.
+func (b *bench) creates(ctx context.Context, t *table) error {
+	grpcCall, err := grpcCreate(b.grpc, createUser)
+	if err != nil {
+		return err
+	}
+	direct := httpCreate(b.direct, b.directCreateURL(), benchSecret)
+	gateway := httpCreate(b.gateway, "http://"+b.srv.httpAddr+"/v1/users/"+createUser+"/tokens", "")
+	c := b.o.conc
+
+	p, err := b.pair(ctx, fmt.Sprintf("Create gRPC, c=%d", c), c, grpcCall, direct)
+	if err != nil {
+		return err
+	}
+	t.ratioRow(fmt.Sprintf("Create gRPC ÷ direct REST, c=%d (calls/s)", c), p, "≥ 0.45", 0.45)
+	grpcCPU := p
+
+	p, err = b.pair(ctx, fmt.Sprintf("Create JSON gateway, c=%d", c), c, gateway, direct)
+	if err != nil {
+		return err
+	}
+	t.ratioRow(fmt.Sprintf("Create JSON gateway ÷ direct REST, c=%d (calls/s)", c), p, "≥ 0.30", 0.30)
+	gatewayCPU := p
+
+	p, err = b.pair(ctx, "Create gRPC, c=1", 1, grpcCall, direct)
+	if err != nil {
+		return err
+	}
+	t.latencyRows("Create gRPC vs direct REST, c=1", p, 150*time.Microsecond)
+
+	p, err = b.pair(ctx, "Create JSON gateway, c=1", 1, gateway, direct)
+	if err != nil {
+		return err
+	}
+	t.latencyRows("Create JSON gateway vs direct REST, c=1", p, 0)
+
+	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, gRPC, c=%d", c), grpcCPU.cpu(), grpcCPU.calls())
+	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, JSON gateway, c=%d", c), gatewayCPU.cpu(), gatewayCPU.calls())
+	return nil
+}
+
+// list runs the List pair: the whole listing through gRPC vs the JSONL
+// stream read directly.
+func (b *bench) list(ctx context.Context, t *table) error {
+	url := b.upstream + "/v1/partner/user/" + listUser + "/token/list"
+	a := func() (int, error) { return grpcList(ctx, b.grpc, listUser) }
+	d := func() (int, error) { return jsonlList(ctx, b.direct, url, benchSecret) }
+	// Warm-up.
+	for _, f := range []func() (int, error){a, d} {
+		if _, err := f(); err != nil {
+			return err
+		}
+	}
+	var p pairRuns
+	for i := range b.o.rounds {
+		cpu0 := b.srv.cpuTime()
+		ra, err := timed(a)
+		ra.cpu = b.srv.cpuTime() - cpu0
+		if err != nil {
+			return err
+		}
+		rb, err := timed(d)
+		if err != nil {
+			return err
+		}
+		if ra.calls != b.o.listTokens || rb.calls != b.o.listTokens {
+			return fmt.Errorf("list: got %d and %d tokens, want %d", ra.calls, rb.calls, b.o.listTokens)
+		}
+		p.a, p.b = append(p.a, ra), append(p.b, rb)
+		progress("List %d tokens, round %d/%d: gRPC %.0f tokens/s, direct JSONL %.0f tokens/s", b.o.listTokens, i+1, b.o.rounds, ra.perSecond(), rb.perSecond())
+	}
+	t.ratioRow(fmt.Sprintf("List %s tokens, gRPC ÷ direct JSONL (tokens/s)", count(b.o.listTokens)), p, "≥ 0.30", 0.30)
+	t.cpuRow(fmt.Sprintf("cbkgate CPU per listed token, List of %s", count(b.o.listTokens)), p.cpu(), p.calls())
+	return nil
+}
+
+// infoLogging repeats the gRPC create pair against a second cbkgate that
+// logs every call, as it does by default.
+func (b *bench) infoLogging(ctx context.Context, t *table, bin, dir string) error {
+	srv, err := startServer(bin, b.upstream, benchSecret, "info", dir)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	grpcCall, err := grpcCreate(tokenv1.NewTokenServiceClient(srv.conn), createUser)
+	if err != nil {
+		return err
+	}
+	direct := httpCreate(b.direct, b.directCreateURL(), benchSecret)
+	saved := b.srv
+	b.srv = srv
+	defer func() { b.srv = saved }()
+	c := b.o.conc
+	p, err := b.pair(ctx, fmt.Sprintf("Create gRPC, c=%d, --log-level=info", c), c, grpcCall, direct)
+	if err != nil {
+		return err
+	}
+	t.ratioRow(fmt.Sprintf("Create gRPC ÷ direct REST, c=%d, --log-level=info (calls/s)", c), p, "", 0)
+	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, gRPC, c=%d, --log-level=info", c), p.cpu(), p.calls())
+	return nil
+}
+
+// pairRuns holds the rounds of both sides of a pair: a through cbkgate, b
+// direct.
+type pairRuns struct{ a, b []run }
+
+func (p pairRuns) cpu() (d time.Duration) {
+	for _, r := range p.a {
+		d += r.cpu
+	}
+	return d
+}
+
+func (p pairRuns) calls() (n int) {
+	for _, r := range p.a {
+		n += r.calls
+	}
+	return n
+}
+
+// pair warms both sides up, then runs rounds of a then b.
+func (b *bench) pair(ctx context.Context, name string, conc int, a, direct call) (pairRuns, error) {
+	var p pairRuns
+	for _, f := range []call{a, direct} {
+		if _, err := load(ctx, conc, b.o.duration/2, f); err != nil {
+			return p, fmt.Errorf("%s: warm-up: %w", name, err)
+		}
+	}
+	for i := range b.o.rounds {
+		cpu0 := b.srv.cpuTime()
+		ra, err := load(ctx, conc, b.o.duration, a)
+		ra.cpu = b.srv.cpuTime() - cpu0
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", name, err)
+		}
+		rb, err := load(ctx, conc, b.o.duration, direct)
+		if err != nil {
+			return p, fmt.Errorf("%s, direct: %w", name, err)
+		}
+		p.a, p.b = append(p.a, ra), append(p.b, rb)
+		progress("%s, round %d/%d: %.0f/s (p50 %s) vs direct %.0f/s (p50 %s)", name, i+1, b.o.rounds,
+			ra.perSecond(), micros(percentile(ra.lats, 50)), rb.perSecond(), micros(percentile(rb.lats, 50)))
+	}
+	return p, nil
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i]
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func pooled(runs []run) []time.Duration {
+	var all []time.Duration
+	for _, r := range runs {
+		all = append(all, r.lats...)
+	}
+	return all
+}
+
+// table collects the rows of the result and prints them as Markdown.
+type table struct {
+	head   []string
+	rows   [][]string
+	missed []string
+}
+
+func (t *table) header(o options) {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	t.head = append(t.head,
+		fmt.Sprintf("cbkgate benchmark, %s, %s/%s, %d CPUs (%s), %s", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model, runtime.Version()),
+		fmt.Sprintf("%d rounds per pair, each side %s per round; concurrency %d; List %s tokens; memory %s tokens; medians over rounds",
+			o.rounds, o.duration, o.conc, count(o.listTokens), count(o.memTokens)),
+	)
+}
+
+func (t *table) row(name, cbk, direct, rel, target string, ok bool) {
+	verdict := ""
+	if target != "" {
+		verdict = "met"
+		if !ok {
+			verdict = "**not met**"
+			t.missed = append(t.missed, name)
+		}
+	}
+	t.rows = append(t.rows, []string{name, cbk, direct, rel, target, verdict})
+}
+
+// ratioRow: median throughput of each side and the median of the per-round
+// ratios.
+func (t *table) ratioRow(name string, p pairRuns, target string, min float64) {
+	var ra, rb, ratio []float64
+	for i := range p.a {
+		ra = append(ra, p.a[i].perSecond())
+		rb = append(rb, p.b[i].perSecond())
+		ratio = append(ratio, p.a[i].perSecond()/p.b[i].perSecond())
+	}
+	r := median(ratio)
+	t.row(name, count(int(median(ra)))+"/s", count(int(median(rb)))+"/s", fmt.Sprintf("%.2f", r), target, r >= min)
+}
+
+// latencyRows: p50 and p99 over every call of every round, and what
+// cbkgate adds to each.
+func (t *table) latencyRows(name string, p pairRuns, maxAdded time.Duration) {
+	la, lb := pooled(p.a), pooled(p.b)
+	for _, q := range []float64{50, 99} {
+		a, b := percentile(la, q), percentile(lb, q)
+		target := ""
+		if q == 50 && maxAdded > 0 {
+			target = "≤ " + micros(maxAdded)
+		}
+		t.row(fmt.Sprintf("%s, p%.0f latency", name, q), micros(a), micros(b), "+"+micros(a-b), target, a-b <= maxAdded)
+	}
+}
+
+func (t *table) cpuRow(name string, cpu time.Duration, n int) {
+	per := "n/a"
+	if n > 0 {
+		if d := cpu / time.Duration(n); d >= 10*time.Microsecond {
+			per = micros(d)
+		} else {
+			per = fmt.Sprintf("%.2f µs", float64(cpu)/float64(n)/1e3)
+		}
+	}
+	t.row(name, per, "", "", "", true)
+}
+
+func (t *table) print(f *os.File) {
+	for _, h := range t.head {
+		fmt.Fprintln(f, h)
+	}
+	fmt.Fprintln(f)
+	fmt.Fprintln(f, "| measurement | cbkgate | direct | ratio / added | target | |")
+	fmt.Fprintln(f, "| --- | ---: | ---: | ---: | --- | --- |")
+	for _, r := range t.rows {
+		fmt.Fprintln(f, "| "+strings.Join(r, " | ")+" |")
+	}
+	fmt.Fprintln(f)
+	if len(t.missed) == 0 {
+		fmt.Fprintln(f, "Every target met.")
+	} else {
+		fmt.Fprintf(f, "Targets not met: %s.\n", strings.Join(t.missed, "; "))
+	}
+}
+
+func micros(d time.Duration) string {
+	return fmt.Sprintf("%d µs", d.Round(time.Microsecond).Microseconds())
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// count formats n with thousands separators.
+func count(n int) string {
+	s := fmt.Sprint(n)
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 && s[0] != '-' {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
