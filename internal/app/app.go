@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -186,9 +185,9 @@ func (a *App) GRPCAddr() net.Addr { return a.grpcLis.Addr() }
 func (a *App) HTTPAddr() net.Addr { return a.httpLis.Addr() }
 
 // Run serves until ctx ends, then drains: health turns NOT_SERVING and
-// /readyz 503, listeners close so new calls are refused, and calls in flight
-// get up to the shutdown timeout to finish before they are cut off. It
-// returns nil after a clean drain.
+// /readyz 503, new calls are refused, and calls in flight get up to the
+// shutdown timeout to finish before they are cut off. It returns an error
+// only when a server failed while serving.
 func (a *App) Run(ctx context.Context) error {
 	tlsOn := a.cfg.TLS != nil
 	errc := make(chan error, 4)
@@ -228,41 +227,35 @@ func (a *App) Run(ctx context.Context) error {
 	return runErr
 }
 
-// shutdown drains both servers at once, bounded by the shutdown timeout.
-// Calls still running at the timeout are cancelled (their callers see
-// UNAVAILABLE or CANCELLED) and logged; that is still an orderly exit.
+// shutdown drains, bounded by the shutdown timeout. The gRPC server drains
+// first: it refuses new calls (the gateway's included, which then answer
+// 503) and waits for those in flight. The HTTP listener stays open
+// meanwhile, so probes see /readyz answer 503 rather than a refused
+// connection; once no call is left it closes too. Calls still running at
+// the timeout are cancelled and logged; that is still an orderly exit.
 func (a *App) shutdown() {
 	a.ready.Store(false)
 	a.health.Shutdown()
 
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(2)
+	grpcDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		// Closes the listener and idle connections, then waits for requests
-		// in flight, including gateway streams.
-		if err := a.httpServer.Shutdown(ctx); err != nil {
-			a.httpServer.Close()
-		}
+		a.grpcServer.GracefulStop()
+		close(grpcDone)
 	}()
-	go func() {
-		defer wg.Done()
-		done := make(chan struct{})
-		go func() {
-			a.grpcServer.GracefulStop()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			// Calls still running past the timeout are cancelled.
-			a.grpcServer.Stop()
-			<-done
-		}
-	}()
-	wg.Wait()
+	select {
+	case <-grpcDone:
+	case <-ctx.Done():
+		// Calls still running past the timeout are cancelled.
+		a.grpcServer.Stop()
+		<-grpcDone
+	}
+	// Every gRPC call has ended, so HTTP requests have at most their last
+	// bytes to write.
+	if err := a.httpServer.Shutdown(ctx); err != nil {
+		a.httpServer.Close()
+	}
 	a.gatewayConn.Close()
 
 	if ctx.Err() != nil {
