@@ -1,0 +1,210 @@
+package app_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+)
+
+const upstreamMessage = "upstream says no"
+
+// faultyUpstream serves one good JSON page of three tokens with a cursor
+// to a list without a cursor (unless failFirst), and answers every other
+// request with status and a ChatBotKit error body.
+type faultyUpstream struct {
+	status     int
+	code       string
+	retryAfter string
+	failFirst  bool
+
+	pages    atomic.Int64 // good pages served
+	failures atomic.Int64 // error answers
+}
+
+func (f *faultyUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "" && strings.HasSuffix(r.URL.Path, "/token/list") && r.URL.Query().Get("cursor") == "" && !f.failFirst {
+		f.pages.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"items":[`+
+			`{"id":"tok_1","name":"one","createdAt":1700000000000,"updatedAt":1700000000000},`+
+			`{"id":"tok_2","name":"two","createdAt":1700000001000,"updatedAt":1700000001000},`+
+			`{"id":"tok_3","name":"three","meta":{"k":"v"},"createdAt":1700000002000,"updatedAt":1700000002000}`+
+			`],"cursor":"page-2"}`)
+		return
+	}
+	f.failures.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	if f.retryAfter != "" {
+		w.Header().Set("Retry-After", f.retryAfter)
+	}
+	w.WriteHeader(f.status)
+	fmt.Fprintf(w, `{"message":%q,"code":%q}`, upstreamMessage, f.code)
+}
+
+// TestListUpstreamFailure: a listing that fails upstream, after the first
+// page or before any token, ends with the mapped status after the tokens
+// already sent: over gRPC as the stream's status, over HTTP as a final
+// {"error"} line (HTTP 200 once a token went out, else the matching status).
+func TestListUpstreamFailure(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		status  int
+		code    string
+		want    codes.Code
+		retried bool
+	}{
+		{http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", codes.Unavailable, true},
+		{http.StatusBadGateway, "BAD_GATEWAY", codes.Unavailable, true},
+		{http.StatusInternalServerError, "INTERNAL_SERVER_ERROR", codes.Internal, false},
+		{http.StatusNotFound, "NOT_FOUND", codes.NotFound, false},
+		{http.StatusForbidden, "NOT_AUTHORIZED", codes.PermissionDenied, false},
+	}
+	for _, tc := range cases {
+		for _, failFirst := range []bool{false, true} {
+			name := fmt.Sprintf("%d/after-first-page", tc.status)
+			if failFirst {
+				name = fmt.Sprintf("%d/before-first-token", tc.status)
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				f := &faultyUpstream{status: tc.status, code: tc.code, failFirst: failFirst}
+				up := upstream(t, f)
+				s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "held-secret"}, nil)
+				wantTokens := 3
+				if failFirst {
+					wantTokens = 0
+				}
+				g, h := s.grpcCaller(""), s.httpCaller("")
+				for _, c := range []caller{g, h} {
+					before := f.failures.Load()
+					var rs []*tokenv1.ListResponse
+					var st *status.Status
+					var httpStatus int
+					if c == caller(h) {
+						r := h.listRaw(t, &tokenv1.ListRequest{UserId: "u"})
+						rs, st, httpStatus = r.results, r.err, r.httpStatus
+					} else {
+						rs, st = c.list(t, &tokenv1.ListRequest{UserId: "u"})
+					}
+					if len(rs) != wantTokens {
+						t.Errorf("%v: %d tokens before the error, want %d", c, len(rs), wantTokens)
+					}
+					if wantTokens > 0 && rs[2].GetCursor() != "page-2" {
+						t.Errorf("%v: last token of the page has cursor %q, want page-2", c, rs[2].GetCursor())
+					}
+					if st == nil {
+						t.Fatalf("%v: listing ended OK although upstream failed", c)
+					}
+					if st.Code() != tc.want || st.Message() != upstreamMessage {
+						t.Errorf("%v: status %v %q, want %v %q", c, st.Code(), st.Message(), tc.want, upstreamMessage)
+					}
+					wantErrorInfo(t, st, tc.code, tc.status)
+					if c == caller(h) {
+						wantHTTP := http.StatusOK
+						if failFirst {
+							wantHTTP = tc.status
+							if tc.status == http.StatusBadGateway {
+								wantHTTP = http.StatusServiceUnavailable // UNAVAILABLE
+							}
+						}
+						if httpStatus != wantHTTP {
+							t.Errorf("http: status %d, want %d", httpStatus, wantHTTP)
+						}
+					}
+					n := f.failures.Load() - before
+					switch {
+					case tc.retried && (n < 2 || n > 10):
+						t.Errorf("%v: %d upstream attempts of the failing page, want a few retries (2..10)", c, n)
+					case !tc.retried && n != 1:
+						t.Errorf("%v: %d upstream attempts of the failing page, want exactly 1 (not retried)", c, n)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestUnaryUpstreamErrors: upstream error answers to Create, Update and
+// Delete map to the contract's codes with ErrorInfo (and RetryInfo for
+// 429) over both transports; the HTTP status matches the code (checked by
+// httpCaller) and 429 sets Retry-After. Writes that reached upstream are
+// never retried.
+func TestUnaryUpstreamErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		status     int
+		code       string
+		retryAfter string
+		want       codes.Code
+	}{
+		{http.StatusBadRequest, "BAD_REQUEST", "", codes.InvalidArgument},
+		{http.StatusPaymentRequired, "NO_SUBSCRIPTION", "", codes.FailedPrecondition},
+		{http.StatusConflict, "CONFLICT", "", codes.Aborted},
+		{http.StatusUnprocessableEntity, "UNPROCESSABLE_ENTITY", "", codes.InvalidArgument},
+		{http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "7", codes.ResourceExhausted},
+		{http.StatusInternalServerError, "INTERNAL_SERVER_ERROR", "", codes.Internal},
+		{http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "", codes.Unavailable},
+		{http.StatusGatewayTimeout, "GATEWAY_TIMEOUT", "", codes.Unavailable},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			t.Parallel()
+			f := &faultyUpstream{status: tc.status, code: tc.code, retryAfter: tc.retryAfter, failFirst: true}
+			up := upstream(t, f)
+			s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "held-secret"}, nil)
+			h := s.httpCaller("")
+			for _, c := range []caller{s.grpcCaller(""), h} {
+				for _, rpc := range []struct {
+					name string
+					run  func() *status.Status
+				}{
+					{"Create", func() *status.Status { _, st := c.create(t, &tokenv1.CreateRequest{UserId: "u", Name: "n"}); return st }},
+					{"Update", func() *status.Status {
+						_, st := c.update(t, &tokenv1.UpdateRequest{UserId: "u", TokenId: "t"})
+						return st
+					}},
+					{"Delete", func() *status.Status {
+						_, st := c.delete(t, &tokenv1.DeleteRequest{UserId: "u", TokenId: "t"})
+						return st
+					}},
+				} {
+					before := f.failures.Load()
+					st := rpc.run()
+					if st.Code() != tc.want || st.Message() != upstreamMessage {
+						t.Errorf("%v %s: status %v %q, want %v %q", c, rpc.name, st.Code(), st.Message(), tc.want, upstreamMessage)
+					}
+					wantErrorInfo(t, st, tc.code, tc.status)
+					if n := f.failures.Load() - before; n != 1 {
+						t.Errorf("%v %s: %d upstream requests, want exactly 1 (a write that reached upstream is not retried)", c, rpc.name, n)
+					}
+					if tc.retryAfter != "" {
+						var ri *errdetails.RetryInfo
+						for _, d := range st.Details() {
+							if r, ok := d.(*errdetails.RetryInfo); ok {
+								ri = r
+							}
+						}
+						if ri == nil || ri.GetRetryDelay().AsDuration() != 7*time.Second {
+							t.Errorf("%v %s: RetryInfo %v, want 7s", c, rpc.name, ri)
+						}
+					}
+				}
+			}
+			if tc.retryAfter != "" {
+				resp, _ := h.do(t, http.MethodPost, tokensPath("u"), []byte(`{}`))
+				if got := resp.Header.Get("Retry-After"); got != tc.retryAfter {
+					t.Errorf("http 429: Retry-After %q, want %q", got, tc.retryAfter)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,714 @@
+package app_test
+
+// The harness of the end-to-end tests: a real cbkgate (app.New + Run) on
+// loopback ports, in front of an httptest upstream (the emulator or a
+// misbehaving handler), driven through a real gRPC connection and a real
+// net/http client against the gateway.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/app"
+	"github.com/cbkgate/cbkgate/internal/config"
+	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/logging"
+)
+
+// callTimeout bounds every single call a test makes, so a hang fails the
+// test instead of the whole run.
+const callTimeout = 15 * time.Second
+
+// logBuffer is a goroutine-safe log sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// lines returns the JSON log lines decoded.
+func (l *logBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(l.String(), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %v: %q", err, line)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// counter wraps an upstream handler and counts the requests it gets.
+type counter struct {
+	next http.Handler
+	n    atomic.Int64
+}
+
+func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.n.Add(1)
+	c.next.ServeHTTP(w, r)
+}
+
+func (c *counter) count() int64 { return c.n.Load() }
+
+// upstream serves h on a loopback httptest server, closed at cleanup
+// (after the app that uses it, since cleanups run last-in first-out).
+func upstream(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// newEmulator returns an emulator accepting secret, counted, on a loopback
+// server.
+func newEmulator(t *testing.T, secret string) (*emulator.Emulator, *counter, *httptest.Server) {
+	t.Helper()
+	emu := emulator.New(emulator.Options{Secret: secret})
+	c := &counter{next: emu}
+	return emu, c, upstream(t, c)
+}
+
+// server is one running cbkgate.
+type server struct {
+	t       *testing.T
+	app     *app.App
+	logs    *logBuffer
+	grpc    string // host:port
+	httpURL string // http(s)://host:port
+	tls     *tls.Config
+
+	cancel  context.CancelFunc
+	done    chan error // Run's result
+	stopped atomic.Bool
+}
+
+// startServer loads the configuration from args (listen addresses and
+// upstream added) and env, builds the app with a debug JSON logger and runs
+// it until the test ends. clientTLS, if set, is what the test's clients use
+// to reach the TLS listeners.
+func startServer(t *testing.T, upstreamURL string, args []string, env map[string]string, clientTLS *tls.Config) *server {
+	t.Helper()
+	all := append([]string{
+		"--grpc-addr=127.0.0.1:0",
+		"--http-addr=127.0.0.1:0",
+		"--upstream=" + upstreamURL,
+	}, args...)
+	cfg, err := config.Load(all, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("config.Load: %v", err)
+	}
+	logs := &logBuffer{}
+	a, err := app.New(cfg, logging.New(logs, slog.LevelDebug, "json"))
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{
+		t: t, app: a, logs: logs,
+		grpc:   a.GRPCAddr().String(),
+		tls:    clientTLS,
+		cancel: cancel,
+		done:   make(chan error, 1),
+	}
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+	}
+	s.httpURL = scheme + "://" + a.HTTPAddr().String()
+	go func() { s.done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Errorf("Run returned %v at cleanup", err)
+		}
+	})
+	s.waitReady()
+	return s
+}
+
+// stop cancels Run's context and waits for Run to return, once.
+func (s *server) stop() error {
+	s.t.Helper()
+	if s.stopped.Swap(true) {
+		return nil
+	}
+	s.cancel()
+	select {
+	case err := <-s.done:
+		return err
+	case <-time.After(30 * time.Second):
+		s.t.Fatal("Run did not return within 30s of its context ending")
+		return nil
+	}
+}
+
+// waitReady polls /readyz until it answers 200, bounded.
+func (s *server) waitReady() {
+	s.t.Helper()
+	c := s.httpClient(nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.Get(s.httpURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("/readyz not 200 within 10s (last error %v)", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// conn dials the gRPC listener. cert, if not nil, is presented as the TLS
+// client certificate.
+func (s *server) conn(cert *tls.Certificate) *grpc.ClientConn {
+	s.t.Helper()
+	creds := insecure.NewCredentials()
+	if s.tls != nil {
+		tc := s.tls.Clone()
+		if cert != nil {
+			tc.Certificates = []tls.Certificate{*cert}
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	cc, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// httpClient returns a client for the HTTP listener; cert as for conn.
+func (s *server) httpClient(cert *tls.Certificate) *http.Client {
+	tr := &http.Transport{}
+	if s.tls != nil {
+		tc := s.tls.Clone()
+		if cert != nil {
+			tc.Certificates = []tls.Certificate{*cert}
+		}
+		tr.TLSClientConfig = tc
+	}
+	s.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: callTimeout}
+}
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// caller is TokenService through one transport, with one credential. Every
+// error comes back as the google.rpc.Status the caller saw.
+type caller interface {
+	String() string
+	list(t *testing.T, req *tokenv1.ListRequest) ([]*tokenv1.ListResponse, *status.Status)
+	create(t *testing.T, req *tokenv1.CreateRequest) (*tokenv1.CreateResponse, *status.Status)
+	update(t *testing.T, req *tokenv1.UpdateRequest) (*tokenv1.UpdateResponse, *status.Status)
+	delete(t *testing.T, req *tokenv1.DeleteRequest) (*tokenv1.DeleteResponse, *status.Status)
+}
+
+// grpcCaller calls over a real gRPC connection.
+type grpcCaller struct {
+	c     tokenv1.TokenServiceClient
+	authz string // authorization metadata value; "" sends none
+}
+
+func (s *server) grpcCaller(authz string) *grpcCaller {
+	return &grpcCaller{c: tokenv1.NewTokenServiceClient(s.conn(nil)), authz: authz}
+}
+
+func (g *grpcCaller) String() string { return "grpc" }
+
+func (g *grpcCaller) ctx(t *testing.T) context.Context {
+	ctx := callCtx(t)
+	if g.authz != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", g.authz)
+	}
+	return ctx
+}
+
+func (g *grpcCaller) list(t *testing.T, req *tokenv1.ListRequest) ([]*tokenv1.ListResponse, *status.Status) {
+	stream, err := g.c.List(g.ctx(t), req)
+	if err != nil {
+		return nil, status.Convert(err)
+	}
+	var out []*tokenv1.ListResponse
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, status.Convert(err)
+		}
+		out = append(out, m)
+	}
+}
+
+func (g *grpcCaller) create(t *testing.T, req *tokenv1.CreateRequest) (*tokenv1.CreateResponse, *status.Status) {
+	r, err := g.c.Create(g.ctx(t), req)
+	return r, status.Convert(err)
+}
+
+func (g *grpcCaller) update(t *testing.T, req *tokenv1.UpdateRequest) (*tokenv1.UpdateResponse, *status.Status) {
+	r, err := g.c.Update(g.ctx(t), req)
+	return r, status.Convert(err)
+}
+
+func (g *grpcCaller) delete(t *testing.T, req *tokenv1.DeleteRequest) (*tokenv1.DeleteResponse, *status.Status) {
+	r, err := g.c.Delete(g.ctx(t), req)
+	return r, status.Convert(err)
+}
+
+// httpCaller calls the JSON gateway with net/http. Besides decoding, it
+// checks what every gateway answer must satisfy: proto field names, an
+// error's HTTP status matching its code, NDJSON framing for List.
+type httpCaller struct {
+	base   string
+	client *http.Client
+	authz  string // Authorization header; "" sends none
+	header http.Header
+}
+
+func (s *server) httpCaller(authz string) *httpCaller {
+	return &httpCaller{base: s.httpURL, client: s.httpClient(nil), authz: authz}
+}
+
+func (h *httpCaller) String() string { return "http" }
+
+func tokensPath(userID string) string {
+	return "/v1/users/" + url.PathEscape(userID) + "/tokens"
+}
+
+func tokenPath(userID, tokenID string) string {
+	return tokensPath(userID) + "/" + url.PathEscape(tokenID)
+}
+
+// do sends one request and returns the response with its whole body.
+func (h *httpCaller) do(t *testing.T, method, path string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(callCtx(t), method, h.base+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if h.authz != "" {
+		req.Header.Set("Authorization", h.authz)
+	}
+	for k, vs := range h.header {
+		req.Header[k] = vs
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return resp, b
+}
+
+// camelCase keys the gateway must never write: it uses proto names.
+var camelKeys = []string{`"createTime"`, `"updateTime"`, `"userId"`, `"tokenId"`, `"pageSize"`}
+
+func checkProtoNames(t *testing.T, body []byte) {
+	t.Helper()
+	for _, k := range camelKeys {
+		if bytes.Contains(body, []byte(k)) {
+			t.Errorf("gateway JSON has the JSON name %s instead of the proto name: %s", k, body)
+		}
+	}
+}
+
+// unary decodes a unary gateway answer into out, or its error.
+func (h *httpCaller) unary(t *testing.T, method, path string, body []byte, out proto.Message) *status.Status {
+	t.Helper()
+	resp, b := h.do(t, method, path, body)
+	checkProtoNames(t, b)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
+	}
+	if resp.StatusCode != http.StatusOK {
+		st := decodeStatus(t, b)
+		if want := runtime.HTTPStatusFromCode(st.Code()); resp.StatusCode != want {
+			t.Errorf("%s %s: HTTP %d for %v, want %d", method, path, resp.StatusCode, st.Code(), want)
+		}
+		return st
+	}
+	if err := protojson.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s %s: decoding %s: %v", method, path, b, err)
+	}
+	return nil
+}
+
+func decodeStatus(t *testing.T, b []byte) *status.Status {
+	t.Helper()
+	var p spb.Status
+	if err := protojson.Unmarshal(b, &p); err != nil {
+		t.Fatalf("error body is not a google.rpc.Status: %v: %s", err, b)
+	}
+	return status.FromProto(&p)
+}
+
+// bodyJSON renders a request body with proto field names, without the
+// fields that travel in the path.
+func bodyJSON(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (h *httpCaller) create(t *testing.T, req *tokenv1.CreateRequest) (*tokenv1.CreateResponse, *status.Status) {
+	body := proto.Clone(req).(*tokenv1.CreateRequest)
+	body.UserId = ""
+	out := &tokenv1.CreateResponse{}
+	if st := h.unary(t, http.MethodPost, tokensPath(req.GetUserId()), bodyJSON(t, body), out); st != nil {
+		return nil, st
+	}
+	return out, nil
+}
+
+func (h *httpCaller) update(t *testing.T, req *tokenv1.UpdateRequest) (*tokenv1.UpdateResponse, *status.Status) {
+	body := proto.Clone(req).(*tokenv1.UpdateRequest)
+	body.UserId, body.TokenId = "", ""
+	out := &tokenv1.UpdateResponse{}
+	if st := h.unary(t, http.MethodPatch, tokenPath(req.GetUserId(), req.GetTokenId()), bodyJSON(t, body), out); st != nil {
+		return nil, st
+	}
+	return out, nil
+}
+
+func (h *httpCaller) delete(t *testing.T, req *tokenv1.DeleteRequest) (*tokenv1.DeleteResponse, *status.Status) {
+	out := &tokenv1.DeleteResponse{}
+	if st := h.unary(t, http.MethodDelete, tokenPath(req.GetUserId(), req.GetTokenId()), nil, out); st != nil {
+		return nil, st
+	}
+	return out, nil
+}
+
+// listQuery renders a ListRequest's query parameters with proto names.
+func listQuery(req *tokenv1.ListRequest) string {
+	q := url.Values{}
+	if req.GetOrder() != tokenv1.Order_ORDER_UNSPECIFIED {
+		q.Set("order", req.GetOrder().String())
+	}
+	if req.GetCursor() != "" {
+		q.Set("cursor", req.GetCursor())
+	}
+	if req.GetPageSize() != 0 {
+		q.Set("page_size", strconv.Itoa(int(req.GetPageSize())))
+	}
+	if req.GetLimit() != 0 {
+		q.Set("limit", strconv.Itoa(int(req.GetLimit())))
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + q.Encode()
+}
+
+// ndjson is a decoded List answer of the gateway.
+type ndjson struct {
+	httpStatus int
+	results    []*tokenv1.ListResponse
+	err        *status.Status // the final {"error"} line, if any
+}
+
+// listRaw runs List over HTTP and decodes the NDJSON answer line by line:
+// zero or more {"result"} lines, then at most one {"error"} line, last.
+func (h *httpCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) ndjson {
+	t.Helper()
+	resp, b := h.do(t, http.MethodGet, tokensPath(req.GetUserId())+listQuery(req), nil)
+	checkProtoNames(t, b)
+	out := ndjson{httpStatus: resp.StatusCode}
+	if resp.StatusCode != http.StatusOK && !bytes.HasPrefix(b, []byte(`{"error"`)) {
+		// Refused before the gateway ran the call (authentication, a bad
+		// query parameter): a plain google.rpc.Status.
+		out.err = decodeStatus(t, b)
+		if want := runtime.HTTPStatusFromCode(out.err.Code()); resp.StatusCode != want {
+			t.Errorf("List over HTTP: HTTP %d for %v, want %d", resp.StatusCode, out.err.Code(), want)
+		}
+		return out
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 4<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if out.err != nil {
+			t.Errorf("List over HTTP: a line after the error line: %s", line)
+			continue
+		}
+		var frame map[string]json.RawMessage
+		if err := json.Unmarshal(line, &frame); err != nil || len(frame) != 1 {
+			t.Fatalf("List over HTTP: line is not one {\"result\"} or {\"error\"} object (%v): %s", err, line)
+		}
+		switch {
+		case frame["result"] != nil:
+			m := &tokenv1.ListResponse{}
+			if err := protojson.Unmarshal(frame["result"], m); err != nil {
+				t.Fatalf("List over HTTP: result line: %v: %s", err, line)
+			}
+			out.results = append(out.results, m)
+		case frame["error"] != nil:
+			out.err = decodeStatus(t, frame["error"])
+		default:
+			t.Fatalf("List over HTTP: unexpected line %s", line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case out.err == nil && resp.StatusCode != http.StatusOK:
+		t.Errorf("List over HTTP: HTTP %d with no error line", resp.StatusCode)
+	case out.err != nil && len(out.results) == 0:
+		if want := runtime.HTTPStatusFromCode(out.err.Code()); resp.StatusCode != want {
+			t.Errorf("List over HTTP failing before the first token: HTTP %d for %v, want %d", resp.StatusCode, out.err.Code(), want)
+		}
+	case out.err != nil:
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("List over HTTP failing after tokens: HTTP %d, want 200 (the status line went out with the first token)", resp.StatusCode)
+		}
+	}
+	if resp.StatusCode == http.StatusOK {
+		if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+			t.Errorf("List over HTTP: Content-Type %q, want application/x-ndjson", ct)
+		}
+	}
+	return out
+}
+
+func (h *httpCaller) list(t *testing.T, req *tokenv1.ListRequest) ([]*tokenv1.ListResponse, *status.Status) {
+	r := h.listRaw(t, req)
+	return r.results, r.err
+}
+
+// wantCode fails the test unless st has code want (nil is OK).
+func wantCode(t *testing.T, what string, st *status.Status, want codes.Code) {
+	t.Helper()
+	got := codes.OK
+	if st != nil {
+		got = st.Code()
+	}
+	if got != want {
+		t.Fatalf("%s: code %v (%q), want %v", what, got, st.Message(), want)
+	}
+}
+
+// errorInfo returns the status's google.rpc.ErrorInfo, failing if absent.
+func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {
+	t.Helper()
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei
+		}
+	}
+	t.Fatalf("status %v %q carries no ErrorInfo (details %v)", st.Code(), st.Message(), st.Details())
+	return nil
+}
+
+// wantErrorInfo checks the ErrorInfo of an error that came from upstream.
+func wantErrorInfo(t *testing.T, st *status.Status, reason string, httpStatus int) {
+	t.Helper()
+	ei := errorInfo(t, st)
+	if ei.GetReason() != reason || ei.GetDomain() != "chatbotkit.com" || ei.GetMetadata()["http_status"] != strconv.Itoa(httpStatus) {
+		t.Errorf("ErrorInfo = reason %q domain %q metadata %v; want reason %q domain chatbotkit.com http_status %d",
+			ei.GetReason(), ei.GetDomain(), ei.GetMetadata(), reason, httpStatus)
+	}
+}
+
+// ---- certificates ----
+
+// pki is a throwaway CA with a server certificate for 127.0.0.1 and a
+// client certificate, written as PEM files into a temporary directory.
+type pki struct {
+	caFile, certFile, keyFile string
+	roots                     *x509.CertPool
+	client                    tls.Certificate // signed by the CA
+}
+
+type issued struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	der  []byte
+}
+
+func issue(t *testing.T, tmpl *x509.Certificate, parent *issued) *issued {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore = time.Now().Add(-time.Hour)
+	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	parentCert, signer := tmpl, key
+	if parent != nil {
+		parentCert, signer = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &issued{cert: cert, key: key, der: der}
+}
+
+func newCA(t *testing.T, name string) *issued {
+	return issue(t, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: name},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}, nil)
+}
+
+func leafFor(t *testing.T, ca *issued, name string, usage x509.ExtKeyUsage, ips ...net.IP) *issued {
+	return issue(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		IPAddresses: ips,
+	}, ca)
+}
+
+func (i *issued) tlsCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	return tls.Certificate{Certificate: [][]byte{i.der}, PrivateKey: i.key, Leaf: i.cert}
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	dir := t.TempDir()
+	ca := newCA(t, "cbkgate test CA")
+	srv := leafFor(t, ca, "cbkgate test server", x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))
+	cli := leafFor(t, ca, "cbkgate test client", x509.ExtKeyUsageClientAuth)
+
+	p := &pki{
+		caFile:   filepath.Join(dir, "ca.pem"),
+		certFile: filepath.Join(dir, "server.pem"),
+		keyFile:  filepath.Join(dir, "server-key.pem"),
+		roots:    x509.NewCertPool(),
+		client:   cli.tlsCert(t),
+	}
+	p.roots.AddCert(ca.cert)
+	writePEM(t, p.caFile, "CERTIFICATE", ca.der)
+	writePEM(t, p.certFile, "CERTIFICATE", srv.der)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(srv.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, p.keyFile, "PRIVATE KEY", keyDER)
+	return p
+}
+
+// clientTLS is the base client configuration: trusts the CA, no certificate.
+func (p *pki) clientTLS() *tls.Config {
+	return &tls.Config{RootCAs: p.roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+// writeKeys writes an API keys file and returns its path.
+func writeKeys(t *testing.T, keys ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "api-keys")
+	content := "# test keys\n\n" + strings.Join(keys, "\n") + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func bearer(v string) string { return "Bearer " + v }
+
+// unique returns a distinctive value with the given prefix.
+func unique(prefix string) string {
+	return fmt.Sprintf("%s-%s", prefix, strings.ToLower(rand.Text()))
+}
