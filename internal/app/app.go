@@ -117,7 +117,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 	}
 	if tlsConfig != nil {
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+		grpcOpts = append(grpcOpts, grpc.Creds(gatewayCreds{credentials.NewTLS(tlsConfig)}))
 	}
 	a.grpcServer = grpc.NewServer(grpcOpts...)
 	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client))

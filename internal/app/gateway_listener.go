@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 )
 
@@ -50,3 +52,23 @@ func (l *gatewayListener) dial(ctx context.Context, _ string) (net.Conn, error) 
 type gatewayConn struct{ net.Conn }
 
 func (gatewayConn) RemoteAddr() net.Addr { return gatewayAddr{} }
+
+// gatewayCreds is the gRPC server's TLS, minus the in-memory gateway hop: a
+// connection from gatewayListener never leaves the process, and the gateway
+// dials it in plaintext, so a TLS handshake there would only wait for a
+// ClientHello that never comes. Every network connection still goes
+// through TLS.
+type gatewayCreds struct {
+	credentials.TransportCredentials
+}
+
+func (c gatewayCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if _, ok := conn.(gatewayConn); ok {
+		return insecure.NewCredentials().ServerHandshake(conn)
+	}
+	return c.TransportCredentials.ServerHandshake(conn)
+}
+
+func (c gatewayCreds) Clone() credentials.TransportCredentials {
+	return gatewayCreds{c.TransportCredentials.Clone()}
+}
