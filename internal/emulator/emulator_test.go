@@ -858,11 +858,9 @@ func TestConcurrentUse(t *testing.T) {
 func TestSeedMillion(t *testing.T) {
 	e, srv := start(t, emulator.Options{})
 	const n = 1_000_000
-	begin := time.Now()
+	// How fast seeding is belongs to a benchmark, not to a test on a shared
+	// machine; here a million tokens must simply be there and behave.
 	e.Seed("big", n)
-	if d := time.Since(begin); d > 3*time.Second {
-		t.Fatalf("seeding %d tokens took %v", n, d)
-	}
 	c := newClient(t, srv, "/v1")
 	first := c.list("big", "order=asc&take=1").Items[0]
 	last := c.list("big", "order=desc&take=1").Items[0]
