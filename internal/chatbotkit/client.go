@@ -187,6 +187,11 @@ type request struct {
 	accept string
 	body   []byte // nil: no body
 	cred   string
+	// sends counts the connections used to send this request, over all
+	// attempts. net/http resends an idempotent request on a fresh
+	// connection by itself when a reused one fails before any answer;
+	// every send counts against MaxAttempts.
+	sends atomic.Int32
 }
 
 // newRequest checks the credential and the ids and builds the URL
@@ -257,7 +262,7 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 	// WroteHeaders runs on the transport's write goroutine.
 	var gotConn, wrote atomic.Bool
 	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn:      func(httptrace.GotConnInfo) { gotConn.Store(true) },
+		GotConn:      func(httptrace.GotConnInfo) { gotConn.Store(true); r.sends.Add(1) },
 		WroteHeaders: func() { wrote.Store(true) },
 	})
 	req, err := http.NewRequestWithContext(tctx, r.method, r.url, body)
@@ -376,14 +381,16 @@ func drainClose(body io.ReadCloser) {
 	_ = body.Close()
 }
 
-// retry runs try until it succeeds, fails for good, or the attempts, the
-// caller's deadline or maxRetryAfterWait say stop. idempotent: try is a read,
+// retry runs try until it succeeds, fails for good, or the attempts (each
+// send of r, see request.sends), the caller's deadline or maxRetryAfterWait
+// say stop. idempotent: try is a read,
 // retried on any transient failure; otherwise only failures that never
 // reached the upstream are retried. try returns stop=true to forbid a retry
 // whatever the error (a stream that already yielded an item).
-func (c *Client) retry(ctx context.Context, idempotent bool, try func() (stop bool, err error)) error {
+func (c *Client) retry(ctx context.Context, r *request, idempotent bool, try func() (stop bool, err error)) error {
 	for attempt := 1; ; attempt++ {
 		stop, err := try()
+		attempt = max(attempt, int(r.sends.Load()))
 		if err == nil || stop || attempt >= c.maxAttempts {
 			return err
 		}

@@ -76,7 +76,7 @@ func (c *Client) ListPage(ctx context.Context, cred secret.Value, userID string,
 		return nil, err
 	}
 	var page *Page
-	err = c.retry(ctx, true, func() (bool, error) {
+	err = c.retry(ctx, r, true, func() (bool, error) {
 		resp, err := c.send(ctx, r)
 		if err != nil {
 			return false, err
@@ -127,7 +127,7 @@ func (c *Client) ListStream(ctx context.Context, cred secret.Value, userID strin
 	}
 	r.accept = "application/jsonl"
 	yielded := false
-	return c.retry(ctx, true, func() (bool, error) {
+	return c.retry(ctx, r, true, func() (bool, error) {
 		resp, err := c.send(ctx, r)
 		if err != nil {
 			return false, err
@@ -272,7 +272,7 @@ func (c *Client) Create(ctx context.Context, cred secret.Value, userID string, i
 		return nil, err
 	}
 	var out *Created
-	err = c.retry(ctx, false, func() (bool, error) {
+	err = c.retry(ctx, r, false, func() (bool, error) {
 		resp, err := c.send(ctx, r)
 		if err != nil {
 			return false, err
@@ -320,7 +320,7 @@ func (c *Client) Delete(ctx context.Context, cred secret.Value, userID, tokenID 
 // writeForID sends a write whose answer is {"id": ...}.
 func (c *Client) writeForID(ctx context.Context, r *request) (string, error) {
 	var id string
-	err := c.retry(ctx, false, func() (bool, error) {
+	err := c.retry(ctx, r, false, func() (bool, error) {
 		resp, err := c.send(ctx, r)
 		if err != nil {
 			return false, err
