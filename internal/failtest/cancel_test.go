@@ -1,0 +1,249 @@
+package failtest
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"runtime"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+)
+
+// promptly is how soon after a caller's cancel or deadline the upstream
+// request must see its context end. Without propagation it would be held
+// until cbkgate's own 30 s bound, or forever.
+const promptly = time.Second
+
+// goroutineBaseline warms the gate up (one listing over gRPC and one over
+// HTTP, so that every connection and pool exists, the gateway's own gRPC
+// connection included) and returns the goroutine count.
+func goroutineBaseline(t *testing.T, g *gate, up *fu.Server) int {
+	t.Helper()
+	up.Script(fu.List, fu.Page("", fu.Tokens("warm_", 1)...), fu.Page("", fu.Tokens("warm_", 1)...))
+	if _, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "warm"}); err != nil {
+		t.Fatalf("warm-up List: %v", err)
+	}
+	if res := g.do(g.ctx(), http.MethodGet, "/v1/users/warm/tokens", ""); res.status != http.StatusOK {
+		t.Fatalf("warm-up HTTP List: %d %s", res.status, res.body)
+	}
+	return runtime.NumGoroutine()
+}
+
+// wantGoroutinesBack polls, bounded, until the goroutine count is back at
+// or below baseline.
+func wantGoroutinesBack(t *testing.T, baseline int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= baseline {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, %d before the call; stacks:\n%s", n, baseline, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond) // bounded polling
+	}
+}
+
+// waitHeld waits until n upstream requests are being held.
+func waitHeld(t *testing.T, up *fu.Server, n int) {
+	t.Helper()
+	if !up.Wait(callTimeout, func(rs []fu.Request) bool { return fu.Held(rs) == n }) {
+		t.Fatalf("%d upstream requests held, want %d: %+v", fu.Held(up.Requests()), n, up.Requests())
+	}
+}
+
+// wantUpstreamCancelled waits until the held upstream request has seen its
+// context end and checks that it did so promptly after at.
+func wantUpstreamCancelled(t *testing.T, up *fu.Server, at time.Time) {
+	t.Helper()
+	if !up.Wait(callTimeout, func(rs []fu.Request) bool { return fu.Cancelled(rs) == 1 }) {
+		t.Fatalf("the upstream request was never cancelled: %+v", up.Requests())
+	}
+	for _, r := range up.Requests() {
+		if r.Cancelled {
+			if lag := r.CancelledAt.Sub(at); lag > promptly {
+				t.Errorf("the upstream request was cancelled %s after the caller's cancel or deadline", lag)
+			}
+		}
+	}
+}
+
+// TestFaultCancelMidList: a caller that cancels in the middle of a List
+// (first page received, the next one held upstream) gets CANCELLED, the
+// upstream request for the next page is cancelled at once, and goroutines
+// return to their baseline.
+func TestFaultCancelMidList(t *testing.T) {
+	up := newUpstream(t)
+	g := startGate(t, up.URL)
+	baseline := goroutineBaseline(t, g, up)
+	first := fu.Tokens("tok_", 2)
+	up.Script(fu.List, fu.Page("c1", first...), fu.Hang(fu.Page("")))
+
+	ctx, cancel := context.WithCancel(g.ctx())
+	defer cancel()
+	stream, err := g.api.List(ctx, &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range first {
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+	}
+	waitHeld(t, up, 1)
+	cancelled := time.Now()
+	cancel()
+	_, err = stream.Recv()
+	wantCode(t, err, codes.Canceled)
+	wantUpstreamCancelled(t, up, cancelled)
+	wantCalls(t, up, fu.List, 4)
+	wantGoroutinesBack(t, baseline)
+}
+
+// TestFaultDeadlineMidList: a caller whose deadline passes in the middle of
+// a List gets DEADLINE_EXCEEDED after the tokens already sent, and the held
+// upstream request is cancelled at the deadline.
+func TestFaultDeadlineMidList(t *testing.T) {
+	up := newUpstream(t)
+	g := startGate(t, up.URL)
+	baseline := goroutineBaseline(t, g, up)
+	first := fu.Tokens("tok_", 2)
+	up.Script(fu.List, fu.Page("c1", first...), fu.Hang(fu.Page("")))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	got, err := g.list(g.withAuth(ctx), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
+	wantCode(t, err, codes.DeadlineExceeded)
+	if !sameStrings(ids(got), tokenIDs(first)) {
+		t.Fatalf("listed %v, want %v before the deadline", ids(got), tokenIDs(first))
+	}
+	wantUpstreamCancelled(t, up, deadline)
+	wantGoroutinesBack(t, baseline)
+}
+
+// TestFaultCancelUnary: a caller that cancels a Create while the upstream
+// is still working on it gets CANCELLED; the upstream request is cancelled
+// at once and not sent again.
+func TestFaultCancelUnary(t *testing.T) {
+	up := newUpstream(t)
+	g := startGate(t, up.URL)
+	baseline := goroutineBaseline(t, g, up)
+	up.Script(fu.Create, fu.Hang(fu.Created("late", "secret")))
+
+	ctx, cancel := context.WithCancel(g.ctx())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := g.create(ctx)
+		errc <- err
+	}()
+	waitHeld(t, up, 1)
+	cancelled := time.Now()
+	cancel()
+	wantCode(t, <-errc, codes.Canceled)
+	wantUpstreamCancelled(t, up, cancelled)
+	wantCalls(t, up, fu.Create, 1)
+	wantGoroutinesBack(t, baseline)
+}
+
+// TestFaultCancelDuringRetryWait: a caller that cancels while cbkgate waits
+// out a Retry-After gets CANCELLED at once and no further attempt is made.
+func TestFaultCancelDuringRetryWait(t *testing.T) {
+	up := newUpstream(t)
+	g := startGate(t, up.URL)
+	baseline := goroutineBaseline(t, g, up)
+	up.SetDefault(fu.List, fu.Error(503, "SERVICE_UNAVAILABLE", "busy").WithHeader("Retry-After", "20"))
+
+	ctx, cancel := context.WithCancel(g.withAuth(context.Background()))
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := g.list(ctx, &tokenv1.ListRequest{UserId: "u1"})
+		errc <- err
+	}()
+	if !up.Wait(callTimeout, func(rs []fu.Request) bool { return len(rs) == 3 && rs[2].Done }) {
+		t.Fatalf("the first attempt did not happen: %+v", up.Requests())
+	}
+	cancelled := time.Now()
+	cancel()
+	select {
+	case err := <-errc:
+		wantCode(t, err, codes.Canceled)
+	case <-time.After(callTimeout):
+		t.Fatal("List still waiting to retry after its caller cancelled")
+	}
+	if lag := time.Since(cancelled); lag > promptly {
+		t.Errorf("CANCELLED %s after the cancel", lag)
+	}
+	wantCalls(t, up, fu.List, 3) // the two warm-ups and the one attempt
+	wantGoroutinesBack(t, baseline)
+}
+
+// TestFaultHTTPClientGone: an HTTP caller that goes away in the middle of a
+// streamed List, or during a Create, cancels the upstream request at once.
+func TestFaultHTTPClientGone(t *testing.T) {
+	up := newUpstream(t)
+	g := startGate(t, up.URL)
+	baseline := goroutineBaseline(t, g, up)
+
+	t.Run("list", func(t *testing.T) {
+		up.Script(fu.List, fu.Page("c1", fu.Tokens("tok_", 2)...), fu.Hang(fu.Page("")))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.httpURL+"/v1/users/u1/tokens?page_size=2", nil)
+		resp, err := g.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for range 2 {
+			if !sc.Scan() {
+				t.Fatalf("stream ended early: %v", sc.Err())
+			}
+		}
+		waitHeld(t, up, 1)
+		cancelled := time.Now()
+		cancel()
+		wantUpstreamCancelled(t, up, cancelled)
+	})
+	t.Run("create", func(t *testing.T) {
+		before := fu.Cancelled(up.Requests())
+		up.Script(fu.Create, fu.Hang(fu.Created("late", "secret")))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.httpURL+"/v1/users/u1/tokens", nil)
+			resp, err := g.hc.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		waitHeld(t, up, 1)
+		cancelled := time.Now()
+		cancel()
+		<-errc
+		if !up.Wait(callTimeout, func(rs []fu.Request) bool { return fu.Cancelled(rs) == before+1 }) {
+			t.Fatalf("the upstream create was never cancelled: %+v", up.Requests())
+		}
+		for _, r := range up.Requests() {
+			if r.Route == fu.Create && r.Cancelled && r.CancelledAt.Sub(cancelled) > promptly {
+				t.Errorf("upstream create cancelled %s after the HTTP caller left", r.CancelledAt.Sub(cancelled))
+			}
+		}
+		wantCalls(t, up, fu.Create, 1)
+	})
+	g.hc.CloseIdleConnections()
+	wantGoroutinesBack(t, baseline)
+}
