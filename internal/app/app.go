@@ -59,6 +59,8 @@ type App struct {
 
 	emulatorLis    net.Listener
 	emulatorServer *http.Server
+
+	upstream *chatbotkit.Client
 }
 
 // New builds every part and opens every listener, so that a port in use or
@@ -91,6 +93,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
+	a.upstream = client
 
 	authn, err := auth.New(auth.Options{
 		PassThrough:          cfg.AuthMode() == config.AuthPassThrough,
@@ -257,6 +260,9 @@ func (a *App) shutdown() {
 		a.httpServer.Close()
 	}
 	a.gatewayConn.Close()
+	// No call is left, so the upstream connections are idle: close them
+	// rather than leave them open until ChatBotKit or the idle timeout does.
+	a.upstream.CloseIdleConnections()
 
 	if ctx.Err() != nil {
 		a.log.Warn("shutdown timeout reached: calls still in flight were cut off", "timeout", a.cfg.ShutdownTimeout.String())

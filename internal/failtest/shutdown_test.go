@@ -1,0 +1,308 @@
+package failtest
+
+// Shutdown as cbkgate's users see it, beyond what internal/app and
+// cmd/server already pin (unary calls in flight drain, a fresh connection is
+// refused, /readyz 503, the timeout cuts a stuck create off, exit 0): List
+// streams in flight across the drain, new calls on connections that are
+// already open, the upstream requests of calls cut off, and nothing of
+// cbkgate left running once Run has returned.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+)
+
+// openList starts a List over gRPC and receives n tokens.
+func openList(t *testing.T, g *gate, n int) (tokenv1.TokenService_ListClient, []*tokenv1.ListResponse) {
+	t.Helper()
+	stream, err := g.api.List(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: int32(n)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*tokenv1.ListResponse
+	for range n {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+		got = append(got, r)
+	}
+	return stream, got
+}
+
+// drainList receives the rest of a stream.
+func drainList(stream tokenv1.TokenService_ListClient, got []*tokenv1.ListResponse) ([]*tokenv1.ListResponse, error) {
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return got, nil
+		}
+		if err != nil {
+			return got, err
+		}
+		got = append(got, r)
+	}
+}
+
+// httpList is a streamed List over HTTP whose body is read after the test
+// has done other things.
+type httpList struct {
+	resp *http.Response
+}
+
+func openHTTPList(t *testing.T, g *gate, pageSize int) *httpList {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(g.ctx(), http.MethodGet, g.httpURL+"/v1/users/u1/tokens?page_size="+strconv.Itoa(pageSize), nil)
+	resp, err := g.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP List: %s", resp.Status)
+	}
+	return &httpList{resp: resp}
+}
+
+// rest reads the remaining body; err is a read error (a connection cut
+// off), not an error line.
+func (h *httpList) rest() ([]byte, error) {
+	b, err := io.ReadAll(h.resp.Body)
+	h.resp.Body.Close()
+	return b, err
+}
+
+// waitDraining polls /readyz, bounded, until it answers 503.
+func waitDraining(t *testing.T, g *gate) {
+	t.Helper()
+	probe := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := probe.Get(g.httpURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not turn 503 within 5s of the shutdown (last: %v)", err)
+		}
+		time.Sleep(5 * time.Millisecond) // bounded polling
+	}
+}
+
+// TestShutdownListsInFlightComplete: List streams over gRPC and HTTP that
+// are in the middle of a listing when shutdown begins (their next upstream
+// page still outstanding) run to the end: every token, once, OK. Meanwhile
+// new calls on the gRPC connection that is already open, and new HTTP
+// requests, are refused with UNAVAILABLE (HTTP 503) and nothing new goes
+// upstream; Run returns nil once the streams are done.
+func TestShutdownListsInFlightComplete(t *testing.T) {
+	up := newUpstream(t)
+	g := startGate(t, up.URL, shutdownTimeout(20*time.Second))
+	all := fu.Tokens("tok_", 4)
+	up.Script(fu.List,
+		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)), // the gRPC stream
+		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)), // the HTTP stream
+	)
+	stream, got := openList(t, g, 2)
+	waitHeld(t, up, 1)
+	hl := openHTTPList(t, g, 2)
+	waitHeld(t, up, 2)
+
+	g.cancel() // as SIGTERM does
+	waitDraining(t, g)
+
+	ctx, cancel := context.WithTimeout(g.ctx(), 5*time.Second)
+	defer cancel()
+	_, err := g.create(ctx)
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable {
+		t.Errorf("new Create on an open connection during the drain: %v, want UNAVAILABLE", err)
+	}
+	res := g.do(ctx, http.MethodPost, "/v1/users/u1/tokens", `{"name":"late"}`)
+	if res.status != http.StatusServiceUnavailable || rpcStatus(t, res.body).Code() != codes.Unavailable {
+		t.Errorf("new HTTP Create during the drain: %d %s, want 503 UNAVAILABLE", res.status, res.body)
+	}
+	wantCalls(t, up, fu.Create, 0)
+	select {
+	case err := <-g.done:
+		g.done <- err
+		t.Fatalf("Run returned (%v) with two streams in flight", err)
+	default:
+	}
+
+	up.Release()
+	got, err = drainList(stream, got)
+	if err != nil || !sameStrings(ids(got), tokenIDs(all)) {
+		t.Errorf("gRPC List across the drain: %v, %v; want %v, OK", ids(got), err, tokenIDs(all))
+	}
+	body, err := hl.rest()
+	if err != nil {
+		t.Fatalf("HTTP List across the drain: reading: %v", err)
+	}
+	results, errLine := ndjson(t, body)
+	// The first two lines were read by nobody yet: they are in body too.
+	if errLine != nil || !sameStrings(ids(results), tokenIDs(all)) {
+		t.Errorf("HTTP List across the drain: %v, error line %v; want %v and no error", ids(results), errLine, tokenIDs(all))
+	}
+	if err := g.stop(10 * time.Second); err != nil {
+		t.Errorf("Run = %v after a clean drain, want nil", err)
+	}
+	wantCalls(t, up, fu.List, 4)
+}
+
+// TestShutdownStuckCallsCutOff: calls that would never finish (a List over
+// gRPC and over HTTP waiting for their next page, a Create waiting for its
+// answer) cannot hold the exit past --shutdown-timeout: Run returns nil
+// about then, every held upstream request is cancelled by then, no caller
+// sees OK or a listing that looks complete, and nothing of cbkgate is left
+// running.
+func TestShutdownStuckCallsCutOff(t *testing.T) {
+	up := newUpstream(t)
+	const timeout = 500 * time.Millisecond
+	g := startGate(t, up.URL, shutdownTimeout(timeout))
+	before := snapshot()
+	all := fu.Tokens("tok_", 4)
+	up.Script(fu.List,
+		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)),
+		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)),
+	)
+	up.Script(fu.Create, fu.Hang(fu.Created("late", "secret")))
+	stream, got := openList(t, g, 2)
+	waitHeld(t, up, 1)
+	hl := openHTTPList(t, g, 2)
+	waitHeld(t, up, 2)
+	createErr := make(chan error, 1)
+	go func() {
+		_, err := g.create(g.ctx())
+		createErr <- err
+	}()
+	waitHeld(t, up, 3)
+
+	start := time.Now()
+	if err := g.stop(timeout + 10*time.Second); err != nil {
+		t.Errorf("Run = %v after cutting calls off, want nil", err)
+	}
+	if took := time.Since(start); took < timeout || took > timeout+3*time.Second {
+		t.Errorf("Run returned %s after its context ended, want about the %s shutdown timeout", took, timeout)
+	}
+	if !up.Wait(5*time.Second, func(rs []fu.Request) bool { return fu.Cancelled(rs) == 3 }) {
+		t.Fatalf("upstream requests of the calls cut off still open: %+v", up.Requests())
+	}
+	for _, r := range up.Requests() {
+		if r.Cancelled && r.CancelledAt.Sub(start) > timeout+promptly {
+			t.Errorf("upstream %s cancelled %s after shutdown began (timeout %s)", r.Route, r.CancelledAt.Sub(start), timeout)
+		}
+	}
+
+	if got, err := drainList(stream, got); err == nil {
+		t.Errorf("gRPC List cut off by the shutdown ended OK with %v", ids(got))
+	}
+	if err := <-createErr; status.Code(err) == codes.OK {
+		t.Error("Create cut off by the shutdown ended OK")
+	}
+	body, err := hl.rest()
+	if err == nil {
+		// The connection ended cleanly, so the listing must say it failed.
+		if _, errLine := ndjson(t, body); errLine == nil {
+			t.Errorf("HTTP List cut off by the shutdown looks complete: %s", body)
+		}
+	}
+	g.conn.Close()
+	g.hc.CloseIdleConnections()
+	wantNothingLeft(t, before)
+}
+
+// TestShutdownLeavesNothingRunning: once Run has returned, no goroutine of
+// cbkgate is left: no server, no gateway connection, and no connection to
+// the upstream, which is still up (as ChatBotKit would be) and so would not
+// close them itself.
+func TestShutdownLeavesNothingRunning(t *testing.T) {
+	up := newUpstream(t)
+	before := snapshot()
+	g := startGate(t, up.URL)
+	up.SetDefault(fu.List, fu.Page("", fu.Tokens("tok_", 3)...))
+	if _, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.create(g.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	if res := g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens", ""); res.status != http.StatusOK {
+		t.Fatalf("HTTP List: %d", res.status)
+	}
+	if err := g.stop(10 * time.Second); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	g.conn.Close()
+	g.hc.CloseIdleConnections()
+	wantNothingLeft(t, before)
+}
+
+// snapshot returns the ids of the goroutines running now.
+func snapshot() map[string]bool {
+	out := map[string]bool{}
+	for _, s := range stacks() {
+		out[strings.SplitN(s, " ", 3)[1]] = true
+	}
+	return out
+}
+
+func stacks() []string {
+	buf := make([]byte, 4<<20)
+	return strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
+}
+
+// cbkgateFrames mark a goroutine as cbkgate's: its servers, the gateway's
+// gRPC connection, calls, and the REST client's connections (the test's
+// own HTTP client and gRPC connection are closed before the check).
+var cbkgateFrames = []string{
+	"cbkgate/internal/app.",
+	"cbkgate/internal/service.",
+	"cbkgate/internal/chatbotkit.",
+	"cbkgate/internal/httpapi.",
+	"google.golang.org/grpc",
+	"net/http.(*persistConn)",
+}
+
+// wantNothingLeft polls, bounded, until no goroutine started after before
+// belongs to cbkgate.
+func wantNothingLeft(t *testing.T, before map[string]bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var left []string
+		for _, s := range stacks() {
+			if before[strings.SplitN(s, " ", 3)[1]] {
+				continue
+			}
+			for _, f := range cbkgateFrames {
+				if strings.Contains(s, f) {
+					left = append(left, s)
+					break
+				}
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines of cbkgate still running after Run returned:\n\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(10 * time.Millisecond) // bounded polling
+	}
+}
