@@ -123,6 +123,12 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 			pageCtx, cancel := upstreamContext(ctx)
 			page, err := s.client.ListPage(pageCtx, cred, req.GetUserId(), opts)
 			cancel()
+			if err == nil && opts.Cursor != "" && page.Cursor == opts.Cursor && len(page.Items) > 0 {
+				// A cursor that does not move would repeat this page
+				// forever: duplicates, and a listing that never ends.
+				err = fmt.Errorf("%w: list: a page of tokens came back with the cursor it was asked for", chatbotkit.ErrMalformedResponse)
+				page = nil
+			}
 			if err == nil && limit > 0 && len(page.Items) > limit-fetched {
 				// An upstream that ignores take must not push the listing
 				// past the caller's limit.
