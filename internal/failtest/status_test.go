@@ -45,7 +45,9 @@ var statusCases = []statusCase{
 // maxAttempts is the REST client's bound on the attempts of a list read.
 const maxAttempts = 4
 
-func (c statusCase) message() string { return "upstream says " + strconv.Itoa(c.status) + " for this reason" }
+func (c statusCase) message() string {
+	return "upstream says " + strconv.Itoa(c.status) + " for this reason"
+}
 
 // TestFaultStatusUnary: every upstream error status, answered to Create,
 // Update and Delete: the caller sees the contract's code, the upstream
