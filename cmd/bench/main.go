@@ -53,6 +53,7 @@ type options struct {
 	memTokens  int
 	serverBin  string
 	infoLog    bool
+	phases     map[string]bool
 }
 
 func main() {
@@ -64,7 +65,18 @@ func main() {
 	flag.IntVar(&o.memTokens, "memory-tokens", 1_000_000, "tokens streamed while cbkgate's memory is sampled")
 	flag.StringVar(&o.serverBin, "server", "", "a built cbkgate binary (default: build ./cmd/server into a temporary directory)")
 	flag.BoolVar(&o.infoLog, "info-logging", true, "also measure gRPC Create with cbkgate logging every call (--log-level=info, its default)")
+	phases := flag.String("phases", "memory,create,list", "the parts to run, comma-separated: memory, create, list")
 	flag.Parse()
+	o.phases = map[string]bool{}
+	for p := range strings.SplitSeq(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "memory", "create", "list":
+			o.phases[p] = true
+		default:
+			fmt.Fprintf(os.Stderr, "bench: -phases: unknown phase %q\n", p)
+			os.Exit(2)
+		}
+	}
 	if o.rounds < 1 || o.duration <= 0 || o.conc < 1 || o.listTokens < 1 || o.memTokens < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds, -duration, -concurrency, -list-tokens and -memory-tokens must be positive")
 		os.Exit(2)
@@ -127,16 +139,22 @@ func benchmark(ctx context.Context, o options) error {
 
 	// Memory first, on a process that has served nothing yet, so that the
 	// growth counts everything the stream needs.
-	if err := b.memory(ctx, t); err != nil {
-		return err
+	if o.phases["memory"] {
+		if err := b.memory(ctx, t); err != nil {
+			return err
+		}
 	}
-	if err := b.creates(ctx, t); err != nil {
-		return err
+	if o.phases["create"] {
+		if err := b.creates(ctx, t); err != nil {
+			return err
+		}
 	}
-	if err := b.list(ctx, t); err != nil {
-		return err
+	if o.phases["list"] {
+		if err := b.list(ctx, t); err != nil {
+			return err
+		}
 	}
-	if o.infoLog {
+	if o.infoLog && o.phases["create"] {
 		if err := b.infoLogging(ctx, t, bin, dir); err != nil {
 			return err
 		}
