@@ -126,6 +126,7 @@ type Server struct {
 	reqs     []Request
 	released chan struct{} // closed by Release
 	nextID   int
+	conns    int // connections accepted
 }
 
 // New starts a server on 127.0.0.1 with an empty script: every route gets
@@ -143,7 +144,17 @@ func New() (*Server, error) {
 		defaults: map[Route]Reply{},
 		released: make(chan struct{}),
 	}
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.mu.Lock()
+				s.conns++
+				s.mu.Unlock()
+			}
+		},
+	}
 	go func() { _ = s.srv.Serve(lis) }()
 	return s, nil
 }
@@ -202,6 +213,13 @@ func (s *Server) Calls(route Route) int {
 		}
 	}
 	return n
+}
+
+// Conns returns how many connections the server has accepted.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
 }
 
 // Requests returns a copy of the records of every request so far.
