@@ -191,8 +191,11 @@ func TestFaultErrorBodyOversized(t *testing.T) {
 		t.Fatal("the upstream is still sending the body")
 	}
 	// The client reads at most 64 KiB of an error body and closes the
-	// connection; what went out beyond that is socket buffers.
-	if n := up.Requests()[0].BytesWritten; n >= 64<<20 {
+	// connection; what went out beyond that filled socket buffers (a few
+	// MiB on loopback). Without a cap it would have read all of 1 GiB.
+	n := up.Requests()[0].BytesWritten
+	t.Logf("the upstream got %d bytes of an endless error body out", n)
+	if n >= 32<<20 {
 		t.Errorf("the upstream sent %d bytes before cbkgate stopped reading", n)
 	}
 }
