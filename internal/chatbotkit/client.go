@@ -52,6 +52,9 @@ const (
 	// maxDrainBytes is how much unread body is discarded to keep a
 	// connection reusable; past that the connection is simply closed.
 	maxDrainBytes = 4 << 10
+	// maxSizeHint caps the buffer made up front for a body of announced
+	// length; a page of 100 tokens is tens of KiB.
+	maxSizeHint = 256 << 10
 	// streamBufferBytes is the read buffer of a JSONL stream.
 	streamBufferBytes = 32 << 10
 )
@@ -338,20 +341,10 @@ func (c *Client) readAPIError(ctx context.Context, r *request, resp *http.Respon
 // With quiet, the decoder's complaint is left out of the error (a create
 // response holds a secret, and type errors quote numbers).
 func (c *Client) readJSON(ctx context.Context, r *request, resp *http.Response, v any, quiet bool) error {
-	if resp.ContentLength > c.maxBody {
-		resp.Body.Close()
-		return fmt.Errorf("%w: %s: Content-Length %d exceeds the %d-byte cap", ErrResponseTooLarge, r.op, resp.ContentLength, c.maxBody)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	b, err := c.readBody(ctx, r, resp)
 	if err != nil {
-		resp.Body.Close()
-		return c.bodyError(ctx, r.op, err)
+		return err
 	}
-	if int64(len(b)) > c.maxBody {
-		resp.Body.Close()
-		return fmt.Errorf("%w: %s: body exceeds the %d-byte cap", ErrResponseTooLarge, r.op, c.maxBody)
-	}
-	drainClose(resp.Body)
 	if err := json.Unmarshal(b, v); err != nil {
 		if quiet {
 			return fmt.Errorf("%w: %s: not the expected JSON", ErrMalformedResponse, r.op)
@@ -359,6 +352,46 @@ func (c *Client) readJSON(ctx context.Context, r *request, resp *http.Response, 
 		return fmt.Errorf("%w: %s: %v", ErrMalformedResponse, r.op, err)
 	}
 	return nil
+}
+
+// readBody reads a 2xx body of at most maxBody bytes and closes it.
+func (c *Client) readBody(ctx context.Context, r *request, resp *http.Response) ([]byte, error) {
+	if resp.ContentLength > c.maxBody {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: %s: Content-Length %d exceeds the %d-byte cap", ErrResponseTooLarge, r.op, resp.ContentLength, c.maxBody)
+	}
+	b, err := readAll(io.LimitReader(resp.Body, c.maxBody+1), resp.ContentLength)
+	if err != nil {
+		resp.Body.Close()
+		return nil, c.bodyError(ctx, r.op, err)
+	}
+	if int64(len(b)) > c.maxBody {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: %s: body exceeds the %d-byte cap", ErrResponseTooLarge, r.op, c.maxBody)
+	}
+	drainClose(resp.Body)
+	return b, nil
+}
+
+// readAll is io.ReadAll starting with room for size bytes (the body's
+// Content-Length, -1 when unknown), so that a page of a listing is read
+// without regrowing the buffer on the way. Room is made up front only up to
+// maxSizeHint: beyond that, memory follows the bytes that actually arrive.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	b := make([]byte, 0, min(max(512, size+1), maxSizeHint)) // +1: room to read the EOF
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // let append pick the next size
+		}
+	}
 }
 
 // bodyError classifies a failure to read a 2xx body: the caller's context,

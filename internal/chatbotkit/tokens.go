@@ -81,28 +81,60 @@ func (c *Client) ListPage(ctx context.Context, cred secret.Value, userID string,
 		if err != nil {
 			return false, err
 		}
-		var wire struct {
-			Items  *[]wireToken `json:"items"`
-			Cursor string       `json:"cursor"`
-		}
-		if err := c.readJSON(ctx, r, resp, &wire, false); err != nil {
+		b, err := c.readBody(ctx, r, resp)
+		if err != nil {
 			return false, err
 		}
-		if wire.Items == nil {
-			return false, fmt.Errorf("%w: list: no items", ErrMalformedResponse)
-		}
-		p := &Page{Items: make([]Token, 0, len(*wire.Items)), Cursor: wire.Cursor}
-		for i := range *wire.Items {
-			t, err := (*wire.Items)[i].token()
-			if err != nil {
-				return false, fmt.Errorf("%w: list: item %d: %v", ErrMalformedResponse, i, err)
-			}
-			p.Items = append(p.Items, t)
+		p, err := decodePage(b, opts.Take)
+		if err != nil {
+			return false, fmt.Errorf("%w: list: %v", ErrMalformedResponse, err)
 		}
 		page = p
 		return false, nil
 	})
 	return page, err
+}
+
+// maxItemsHint bounds the items decodePage makes room for up front.
+const maxItemsHint = 256
+
+// decodePage decodes the body of one JSON page. take is the page size asked
+// for (0: the upstream's default): the items are decoded into a slice made
+// that size, so that decoding a full page never regrows it.
+func decodePage(b []byte, take int) (*Page, error) {
+	if take <= 0 || take > maxItemsHint {
+		take = 100
+	}
+	items := make([]wireToken, 0, take)
+	wire := struct {
+		Items  *[]wireToken `json:"items"`
+		Cursor string       `json:"cursor"`
+	}{Items: &items}
+	if err := json.Unmarshal(b, &wire); err != nil {
+		return nil, err
+	}
+	if wire.Items == nil {
+		return nil, errors.New("no items") // "items": null
+	}
+	if len(*wire.Items) == 0 {
+		// The slice made above hides whether "items" was there at all.
+		// An empty page is rare and small: look again.
+		var again struct {
+			Items *[]json.RawMessage `json:"items"`
+		}
+		if json.Unmarshal(b, &again) != nil || again.Items == nil {
+			return nil, errors.New("no items")
+		}
+	}
+	p := &Page{Items: make([]Token, 0, len(*wire.Items)), Cursor: wire.Cursor}
+	for i := range *wire.Items {
+		t, err := (*wire.Items)[i].token()
+		if err != nil {
+			return nil, fmt.Errorf("item %d: %v", i, err)
+		}
+		p.Items = append(p.Items, t)
+	}
+	return p, nil
 }
 
 // ListStream reads the JSONL listing (Accept: application/jsonl) and calls
