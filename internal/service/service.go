@@ -70,14 +70,19 @@ func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServ
 		if p.err != nil {
 			return toStatus(stream.Context(), p.err)
 		}
-		last := len(p.page.Items) - 1
+		// A page's messages are made together: one allocation of each kind
+		// per page rather than four per token.
+		n := len(p.page.Items)
+		resps := make([]tokenv1.ListResponse, n)
+		toks := make([]tokenv1.Token, n)
+		times := make([][2]timestamppb.Timestamp, n)
 		for i := range p.page.Items {
-			tok, err := tokenProto(&p.page.Items[i])
-			if err != nil {
+			resp := &resps[i]
+			resp.Token = &toks[i]
+			if err := setToken(resp.Token, &times[i], &p.page.Items[i]); err != nil {
 				return toStatus(stream.Context(), err)
 			}
-			resp := &tokenv1.ListResponse{Token: tok}
-			if i == last {
+			if i == n-1 {
 				resp.Cursor = p.page.Cursor
 			}
 			if err := stream.Send(resp); err != nil {
@@ -256,21 +261,20 @@ func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
 	return b, nil
 }
 
-// tokenProto converts an upstream token. Meta that is not a JSON object is
-// a malformed upstream answer, not something to pass on half-converted.
-func tokenProto(t *chatbotkit.Token) (*tokenv1.Token, error) {
-	tok := &tokenv1.Token{
-		Id:          t.ID,
-		Name:        t.Name,
-		Description: t.Description,
-		CreateTime:  timestamppb.New(t.CreatedAt),
-		UpdateTime:  timestamppb.New(t.UpdatedAt),
-	}
+// setToken converts an upstream token into tok, whose create and update
+// times go in times. Meta that is not a JSON object is a malformed upstream
+// answer, not something to pass on half-converted.
+func setToken(tok *tokenv1.Token, times *[2]timestamppb.Timestamp, t *chatbotkit.Token) error {
+	tok.Id, tok.Name, tok.Description = t.ID, t.Name, t.Description
+	created, updated := &times[0], &times[1]
+	created.Seconds, created.Nanos = t.CreatedAt.Unix(), int32(t.CreatedAt.Nanosecond())
+	updated.Seconds, updated.Nanos = t.UpdatedAt.Unix(), int32(t.UpdatedAt.Nanosecond())
+	tok.CreateTime, tok.UpdateTime = created, updated
 	if len(t.Meta) > 0 && string(t.Meta) != "null" {
 		tok.Meta = &structpb.Struct{}
 		if err := protojson.Unmarshal(t.Meta, tok.Meta); err != nil {
-			return nil, fmt.Errorf("%w: meta of token %q is not a JSON object: %v", chatbotkit.ErrMalformedResponse, t.ID, err)
+			return fmt.Errorf("%w: meta of token %q is not a JSON object: %v", chatbotkit.ErrMalformedResponse, t.ID, err)
 		}
 	}
-	return tok, nil
+	return nil
 }
