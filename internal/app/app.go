@@ -107,6 +107,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		AcceptClientCerts:    cfg.AcceptsClientCerts(),
 		AllowUnauthenticated: cfg.AuthMode() == config.AuthNone,
 		TrustedPeer:          isGateway,
+		OnHTTPRefused: func(r *http.Request, reason string) {
+			// The gRPC log line of a call the HTTP layer refused.
+			log.Info("http call refused", "method", r.Method, "path", r.URL.Path,
+				"code", codes.Unauthenticated.String(), "peer", r.RemoteAddr, "error", reason)
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)

@@ -65,6 +65,11 @@ type Options struct {
 	// mode they still need the Bearer value, which the gateway forwards.
 	// nil means no peer is trusted.
 	TrustedPeer func(net.Addr) bool
+	// OnHTTPRefused, if set, is told of every HTTP request HTTPMiddleware
+	// refuses, with the reason it answered. Such a request never reaches
+	// the gRPC server, so this is where it can be logged. The reason never
+	// carries a presented credential.
+	OnHTTPRefused func(r *http.Request, reason string)
 }
 
 // Authenticator applies one authentication mode to gRPC calls and HTTP
@@ -76,8 +81,9 @@ type Authenticator struct {
 	// keyDigests are SHA-256 digests of the API keys: comparing digests of
 	// equal length hides the keys' lengths, and the keys themselves are not
 	// kept.
-	keyDigests  [][sha256.Size]byte
-	trustedPeer func(net.Addr) bool
+	keyDigests    [][sha256.Size]byte
+	trustedPeer   func(net.Addr) bool
+	onHTTPRefused func(*http.Request, string)
 }
 
 // New checks opts and builds an Authenticator. It refuses combinations that
@@ -90,10 +96,11 @@ type Authenticator struct {
 // anyone to authenticate and AllowUnauthenticated false.
 func New(opts Options) (*Authenticator, error) {
 	a := &Authenticator{
-		passThrough: opts.PassThrough,
-		allowAll:    opts.AllowUnauthenticated,
-		acceptCerts: opts.AcceptClientCerts,
-		trustedPeer: opts.TrustedPeer,
+		passThrough:   opts.PassThrough,
+		allowAll:      opts.AllowUnauthenticated,
+		acceptCerts:   opts.AcceptClientCerts,
+		trustedPeer:   opts.TrustedPeer,
+		onHTTPRefused: opts.OnHTTPRefused,
 	}
 	for i, k := range opts.APIKeys {
 		if k.IsZero() {
@@ -226,6 +233,9 @@ func (a *Authenticator) HTTPMiddleware(next http.Handler) http.Handler {
 		})
 		if msg != "" {
 			a.writeUnauthenticated(w, msg)
+			if a.onHTTPRefused != nil {
+				a.onHTTPRefused(r, msg)
+			}
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -575,3 +575,22 @@ func TestHTTPMiddlewareClientCert(t *testing.T) {
 		})
 	}
 }
+
+func TestHTTPMiddlewareReportsRefusals(t *testing.T) {
+	var reasons []string
+	opts := auth.Options{APIKeys: testKeys, OnHTTPRefused: func(r *http.Request, reason string) {
+		reasons = append(reasons, r.Method+" "+r.URL.Path+": "+reason)
+	}}
+	h := mustNew(t, opts).HTTPMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for _, key := range []string{keyOne, "wrong-http-key"} {
+		req := httptest.NewRequest("POST", "/v1/users/u/tokens", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	if len(reasons) != 1 || !strings.HasPrefix(reasons[0], "POST /v1/users/u/tokens: invalid API key") {
+		t.Fatalf("refusals reported = %q, want only the wrong key's", reasons)
+	}
+	if strings.Contains(reasons[0], "wrong-http-key") {
+		t.Fatalf("the reason carries the presented key: %q", reasons[0])
+	}
+}
