@@ -82,12 +82,7 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		ready = func() bool { return true }
 	}
 
-	m := &marshaler{JSONPb: runtime.JSONPb{
-		MarshalOptions: protojson.MarshalOptions{UseProtoNames: true},
-		// DiscardUnknown stays false: an unknown field is a client bug,
-		// answered with 400 rather than ignored.
-		UnmarshalOptions: protojson.UnmarshalOptions{},
-	}}
+	m := newMarshaler()
 	gw := runtime.NewServeMux(
 		// The wildcard is the only entry in the registry, so this marshaler
 		// serves every request whatever its Accept or Content-Type.
@@ -147,6 +142,15 @@ func plain(w http.ResponseWriter, code int, body string) {
 // streams. The delimiter is JSONPb's own "\n".
 type marshaler struct {
 	runtime.JSONPb
+}
+
+func newMarshaler() *marshaler {
+	return &marshaler{JSONPb: runtime.JSONPb{
+		MarshalOptions: protojson.MarshalOptions{UseProtoNames: true},
+		// DiscardUnknown stays false: an unknown field is a client bug,
+		// answered with 400 rather than ignored.
+		UnmarshalOptions: protojson.UnmarshalOptions{},
+	}}
 }
 
 // StreamContentType is called by runtime.ForwardResponseStream.
