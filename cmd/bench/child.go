@@ -45,10 +45,11 @@ type server struct {
 
 // startServer runs bin in front of upstream with the held secret and no
 // caller authentication, on free loopback ports, and waits until it serves.
-func startServer(bin, upstream, secret, logLevel, dir string) (*server, error) {
+// env is added to the benchmark's own environment.
+func startServer(bin string, env []string, upstream, secret, logLevel, dir string) (*server, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a picked port can be taken meanwhile
-		s, err := tryStartServer(bin, upstream, secret, logLevel, dir, attempt)
+		s, err := tryStartServer(bin, env, upstream, secret, logLevel, dir, attempt)
 		if err == nil {
 			return s, nil
 		}
@@ -57,7 +58,7 @@ func startServer(bin, upstream, secret, logLevel, dir string) (*server, error) {
 	return nil, lastErr
 }
 
-func tryStartServer(bin, upstream, secret, logLevel, dir string, attempt int) (*server, error) {
+func tryStartServer(bin string, env []string, upstream, secret, logLevel, dir string, attempt int) (*server, error) {
 	grpcAddr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -66,7 +67,7 @@ func tryStartServer(bin, upstream, secret, logLevel, dir string, attempt int) (*
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, fmt.Sprintf("cbkgate-%s-%d.log", logLevel, attempt))
+	logPath := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", filepath.Base(bin), logLevel, attempt))
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -75,7 +76,7 @@ func tryStartServer(bin, upstream, secret, logLevel, dir string, attempt int) (*
 	cmd := exec.Command(bin,
 		"--grpc-addr="+grpcAddr, "--http-addr="+httpAddr, "--upstream="+upstream,
 		"--allow-unauthenticated", "--log-level="+logLevel, "--shutdown-timeout=2s")
-	cmd.Env = append(os.Environ(), "CHATBOTKIT_API_SECRET="+secret)
+	cmd.Env = append(append(os.Environ(), env...), "CHATBOTKIT_API_SECRET="+secret)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If the benchmark dies, so does the server.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -58,6 +58,13 @@ type options struct {
 }
 
 func main() {
+	if os.Getenv(floorEnv) == "1" {
+		if err := floorServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench floor server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 20, "rounds of each create pair (A then B); the table shows medians")
 	flag.DurationVar(&o.duration, "duration", 250*time.Millisecond, "length of one side of one round of a create pair")
@@ -67,12 +74,12 @@ func main() {
 	flag.IntVar(&o.memTokens, "memory-tokens", 1_000_000, "tokens streamed while cbkgate's memory is sampled")
 	flag.StringVar(&o.serverBin, "server", "", "a built cbkgate binary (default: build ./cmd/server into a temporary directory)")
 	flag.BoolVar(&o.infoLog, "info-logging", true, "also measure gRPC Create with cbkgate logging every call (--log-level=info, its default)")
-	phases := flag.String("phases", "memory,create,list", "the parts to run, comma-separated: memory, create, list")
+	phases := flag.String("phases", "memory,create,list,floor", "the parts to run, comma-separated: memory, create, list, floor (a bare grpc-go + net/http server, for scale)")
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for p := range strings.SplitSeq(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "memory", "create", "list":
+		case "memory", "create", "list", "floor":
 			o.phases[p] = true
 		default:
 			fmt.Fprintf(os.Stderr, "bench: -phases: unknown phase %q\n", p)
@@ -122,7 +129,7 @@ func benchmark(ctx context.Context, o options) error {
 	defer hs.Close()
 	upstream := "http://" + lis.Addr().String()
 
-	srv, err := startServer(bin, upstream, benchSecret, "warn", dir)
+	srv, err := startServer(bin, nil, upstream, benchSecret, "warn", dir)
 	if err != nil {
 		return err
 	}
@@ -158,6 +165,11 @@ func benchmark(ctx context.Context, o options) error {
 	}
 	if o.infoLog && o.phases["create"] {
 		if err := b.infoLogging(ctx, t, bin, dir); err != nil {
+			return err
+		}
+	}
+	if o.phases["floor"] {
+		if err := b.floor(ctx, t, dir); err != nil {
 			return err
 		}
 	}
@@ -317,7 +329,7 @@ func (b *bench) list(ctx context.Context, t *table) error {
 // infoLogging repeats the gRPC create pair against a second cbkgate that
 // logs every call, as it does by default.
 func (b *bench) infoLogging(ctx context.Context, t *table, bin, dir string) error {
-	srv, err := startServer(bin, b.upstream, benchSecret, "info", dir)
+	srv, err := startServer(bin, nil, b.upstream, benchSecret, "info", dir)
 	if err != nil {
 		return err
 	}
@@ -337,6 +349,41 @@ func (b *bench) infoLogging(ctx context.Context, t *table, bin, dir string) erro
 	}
 	t.ratioRow(fmt.Sprintf("Create gRPC ÷ direct REST, c=%d, --log-level=info (calls/s)", c), p, "", 0)
 	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, gRPC, c=%d, --log-level=info", c), p.cpu(), p.calls())
+	return nil
+}
+
+// floor runs the gRPC Create pairs against floorServer: what grpc-go and
+// net/http alone cost on this machine, next to what cbkgate costs.
+func (b *bench) floor(ctx context.Context, t *table, dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	srv, err := startServer(self, []string{floorEnv + "=1"}, b.upstream, benchSecret, "warn", dir)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	grpcCall, err := grpcCreate(tokenv1.NewTokenServiceClient(srv.conn), createUser)
+	if err != nil {
+		return err
+	}
+	direct := httpCreate(b.direct, b.directCreateURL(), benchSecret)
+	saved := b.srv
+	b.srv = srv
+	defer func() { b.srv = saved }()
+	c := b.o.conc
+	p, err := b.pair(ctx, fmt.Sprintf("floor: bare grpc-go + net/http Create, c=%d", c), c, grpcCall, direct)
+	if err != nil {
+		return err
+	}
+	t.ratioRow(fmt.Sprintf("for scale: bare grpc-go + net/http Create ÷ direct REST, c=%d (calls/s)", c), p, "", 0)
+	t.cpuRow(fmt.Sprintf("for scale: bare grpc-go + net/http, CPU per Create, c=%d", c), p.cpu(), p.calls())
+	p, err = b.pair(ctx, "floor: bare grpc-go + net/http Create, c=1", 1, grpcCall, direct)
+	if err != nil {
+		return err
+	}
+	t.latencyRows("for scale: bare grpc-go + net/http Create vs direct REST, c=1", p, 0)
 	return nil
 }
 
