@@ -253,7 +253,7 @@ func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
 	if s == nil {
 		return nil, nil
 	}
-	b, err := protojson.Marshal(s)
+	b, err := appendStruct(nil, s)
 	if err != nil {
 		// A Struct holding NaN or Infinity has no JSON form.
 		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("%s cannot be encoded as JSON: %v", field, err))
