@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"google.golang.org/grpc"
@@ -26,13 +27,18 @@ import (
 const floorEnv = "CBKGATE_BENCH_FLOOR"
 
 // floorServer is the least a gRPC front for the REST API can do, for scale:
-// a grpc-go server with default options whose Create sends the benchmark's
-// create body to the upstream with a plain net/http client and answers with
-// the id and token. No validation, auth, logging, retries, JSON handling of
-// the request or error mapping: what is left is the cost of grpc-go and
-// net/http themselves. It takes cbkgate's flags so that startServer can run
-// it like cbkgate; only --grpc-addr and --upstream are used.
+// a grpc-go server whose Create sends the benchmark's create body to the
+// upstream with a plain net/http client and answers with the id and token.
+// No validation, auth, logging, retries, JSON handling of the request or
+// error mapping: what is left is the cost of grpc-go and net/http
+// themselves, tuned as cbkgate tunes them (GOGC=200, static flow-control
+// windows, kept handler goroutines). It takes cbkgate's flags so that
+// startServer can run it like cbkgate; only --grpc-addr and --upstream are
+// used.
 func floorServer() error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	grpcAddr := fs.String("grpc-addr", "", "")
 	upstream := fs.String("upstream", "", "")
@@ -47,7 +53,11 @@ func floorServer() error {
 	if err != nil {
 		return err
 	}
-	s := grpc.NewServer()
+	s := grpc.NewServer(
+		grpc.StaticStreamWindowSize(1<<20),
+		grpc.StaticConnWindowSize(1<<20),
+		grpc.NumStreamWorkers(64),
+	)
 	tokenv1.RegisterTokenServiceServer(s, &floorService{
 		hc:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}},
 		url:    *upstream + "/v1/partner/user/",
