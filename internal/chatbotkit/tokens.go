@@ -100,21 +100,45 @@ const maxItemsHint = 256
 
 // decodePage decodes the body of one JSON page. take is the page size asked
 // for (0: the upstream's default): the items are decoded into a slice made
-// that size, so that decoding a full page never regrows it.
+// that size, so that decoding a full page never regrows it. scanPage takes
+// pages of the usual shape, encoding/json the rest.
 func decodePage(b []byte, take int) (*Page, error) {
 	if take <= 0 || take > maxItemsHint {
 		take = 100
 	}
-	items := make([]wireToken, 0, take)
+	items, cursor, ok := scanPage(b, make([]wireToken, 0, take))
+	if !ok {
+		var err error
+		if items, cursor, err = unmarshalPage(b, make([]wireToken, 0, take)); err != nil {
+			return nil, err
+		}
+	}
+	return newPage(items, cursor)
+}
+
+func newPage(items []wireToken, cursor string) (*Page, error) {
+	p := &Page{Items: make([]Token, 0, len(items)), Cursor: cursor}
+	for i := range items {
+		t, err := items[i].token()
+		if err != nil {
+			return nil, fmt.Errorf("item %d: %v", i, err)
+		}
+		p.Items = append(p.Items, t)
+	}
+	return p, nil
+}
+
+// unmarshalPage decodes a page with encoding/json, into items.
+func unmarshalPage(b []byte, items []wireToken) ([]wireToken, string, error) {
 	wire := struct {
 		Items  *[]wireToken `json:"items"`
 		Cursor string       `json:"cursor"`
 	}{Items: &items}
 	if err := json.Unmarshal(b, &wire); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if wire.Items == nil {
-		return nil, errors.New("no items") // "items": null
+		return nil, "", errors.New("no items") // "items": null
 	}
 	if len(*wire.Items) == 0 {
 		// The slice made above hides whether "items" was there at all.
@@ -123,18 +147,10 @@ func decodePage(b []byte, take int) (*Page, error) {
 			Items *[]json.RawMessage `json:"items"`
 		}
 		if json.Unmarshal(b, &again) != nil || again.Items == nil {
-			return nil, errors.New("no items")
+			return nil, "", errors.New("no items")
 		}
 	}
-	p := &Page{Items: make([]Token, 0, len(*wire.Items)), Cursor: wire.Cursor}
-	for i := range *wire.Items {
-		t, err := (*wire.Items)[i].token()
-		if err != nil {
-			return nil, fmt.Errorf("item %d: %v", i, err)
-		}
-		p.Items = append(p.Items, t)
-	}
-	return p, nil
+	return *wire.Items, wire.Cursor, nil
 }
 
 // ListStream reads the JSONL listing (Accept: application/jsonl) and calls
