@@ -154,6 +154,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		grpc.WithContextDialer(a.gatewayLis.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSendMsgBytes)),
+		// As on the server side: no BDP pings on a hop that never leaves the
+		// process.
+		grpc.WithStaticStreamWindowSize(serverWindowBytes),
+		grpc.WithStaticConnWindowSize(serverWindowBytes),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("gateway connection: %w", err)
