@@ -542,8 +542,8 @@ func (t *table) cpuRow(name string, cpu time.Duration, n int) {
 func (t *table) print(f *os.File) {
 	for _, h := range t.head {
 		fmt.Fprintln(f, h)
+		fmt.Fprintln(f)
 	}
-	fmt.Fprintln(f)
 	fmt.Fprintln(f, "| measurement | cbkgate | direct | ratio / added | target | |")
 	fmt.Fprintln(f, "| --- | ---: | ---: | ---: | --- | --- |")
 	for _, r := range t.rows {
