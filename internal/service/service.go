@@ -136,8 +136,11 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 			}
 			if err == nil && limit > 0 && len(page.Items) > limit-fetched {
 				// An upstream that ignores take must not push the listing
-				// past the caller's limit.
+				// past the caller's limit. The page's cursor points past
+				// tokens that are now cut off, so resuming from it would
+				// skip them: it is dropped rather than passed on.
 				page.Items = page.Items[:limit-fetched]
+				page.Cursor = ""
 			}
 			select {
 			case out <- pageResult{page: page, err: err}:

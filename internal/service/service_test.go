@@ -534,3 +534,25 @@ func TestToStatusKeepsContextErrors(t *testing.T) {
 		t.Fatalf("got %v, want UNAVAILABLE", got)
 	}
 }
+
+func TestListLimitNeverHandsOutACursorPastIt(t *testing.T) {
+	// An upstream that ignores take: asked for 2, it answers 3 and a cursor
+	// after the third. Resuming from that cursor would skip the third token.
+	page := `{"items":[{"id":"a","createdAt":1,"updatedAt":1},{"id":"b","createdAt":2,"updatedAt":2},{"id":"c","createdAt":3,"updatedAt":3}],"cursor":"after-c"}`
+	c, _ := newTestService(t, pagedHandler(t, []string{page}, func(w http.ResponseWriter) {
+		t.Error("a second page was fetched past the limit")
+		w.WriteHeader(500)
+	}))
+	got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ids(got)) != "[a b]" {
+		t.Fatalf("got %v, want [a b]", ids(got))
+	}
+	for _, r := range got {
+		if r.GetCursor() == "after-c" {
+			t.Fatalf("token %s carries the cursor after c, which would skip c on resume", r.GetToken().GetId())
+		}
+	}
+}
