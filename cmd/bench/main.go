@@ -329,27 +329,16 @@ func (b *bench) list(ctx context.Context, t *table) error {
 // infoLogging repeats the gRPC create pair against a second cbkgate that
 // logs every call, as it does by default.
 func (b *bench) infoLogging(ctx context.Context, t *table, bin, dir string) error {
-	srv, err := startServer(bin, nil, b.upstream, benchSecret, "info", dir)
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-	grpcCall, err := grpcCreate(tokenv1.NewTokenServiceClient(srv.conn), createUser)
-	if err != nil {
-		return err
-	}
-	direct := httpCreate(b.direct, b.directCreateURL(), benchSecret)
-	saved := b.srv
-	b.srv = srv
-	defer func() { b.srv = saved }()
-	c := b.o.conc
-	p, err := b.pair(ctx, fmt.Sprintf("Create gRPC, c=%d, --log-level=info", c), c, grpcCall, direct)
-	if err != nil {
-		return err
-	}
-	t.ratioRow(fmt.Sprintf("Create gRPC ÷ direct REST, c=%d, --log-level=info (calls/s)", c), p, "", 0)
-	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, gRPC, c=%d, --log-level=info", c), p.cpu(), p.calls())
-	return nil
+	return b.withServer(bin, nil, "info", dir, func(grpcCall, direct call) error {
+		c := b.o.conc
+		p, err := b.pair(ctx, fmt.Sprintf("Create gRPC, c=%d, --log-level=info", c), c, grpcCall, direct)
+		if err != nil {
+			return err
+		}
+		t.ratioRow(fmt.Sprintf("Create gRPC ÷ direct REST, c=%d, --log-level=info (calls/s)", c), p, "", 0)
+		t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, gRPC, c=%d, --log-level=info", c), p.cpu(), p.calls())
+		return nil
+	})
 }
 
 // floor runs the gRPC Create pairs against floorServer: what grpc-go and
@@ -359,7 +348,28 @@ func (b *bench) floor(ctx context.Context, t *table, dir string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(self, []string{floorEnv + "=1"}, b.upstream, benchSecret, "warn", dir)
+	return b.withServer(self, []string{floorEnv + "=1"}, "warn", dir, func(grpcCall, direct call) error {
+		c := b.o.conc
+		p, err := b.pair(ctx, fmt.Sprintf("floor: bare grpc-go + net/http Create, c=%d", c), c, grpcCall, direct)
+		if err != nil {
+			return err
+		}
+		t.ratioRow(fmt.Sprintf("for scale: bare grpc-go + net/http Create ÷ direct REST, c=%d (calls/s)", c), p, "", 0)
+		t.cpuRow(fmt.Sprintf("for scale: bare grpc-go + net/http, CPU per Create, c=%d", c), p.cpu(), p.calls())
+		p, err = b.pair(ctx, "floor: bare grpc-go + net/http Create, c=1", 1, grpcCall, direct)
+		if err != nil {
+			return err
+		}
+		t.latencyRows("for scale: bare grpc-go + net/http Create vs direct REST, c=1", p, 0)
+		return nil
+	})
+}
+
+// withServer starts another server process (bin with env, logging at
+// logLevel), makes it the one measured while run runs, and hands run a
+// gRPC Create through it and the same Create sent directly.
+func (b *bench) withServer(bin string, env []string, logLevel, dir string, run func(grpcCall, direct call) error) error {
+	srv, err := startServer(bin, env, b.upstream, benchSecret, logLevel, dir)
 	if err != nil {
 		return err
 	}
@@ -368,23 +378,10 @@ func (b *bench) floor(ctx context.Context, t *table, dir string) error {
 	if err != nil {
 		return err
 	}
-	direct := httpCreate(b.direct, b.directCreateURL(), benchSecret)
 	saved := b.srv
 	b.srv = srv
 	defer func() { b.srv = saved }()
-	c := b.o.conc
-	p, err := b.pair(ctx, fmt.Sprintf("floor: bare grpc-go + net/http Create, c=%d", c), c, grpcCall, direct)
-	if err != nil {
-		return err
-	}
-	t.ratioRow(fmt.Sprintf("for scale: bare grpc-go + net/http Create ÷ direct REST, c=%d (calls/s)", c), p, "", 0)
-	t.cpuRow(fmt.Sprintf("for scale: bare grpc-go + net/http, CPU per Create, c=%d", c), p.cpu(), p.calls())
-	p, err = b.pair(ctx, "floor: bare grpc-go + net/http Create, c=1", 1, grpcCall, direct)
-	if err != nil {
-		return err
-	}
-	t.latencyRows("for scale: bare grpc-go + net/http Create vs direct REST, c=1", p, 0)
-	return nil
+	return run(grpcCall, httpCreate(b.direct, b.directCreateURL(), benchSecret))
 }
 
 // pairRuns holds the rounds of both sides of a pair: a through cbkgate, b
