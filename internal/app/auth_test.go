@@ -13,6 +13,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/config"
+	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
 // everyRPC runs each RPC once through c and returns the codes by name.
@@ -148,8 +149,8 @@ func TestAuthClientCert(t *testing.T) {
 		t.Fatalf("HTTP listener %s is not TLS", s.httpURL)
 	}
 
-	rogueCA := newCA(t, "some other CA")
-	rogue := leafFor(t, rogueCA, "rogue client", x509.ExtKeyUsageClientAuth).tlsCert(t)
+	rogueCA := testpki.NewCA(t, "some other CA")
+	rogue := rogueCA.Issue(t, "rogue client", x509.ExtKeyUsageClientAuth).TLS()
 
 	grpcWith := func(cert *tls.Certificate) caller {
 		return &grpcCaller{c: tokenv1.NewTokenServiceClient(s.conn(cert))}

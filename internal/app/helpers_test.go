@@ -9,20 +9,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -52,6 +46,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/emulator"
 	"github.com/cbkgate/cbkgate/internal/logging"
+	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
 // callTimeout bounds every single call a test makes, so a hang fails the
@@ -601,93 +596,18 @@ type pki struct {
 	client                    tls.Certificate // signed by the CA
 }
 
-type issued struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	der  []byte
-}
-
-func issue(t *testing.T, tmpl *x509.Certificate, parent *issued) *issued {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
-	parentCert, signer := tmpl, key
-	if parent != nil {
-		parentCert, signer = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &issued{cert: cert, key: key, der: der}
-}
-
-func newCA(t *testing.T, name string) *issued {
-	return issue(t, &x509.Certificate{
-		Subject:               pkix.Name{CommonName: name},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}, nil)
-}
-
-func leafFor(t *testing.T, ca *issued, name string, usage x509.ExtKeyUsage, ips ...net.IP) *issued {
-	return issue(t, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: name},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		IPAddresses: ips,
-	}, ca)
-}
-
-func (i *issued) tlsCert(t *testing.T) tls.Certificate {
-	t.Helper()
-	return tls.Certificate{Certificate: [][]byte{i.der}, PrivateKey: i.key, Leaf: i.cert}
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func newPKI(t *testing.T) *pki {
 	t.Helper()
 	dir := t.TempDir()
-	ca := newCA(t, "cbkgate test CA")
-	srv := leafFor(t, ca, "cbkgate test server", x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))
-	cli := leafFor(t, ca, "cbkgate test client", x509.ExtKeyUsageClientAuth)
-
-	p := &pki{
-		caFile:   filepath.Join(dir, "ca.pem"),
-		certFile: filepath.Join(dir, "server.pem"),
-		keyFile:  filepath.Join(dir, "server-key.pem"),
-		roots:    x509.NewCertPool(),
-		client:   cli.tlsCert(t),
+	ca := testpki.NewCA(t, "cbkgate test CA")
+	srv := ca.Issue(t, "cbkgate test server", x509.ExtKeyUsageServerAuth)
+	return &pki{
+		caFile:   testpki.WriteFile(t, dir, "ca.pem", ca.CertPEM()),
+		certFile: testpki.WriteFile(t, dir, "server.pem", srv.CertPEM()),
+		keyFile:  testpki.WriteFile(t, dir, "server-key.pem", srv.KeyPEM(t)),
+		roots:    ca.Pool(),
+		client:   ca.Issue(t, "cbkgate test client", x509.ExtKeyUsageClientAuth).TLS(),
 	}
-	p.roots.AddCert(ca.cert)
-	writePEM(t, p.caFile, "CERTIFICATE", ca.der)
-	writePEM(t, p.certFile, "CERTIFICATE", srv.der)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(srv.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, p.keyFile, "PRIVATE KEY", keyDER)
-	return p
 }
 
 // clientTLS is the base client configuration: trusts the CA, no certificate.

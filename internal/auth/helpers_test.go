@@ -2,13 +2,8 @@ package auth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
@@ -24,6 +19,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/secret"
+	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
 // tokenServer is the real generated service with two methods filled in; it
@@ -159,79 +155,14 @@ type pki struct {
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	caCert, caKey := newCA(t, "cbkgate test CA")
-	rogueCert, rogueKey := newCA(t, "rogue CA")
-	p := &pki{pool: x509.NewCertPool()}
-	p.pool.AddCert(caCert)
-	p.server = leaf(t, caCert, caKey, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	p.client = leaf(t, caCert, caKey, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "good client"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	p.rogueClient = leaf(t, rogueCert, rogueKey, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "rogue client"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	return p
-}
-
-var serial struct {
-	sync.Mutex
-	n int64
-}
-
-func nextSerial() *big.Int {
-	serial.Lock()
-	defer serial.Unlock()
-	serial.n++
-	return big.NewInt(serial.n)
-}
-
-func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	ca := testpki.NewCA(t, "cbkgate test CA")
+	rogue := testpki.NewCA(t, "rogue CA")
+	return &pki{
+		pool:        ca.Pool(),
+		server:      ca.Issue(t, "127.0.0.1", x509.ExtKeyUsageServerAuth).TLS(),
+		client:      ca.Issue(t, "good client", x509.ExtKeyUsageClientAuth).TLS(),
+		rogueClient: rogue.Issue(t, "rogue client", x509.ExtKeyUsageClientAuth).TLS(),
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-func leaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl.SerialNumber = nextSerial()
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.Raw}, PrivateKey: key}
 }
 
 func mustNew(t *testing.T, o auth.Options) *auth.Authenticator {

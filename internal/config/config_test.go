@@ -2,18 +2,12 @@ package config
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cbkgate/cbkgate/internal/secret"
+	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
 // distinct is a secret no message would contain by accident, so any
@@ -82,72 +77,17 @@ type pki struct {
 func newPKI(t *testing.T) *pki {
 	t.Helper()
 	dir := t.TempDir()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
+	ca := testpki.NewCA(t, "cbkgate test CA")
+	srv := ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth)
+	other := ca.Issue(t, "other", x509.ExtKeyUsageServerAuth)
+	return &pki{
+		caFile:       writeFile(t, dir, "ca.pem", string(ca.CertPEM())),
+		certFile:     writeFile(t, dir, "server.pem", string(srv.CertPEM())),
+		keyFile:      writeFile(t, dir, "server-key.pem", string(srv.KeyPEM(t))),
+		otherKeyFile: writeFile(t, dir, "other-key.pem", string(other.KeyPEM(t))),
+		caPool:       ca.Pool(),
+		client:       ca.Issue(t, "client", x509.ExtKeyUsageClientAuth).TLS(),
 	}
-	pemOf := func(typ string, der []byte) string {
-		return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
-	}
-	keyPEM := func(k *ecdsa.PrivateKey) string {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pemOf("PRIVATE KEY", der)
-	}
-	now := time.Now()
-	caKey := newKey()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "cbkgate test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage) (string, string) {
-		k := newKey()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			DNSNames:     []string{"localhost"},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pemOf("CERTIFICATE", der), keyPEM(k)
-	}
-	p := &pki{caPool: x509.NewCertPool()}
-	p.caPool.AddCert(caCert)
-	p.caFile = writeFile(t, dir, "ca.pem", pemOf("CERTIFICATE", caDER))
-	srvCert, srvKey := leaf(2, "localhost", x509.ExtKeyUsageServerAuth)
-	p.certFile = writeFile(t, dir, "server.pem", srvCert)
-	p.keyFile = writeFile(t, dir, "server-key.pem", srvKey)
-	p.otherKeyFile = writeFile(t, dir, "other-key.pem", keyPEM(newKey()))
-	cliCert, cliKey := leaf(3, "client", x509.ExtKeyUsageClientAuth)
-	if p.client, err = tls.X509KeyPair([]byte(cliCert), []byte(cliKey)); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func TestDefaults(t *testing.T) {
