@@ -18,7 +18,7 @@ func TestAppendStructMatchesProtojson(t *testing.T) {
 		"empty":   str(nil),
 		"scalars": str(map[string]*structpb.Value{"s": structpb.NewStringValue("x"), "n": num(1.5), "t": structpb.NewBoolValue(true), "f": structpb.NewBoolValue(false), "z": structpb.NewNullValue()}),
 		"numbers": str(map[string]*structpb.Value{
-			"a": num(0), "b": num(-0.0), "c": num(1e20), "d": num(1e21), "e": num(123456789012345678901234.0), "f": num(1e-6), "g": num(1e-7),
+			"a": num(0), "b": num(math.Copysign(0, -1)), "c": num(1e20), "d": num(1e21), "e": num(123456789012345678901234.0), "f": num(1e-6), "g": num(1e-7),
 			"h": num(-2.5e-300), "i": num(math.MaxFloat64), "j": num(math.SmallestNonzeroFloat64), "k": num(12345678901234567890), "l": num(0.1),
 		}),
 		"strings": str(map[string]*structpb.Value{
