@@ -1,0 +1,49 @@
+// Package apierr builds the errors cbkgate makes itself (as opposed to the
+// ones ChatBotKit answered): a gRPC status whose details start with a
+// google.rpc.ErrorInfo in the "cbkgate" domain with a stable upper-case
+// reason, so that a client can branch on the reason instead of parsing the
+// English message. Every such error is made here, so the domain and the
+// reasons have one home.
+package apierr
+
+import (
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+)
+
+// Domain is the ErrorInfo domain of errors cbkgate makes itself.
+const Domain = "cbkgate"
+
+// The stable reasons of CONTRACT.md "Errors". Clients match on these, so a
+// reason is never renamed.
+const (
+	ReasonInvalidArgument     = "INVALID_ARGUMENT"
+	ReasonMissingCredentials  = "MISSING_CREDENTIALS"
+	ReasonInvalidCredentials  = "INVALID_CREDENTIALS"
+	ReasonRateLimited         = "RATE_LIMITED"
+	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
+	ReasonUpstreamMalformed   = "UPSTREAM_MALFORMED"
+)
+
+// New returns a status error with code and message whose first detail is
+// ErrorInfo{Domain: "cbkgate", Reason: reason}, followed by extra (for
+// example a BadRequest or a RetryInfo).
+func New(code codes.Code, reason, message string, extra ...protoadapt.MessageV1) error {
+	return Status(code, reason, message, extra...).Err()
+}
+
+// Status is New as a *status.Status, for callers that need its proto form
+// (the HTTP layer writes it as JSON).
+func Status(code codes.Code, reason, message string, extra ...protoadapt.MessageV1) *status.Status {
+	st := status.New(code, message)
+	details := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain}}, extra...)
+	withDetails, err := st.WithDetails(details...)
+	if err != nil {
+		// Only a broken proto registration can get here; the plain status
+		// still has the right code and message.
+		return st
+	}
+	return withDetails
+}
