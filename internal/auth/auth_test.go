@@ -1,5 +1,7 @@
 package auth_test
 
+//lint:file-ignore SA1019 the contract requires reflection v1alpha too (older grpcurl and IDEs speak only it); this file proves it is served.
+
 import (
 	"context"
 	"crypto/tls"

@@ -5,8 +5,9 @@
 // It exists because ChatBotKit cannot be reached from development machines
 // and CI: `cbkgate --emulator` runs it in-process, tests run the REST client
 // against it over real HTTP, and the official SDKs can be pointed at it
-// unchanged (see sdkcompat/). It follows the wire format in
-// shared/reference/chatbotkit-wire.md and deliberately shares no code or
+// unchanged (see sdkcompat/). It follows ChatBotKit's published wire format
+// (the public OpenAPI document of these endpoints, and what the official Node
+// SDK was seen to send) and deliberately shares no code or
 // types with the rest of cbkgate, so that a bug in the client cannot be
 // hidden by the same bug here.
 //
