@@ -34,6 +34,9 @@ func main() {
 const gcPercent = 200
 
 func run() int {
+	if code, ok := runSubcommand(os.Args[1:]); ok {
+		return code
+	}
 	cfg, err := config.Load(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(os.Stdout, config.Usage())

@@ -128,7 +128,23 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		// connections are kept open, pinged every 2 minutes, and dropped
 		// when the peer stops answering.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    2 * time.Minute,
+			Timeout: 20 * time.Second,
+			// A client keeps one HTTP/2 connection for hours, so behind an
+			// L4 balancer (kube-proxy) all its calls would stay on one
+			// replica, and replicas added later would get none of them.
+			// After MaxConnectionAge (grpc-go adds ±10% jitter, so clients
+			// do not all reconnect at once) the server sends GOAWAY: new
+			// calls go to a new connection, wherever the balancer puts it,
+			// and calls in flight get MaxConnectionAgeGrace to finish, the
+			// same bound as a drain (a long List included). Zero is
+			// unlimited, in grpc-go as in --max-connection-age. The
+			// gateway's in-memory connection is aged too; it reconnects as
+			// any client does, which costs nothing.
+			MaxConnectionAge:      cfg.MaxConnectionAge,
+			MaxConnectionAgeGrace: connectionAgeGrace(cfg),
+		}),
 		// Static receive windows: with the default dynamic ones, grpc-go
 		// answers nearly every small request with a BDP ping that the client
 		// must acknowledge, two more frames (and wake-ups on both sides) per
@@ -187,6 +203,16 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
 	return a, nil
+}
+
+// connectionAgeGrace is how long calls in flight on a connection past its
+// --max-connection-age may still run: as long as a drain lets them
+// (--shutdown-timeout). Zero (grpc-go: unlimited) when there is no age.
+func connectionAgeGrace(cfg *config.Config) time.Duration {
+	if cfg.MaxConnectionAge == 0 {
+		return 0
+	}
+	return cfg.ShutdownTimeout
 }
 
 // listenerTLS adapts the configured TLS for the listeners. When client

@@ -108,6 +108,11 @@ type Config struct {
 	LogLevel        slog.Level // one of Debug, Info, Warn, Error
 	LogFormat       LogFormat
 	ShutdownTimeout time.Duration // > 0
+	// MaxConnectionAge is how long a gRPC connection lives before the server
+	// asks the client, gracefully, to reconnect (grpc-go adds ±10% jitter),
+	// so that clients behind an L4 balancer spread over new replicas. Zero
+	// means unlimited.
+	MaxConnectionAge time.Duration // >= 0
 }
 
 // AuthMode reports how callers authenticate; see the AuthMode constants.
@@ -163,6 +168,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("log_format", string(c.LogFormat)),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Duration("max_connection_age", c.MaxConnectionAge),
 	)
 }
 
@@ -207,6 +213,7 @@ const (
 	fLogLevel        = "log-level"
 	fLogFormat       = "log-format"
 	fShutdownTimeout = "shutdown-timeout"
+	fMaxConnAge      = "max-connection-age"
 )
 
 var settings = []setting{
@@ -240,6 +247,8 @@ var settings = []setting{
 		help: "json or text"},
 	{flag: fShutdownTimeout, env: "CBKGATE_SHUTDOWN_TIMEOUT", def: "20s", arg: "duration",
 		help: "how long calls in flight may take to finish after SIGTERM/SIGINT"},
+	{flag: fMaxConnAge, env: "CBKGATE_MAX_CONNECTION_AGE", def: "5m", arg: "duration",
+		help: "close each gRPC connection gracefully after this long (±10% jitter), so clients rebalance; 0 is unlimited"},
 }
 
 // Usage returns the help text: every flag with its environment variable and
@@ -265,6 +274,9 @@ func Usage() string {
 	fmt.Fprintf(&b, "  %s\n        the ChatBotKit secret to hold; callers then authenticate to cbkgate\n", EnvAPISecret)
 	fmt.Fprintf(&b, "  %s\n        a file holding that secret (surrounding whitespace trimmed)\n", EnvAPISecretFile)
 	b.WriteString("  With neither set, cbkgate runs pass-through: each caller's Authorization: Bearer is forwarded.\n")
+	b.WriteString("\nHealth check (for Docker's HEALTHCHECK; the image has no shell or curl):\n")
+	b.WriteString("  cbkgate healthcheck [--http-addr host:port] [--path /readyz] [--tls]\n")
+	b.WriteString("        exits 0 if the server's /readyz answers 200, else 1\n")
 	return b.String()
 }
 
@@ -375,6 +387,9 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	if c.ShutdownTimeout, err = in.shutdownTimeout(); err != nil {
+		return nil, err
+	}
+	if c.MaxConnectionAge, err = in.maxConnectionAge(); err != nil {
 		return nil, err
 	}
 	if c.CORSOrigins, err = in.corsOrigins(); err != nil {
@@ -638,6 +653,25 @@ func (in *input) shutdownTimeout() (time.Duration, error) {
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("%s: %q: must be greater than zero", src, v)
+	}
+	return d, nil
+}
+
+// maxConnectionAgeFloor keeps a typo such as "5ms" from making every client
+// reconnect hundreds of times a second.
+const maxConnectionAgeFloor = time.Second
+
+func (in *input) maxConnectionAge() (time.Duration, error) {
+	v, src, _ := in.get(fMaxConnAge)
+	if v == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q: not a duration (like 5m, or 0 for unlimited)", src, v)
+	}
+	if d != 0 && d < maxConnectionAgeFloor {
+		return 0, fmt.Errorf("%s: %q: must be 0 (unlimited) or at least %s", src, v, maxConnectionAgeFloor)
 	}
 	return d, nil
 }

@@ -119,6 +119,7 @@ func TestDefaults(t *testing.T) {
 				{"LogLevel", c.LogLevel, slog.LevelInfo},
 				{"LogFormat", c.LogFormat, LogJSON},
 				{"ShutdownTimeout", c.ShutdownTimeout, 20 * time.Second},
+				{"MaxConnectionAge", c.MaxConnectionAge, 5 * time.Minute},
 				{"AuthMode", c.AuthMode(), AuthPassThrough},
 				{"AcceptsAPIKeys", c.AcceptsAPIKeys(), false},
 				{"AcceptsClientCerts", c.AcceptsClientCerts(), false},
@@ -154,6 +155,8 @@ func TestFlagAndEnv(t *testing.T) {
 			get: func(c *Config) string { return string(c.LogFormat) }, wantFlag: "text", wantEnv: "json"},
 		{flag: "shutdown-timeout", env: "CBKGATE_SHUTDOWN_TIMEOUT", flagVal: "1m30s", envVal: "250ms",
 			get: func(c *Config) string { return c.ShutdownTimeout.String() }, wantFlag: "1m30s", wantEnv: "250ms"},
+		{flag: "max-connection-age", env: "CBKGATE_MAX_CONNECTION_AGE", flagVal: "0", envVal: "90s",
+			get: func(c *Config) string { return c.MaxConnectionAge.String() }, wantFlag: "0s", wantEnv: "1m30s"},
 		{flag: "cors-origins", env: "CBKGATE_CORS_ORIGINS", flagVal: "https://a.example", envVal: "*",
 			get: func(c *Config) string { return strings.Join(c.CORSOrigins, ",") }, wantFlag: "https://a.example", wantEnv: "*"},
 		{flag: "emulator-addr", env: "CBKGATE_EMULATOR_ADDR", flagVal: "localhost:1234", envVal: "[::1]:4321",
@@ -513,6 +516,9 @@ func TestErrors(t *testing.T) {
 		{"shutdown negative env", nil, held("CBKGATE_SHUTDOWN_TIMEOUT", "-1s"), []string{"CBKGATE_SHUTDOWN_TIMEOUT"}},
 		{"shutdown unparseable", []string{"--shutdown-timeout", "soon"}, held(), []string{"--shutdown-timeout"}},
 		{"shutdown bare number", []string{"--shutdown-timeout", "20"}, held(), []string{"--shutdown-timeout"}},
+		{"max connection age unparseable", []string{"--max-connection-age", "often"}, held(), []string{"--max-connection-age"}},
+		{"max connection age negative env", nil, held("CBKGATE_MAX_CONNECTION_AGE", "-5m"), []string{"CBKGATE_MAX_CONNECTION_AGE"}},
+		{"max connection age below a second", []string{"--max-connection-age", "5ms"}, held(), []string{"--max-connection-age"}},
 
 		// CORS
 		{"cors star mixed", []string{"--cors-origins", "*,https://a.example"}, held(), []string{"--cors-origins"}},
@@ -641,7 +647,7 @@ func TestUsage(t *testing.T) {
 	}
 	// The table must cover every flag the contract names.
 	for _, f := range []string{"grpc-addr", "http-addr", "upstream", "api-keys-file", "tls-cert", "tls-key", "tls-client-ca",
-		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout"} {
+		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age"} {
 		if !strings.Contains(u, "--"+f+"\n") && !strings.Contains(u, "--"+f+" ") {
 			t.Errorf("Usage lacks --%s", f)
 		}
