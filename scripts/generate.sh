@@ -3,8 +3,9 @@
 #
 # The Buf Schema Registry is out of reach, so the third-party files the proto
 # imports are gathered into the git-ignored .cache/proto: google/api's HTTP
-# annotations from the npm package google-proto-files, pinned by version and
-# checksum, and the OpenAPI options from the grpc-gateway Go module. buf and
+# annotations and google/rpc's Status and error details from the npm package
+# google-proto-files, pinned by version and checksum, and the OpenAPI options
+# from the grpc-gateway Go module. buf and
 # the protoc plugins are Go tools pinned in go.mod, so nothing needs
 # installing by hand.
 set -euo pipefail
@@ -14,15 +15,20 @@ proto_files_version=6.0.1
 proto_files_sha256=711763f77ea15bbc7436aac53db013b421d2c7b86ae27f4013723970ce54a96e
 
 third_party=.cache/proto
-if [ ! -f "$third_party/google/api/annotations.proto" ] || [ ! -f "$third_party/google/api/http.proto" ]; then
+google_files=(google/api/annotations.proto google/api/http.proto google/rpc/status.proto google/rpc/error_details.proto)
+missing=0
+for f in "${google_files[@]}"; do [ -f "$third_party/$f" ] || missing=1; done
+if [ "$missing" = 1 ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   npm pack --silent "google-proto-files@$proto_files_version" --pack-destination "$tmp" >/dev/null
   tarball="$tmp/google-proto-files-$proto_files_version.tgz"
   echo "$proto_files_sha256  $tarball" | sha256sum --check --quiet
-  tar -xzf "$tarball" -C "$tmp" package/google/api/annotations.proto package/google/api/http.proto
-  mkdir -p "$third_party/google/api"
-  cp "$tmp/package/google/api/annotations.proto" "$tmp/package/google/api/http.proto" "$third_party/google/api/"
+  tar -xzf "$tarball" -C "$tmp" "${google_files[@]/#/package/}"
+  for f in "${google_files[@]}"; do
+    mkdir -p "$third_party/$(dirname "$f")"
+    cp "$tmp/package/$f" "$third_party/$f"
+  done
 fi
 
 # The OpenAPI options come with the grpc-gateway Go module, pinned in go.mod.
@@ -34,4 +40,8 @@ chmod u+w "$third_party"/protoc-gen-openapiv2/options/*.proto
 # Only the generated files go: hand-written ones in gen/ (the OpenAPI embed) stay.
 rm -rf gen/cbkgate gen/cbkgate.binpb gen/openapiv2/*.json
 go tool buf generate
-go tool buf build proto -o gen/cbkgate.binpb
+# The descriptor set holds the API with all its imports, and google/rpc's
+# Status and error details besides: the API never imports them, yet every
+# error carries them, and a client holding only this file must decode them.
+go tool buf build . --path proto/cbkgate --path "$third_party/google/rpc/status.proto" \
+  --path "$third_party/google/rpc/error_details.proto" -o gen/cbkgate.binpb

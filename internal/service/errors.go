@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
 
@@ -71,7 +72,9 @@ func toStatus(ctx context.Context, err error) error {
 	case errors.Is(err, chatbotkit.ErrMalformedResponse), errors.Is(err, chatbotkit.ErrResponseTooLarge):
 		return status.Error(codes.Internal, "ChatBotKit's answer could not be used: "+err.Error())
 	case errors.Is(err, chatbotkit.ErrInvalidID), errors.Is(err, chatbotkit.ErrInvalidArgument):
-		return status.Error(codes.InvalidArgument, err.Error())
+		// Validation catches these first; the REST client's own check is a
+		// second line, so its refusal still says it is cbkgate's.
+		return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, err.Error())
 	case errors.Is(err, chatbotkit.ErrNoCredential):
 		return status.Error(codes.Unauthenticated, "no usable ChatBotKit credential for this call")
 	default:

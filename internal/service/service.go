@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -259,7 +257,7 @@ func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
 	b, err := appendStruct(nil, s)
 	if err != nil {
 		// A Struct holding NaN or Infinity has no JSON form.
-		return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("%s cannot be encoded as JSON: %v", field, err))
+		return nil, invalidField(field, "%s cannot be encoded as JSON: %v", field, err)
 	}
 	return b, nil
 }

@@ -271,32 +271,41 @@ func TestValidationRefusesBeforeUpstream(t *testing.T) {
 	name := "x"
 
 	for _, tc := range []struct {
-		name string
-		call func() error
+		name   string
+		fields []string // the BadRequest field violations expected, in order
+		call   func() error
 	}{
-		{"list without user", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{}); return err }},
-		{"list user too long", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: long}); return err }},
-		{"list user dot", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "."}); return err }},
-		{"list user dotdot", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: ".."}); return err }},
-		{"list user newline", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\nb"}); return err }},
-		{"list user NUL", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\x00b"}); return err }},
-		{"list user DEL", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\x7fb"}); return err }},
-		{"list user C1 control", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\u0085b"}); return err }},
-		{"negative page_size", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", PageSize: -1}); return err }},
-		{"negative limit", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Limit: -1}); return err }},
-		{"undefined order", func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Order: 7}); return err }},
-		{"create without user", func() error { _, err := c.Create(ctx, &tokenv1.CreateRequest{}); return err }},
-		{"create user tab", func() error { _, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "a\tb"}); return err }},
-		{"create meta NaN", func() error {
+		{"list without user", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{}); return err }},
+		{"list user too long", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: long}); return err }},
+		{"list user dot", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "."}); return err }},
+		{"list user dotdot", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: ".."}); return err }},
+		{"list user newline", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\nb"}); return err }},
+		{"list user NUL", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\x00b"}); return err }},
+		{"list user DEL", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\x7fb"}); return err }},
+		{"list user C1 control", []string{"user_id"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "a\u0085b"}); return err }},
+		{"negative page_size", []string{"page_size"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", PageSize: -1}); return err }},
+		{"negative limit", []string{"limit"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Limit: -1}); return err }},
+		{"undefined order", []string{"order"}, func() error { _, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Order: 7}); return err }},
+		{"create without user", []string{"user_id"}, func() error { _, err := c.Create(ctx, &tokenv1.CreateRequest{}); return err }},
+		{"create user tab", []string{"user_id"}, func() error { _, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "a\tb"}); return err }},
+		{"create meta NaN", []string{"meta"}, func() error {
 			_, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "u", Meta: &structpb.Struct{Fields: map[string]*structpb.Value{"x": structpb.NewNumberValue(nan())}}})
 			return err
 		}},
-		{"update without token", func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", Name: &name}); return err }},
-		{"update token dotdot", func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", TokenId: ".."}); return err }},
-		{"update token too long", func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", TokenId: long}); return err }},
-		{"delete without user", func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{TokenId: "t"}); return err }},
-		{"delete token control", func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "u", TokenId: "t\r"}); return err }},
-		{"delete token dot", func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "u", TokenId: "."}); return err }},
+		{"update without token", []string{"token_id"}, func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", Name: &name}); return err }},
+		{"update token dotdot", []string{"token_id"}, func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", TokenId: ".."}); return err }},
+		{"update token too long", []string{"token_id"}, func() error { _, err := c.Update(ctx, &tokenv1.UpdateRequest{UserId: "u", TokenId: long}); return err }},
+		{"delete without user", []string{"user_id"}, func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{TokenId: "t"}); return err }},
+		{"delete token control", []string{"token_id"}, func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "u", TokenId: "t\r"}); return err }},
+		{"delete token dot", []string{"token_id"}, func() error { _, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "u", TokenId: "."}); return err }},
+		{"list every field bad", []string{"user_id", "page_size", "limit", "order"}, func() error {
+			_, err := listAll(t, c, &tokenv1.ListRequest{PageSize: -1, Limit: -1, Order: 9})
+			return err
+		}},
+		{"delete both ids bad", []string{"user_id", "token_id"}, func() error {
+			_, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: "..", TokenId: ""})
+			return err
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := up.calls.Load()
@@ -307,6 +316,7 @@ func TestValidationRefusesBeforeUpstream(t *testing.T) {
 			if status.Convert(err).Message() == "" {
 				t.Fatal("no message says what is wrong")
 			}
+			assertBadRequest(t, err, tc.fields...)
 			if n := up.calls.Load() - before; n != 0 {
 				t.Fatalf("%d upstream calls, want none", n)
 			}
@@ -554,5 +564,35 @@ func TestListLimitNeverHandsOutACursorPastIt(t *testing.T) {
 		if r.GetCursor() == "after-c" {
 			t.Fatalf("token %s carries the cursor after c, which would skip c on resume", r.GetToken().GetId())
 		}
+	}
+}
+
+// assertBadRequest checks that err carries what the contract promises for a
+// validation error: ErrorInfo{domain cbkgate, reason INVALID_ARGUMENT} first,
+// then a BadRequest with exactly one violation per bad field, each with a
+// description.
+func assertBadRequest(t *testing.T, err error, fields ...string) {
+	t.Helper()
+	details := status.Convert(err).Details()
+	if len(details) != 2 {
+		t.Fatalf("details = %v, want ErrorInfo and BadRequest", details)
+	}
+	info, ok := details[0].(*errdetails.ErrorInfo)
+	if !ok || info.GetDomain() != "cbkgate" || info.GetReason() != "INVALID_ARGUMENT" {
+		t.Fatalf("first detail = %v, want ErrorInfo{cbkgate, INVALID_ARGUMENT}", details[0])
+	}
+	br, ok := details[1].(*errdetails.BadRequest)
+	if !ok {
+		t.Fatalf("second detail = %T, want BadRequest", details[1])
+	}
+	var got []string
+	for _, fv := range br.GetFieldViolations() {
+		if fv.GetDescription() == "" {
+			t.Errorf("violation of %s has no description", fv.GetField())
+		}
+		got = append(got, fv.GetField())
+	}
+	if fmt.Sprint(got) != fmt.Sprint(fields) {
+		t.Fatalf("field violations = %v, want %v", got, fields)
 	}
 }
