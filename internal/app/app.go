@@ -30,6 +30,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	"github.com/cbkgate/cbkgate/internal/config"
+	"github.com/cbkgate/cbkgate/internal/connectapi"
 	"github.com/cbkgate/cbkgate/internal/emulator"
 	"github.com/cbkgate/cbkgate/internal/httpapi"
 	"github.com/cbkgate/cbkgate/internal/logging"
@@ -178,11 +179,21 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
+	// Connect and gRPC-Web reach the gRPC server over the gateway's
+	// in-memory listener too, authenticated by the HTTP layer like it.
+	connectHandler, err := connectapi.New(connectapi.Options{
+		Dial:            func(ctx context.Context) (net.Conn, error) { return a.gatewayLis.dial(ctx, "") },
+		MaxMessageBytes: httpapi.MaxBodyBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
 	handler, err := httpapi.New(context.Background(), httpapi.Options{
 		Conn:        a.gatewayConn,
 		Ready:       a.ready.Load,
 		CORSOrigins: cfg.CORSOrigins,
 		Auth:        authn.HTTPMiddleware,
+		Connect:     connectHandler,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -266,7 +277,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.health.SetServingStatus(tokenv1.TokenService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
 	a.log.Info("grpc listening", "addr", a.GRPCAddr().String(), "tls", tlsOn)
-	a.log.Info("http listening", "addr", a.HTTPAddr().String(), "tls", tlsOn, "serves", "gateway /v1, /healthz, /readyz, /openapi.json")
+	a.log.Info("http listening", "addr", a.HTTPAddr().String(), "tls", tlsOn, "serves", "gateway /v1, Connect and gRPC-Web "+connectapi.Prefix+", /healthz, /readyz, /openapi.json")
 	a.log.Info("cbkgate serving", "version", Version(), "auth", string(a.cfg.AuthMode()), "upstream", a.cfg.Upstream.String(), "config", a.cfg)
 
 	var runErr error

@@ -56,7 +56,7 @@ func TestTokenLifecycle(t *testing.T) {
 	_, _, up := newEmulator(t, secret)
 	s := startServer(t, up.URL, nil, nil, nil)
 
-	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret))} {
+	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
 		t.Run(c.String(), func(t *testing.T) {
 			t.Parallel()
 			user := "user-lifecycle-" + c.String()
@@ -221,7 +221,7 @@ func TestValidation(t *testing.T) {
 	_, count, up := newEmulator(t, secret)
 	s := startServer(t, up.URL, nil, nil, nil)
 	longID := strings.Repeat("u", 257)
-	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret))} {
+	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
 		t.Run(c.String(), func(t *testing.T) {
 			code := func(st *status.Status) codes.Code { return st.Code() }
 			cases := []struct {

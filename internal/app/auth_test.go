@@ -63,6 +63,8 @@ func TestAuthPassThrough(t *testing.T) {
 	}{
 		{"grpc", func(a string) caller { return s.grpcCaller(a) }},
 		{"http", func(a string) caller { return s.httpCaller(a) }},
+		{"connect", func(a string) caller { return s.connectCaller(a) }},
+		{"grpcweb", func(a string) caller { return s.grpcWebCaller(a) }},
 	}
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
@@ -116,7 +118,7 @@ func TestAuthAPIKeys(t *testing.T) {
 		{"the upstream secret is no API key", bearer(secret), codes.Unauthenticated},
 	}
 	for _, tc := range cases {
-		for _, c := range []caller{s.grpcCaller(tc.authz), s.httpCaller(tc.authz)} {
+		for _, c := range []caller{s.grpcCaller(tc.authz), s.httpCaller(tc.authz), s.connectCaller(tc.authz)} {
 			before := count.count()
 			wantAll(t, tc.name+" over "+c.String(), everyRPC(t, c), tc.want, strings.TrimPrefix(tc.authz, "Bearer "))
 			if n := count.count() - before; tc.want != codes.OK && n != 0 {
@@ -255,7 +257,7 @@ func TestAuthAllowUnauthenticated(t *testing.T) {
 	}
 
 	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, env, nil)
-	for _, c := range []caller{s.grpcCaller(""), s.httpCaller("")} {
+	for _, c := range []caller{s.grpcCaller(""), s.httpCaller(""), s.connectCaller("")} {
 		wantAll(t, "no credentials over "+c.String(), everyRPC(t, c), codes.OK, "")
 	}
 }

@@ -1,7 +1,10 @@
 package app_test
 
 import (
+	"fmt"
+
 	"bytes"
+	"connectrpc.com/connect"
 	"context"
 	"net/http"
 	"strings"
@@ -65,11 +68,14 @@ type callResult struct {
 	err        error
 }
 
-// inFlight starts one gRPC Create and one HTTP POST in goroutines and
-// returns the channel their results arrive on.
+// inFlightCalls is how many calls inFlight starts.
+const inFlightCalls = 3
+
+// inFlight starts one gRPC Create, one HTTP POST and one Connect Create in
+// goroutines and returns the channel their results arrive on.
 func inFlight(t *testing.T, s *server) <-chan callResult {
 	t.Helper()
-	out := make(chan callResult, 2)
+	out := make(chan callResult, inFlightCalls)
 	// The calls outlive the test's other calls on purpose (they span the
 	// shutdown), but not the test: cleanup cancels and waits for them.
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
@@ -79,7 +85,7 @@ func inFlight(t *testing.T, s *server) <-chan callResult {
 		wg.Wait()
 	})
 	client := tokenv1.NewTokenServiceClient(s.conn(nil))
-	wg.Add(2)
+	wg.Add(inFlightCalls)
 	go func() {
 		defer wg.Done()
 		_, err := client.Create(ctx, &tokenv1.CreateRequest{UserId: "drain-user", Name: "grpc"})
@@ -104,6 +110,16 @@ func inFlight(t *testing.T, s *server) <-chan callResult {
 		_, err = buf.ReadFrom(resp.Body)
 		resp.Body.Close()
 		out <- callResult{httpStatus: resp.StatusCode, err: err, msg: "http: " + buf.String()}
+	}()
+	cc := s.connectCaller("")
+	go func() {
+		defer wg.Done()
+		_, err := cc.creator.CallUnary(ctx, connect.NewRequest(&tokenv1.CreateRequest{UserId: "drain-user", Name: "connect"}))
+		code := codes.OK
+		if err != nil {
+			code = codes.Code(connect.CodeOf(err))
+		}
+		out <- callResult{code: code, msg: fmt.Sprint("connect: ", err)}
 	}()
 	return out
 }
@@ -155,7 +171,7 @@ func TestShutdownDrain(t *testing.T) {
 	}
 
 	results := inFlight(t, s)
-	block.waitEntered(t, 2)
+	block.waitEntered(t, inFlightCalls)
 
 	s.cancel() // as SIGTERM does
 
@@ -217,7 +233,7 @@ func TestShutdownDrain(t *testing.T) {
 	}
 
 	close(block.release)
-	for _, r := range collect(t, results, 2) {
+	for _, r := range collect(t, results, inFlightCalls) {
 		if r.err != nil || r.code != codes.OK || (r.httpStatus != 0 && r.httpStatus != http.StatusOK) {
 			t.Errorf("in-flight call did not complete OK during the drain: %+v", r)
 		}
@@ -238,7 +254,7 @@ func TestShutdownTimeout(t *testing.T) {
 		map[string]string{"CHATBOTKIT_API_SECRET": "held-secret-timeout"}, nil)
 
 	results := inFlight(t, s)
-	block.waitEntered(t, 2)
+	block.waitEntered(t, inFlightCalls)
 
 	start := time.Now()
 	err := s.stop()
@@ -249,7 +265,7 @@ func TestShutdownTimeout(t *testing.T) {
 	if elapsed < 250*time.Millisecond || elapsed > 5*time.Second {
 		t.Errorf("Run returned %v after its context ended; want about the 300ms shutdown timeout (and < 5s)", elapsed)
 	}
-	for _, r := range collect(t, results, 2) {
+	for _, r := range collect(t, results, inFlightCalls) {
 		if r.err == nil && r.code == codes.OK && (r.httpStatus == 0 || r.httpStatus == http.StatusOK) {
 			t.Errorf("a call stuck past the shutdown timeout ended OK: %+v", r)
 		}

@@ -9,11 +9,20 @@ import (
 // CORS for the API routes. Callers authenticate with a bearer header, never
 // cookies, so Access-Control-Allow-Credentials is never sent: a page can call
 // the API only with a credential it holds itself.
+//
+// The Connect and gRPC-Web protocols send their own request headers and
+// carry a call's status in response headers a page must be able to read
+// (gRPC-Web's trailers arrive in the body, but a trailers-only answer puts
+// Grpc-Status in the headers).
 const (
-	corsAllowMethods  = "GET, POST, PATCH, DELETE"
-	corsAllowHeaders  = "Authorization, Content-Type"
-	corsExposeHeaders = "Retry-After" // not CORS-safelisted; a browser client needs it to back off
-	corsMaxAge        = "600"         // seconds; short, so a changed origin list takes effect soon
+	corsAllowMethods = "GET, POST, PATCH, DELETE"
+	corsAllowHeaders = "Authorization, Content-Type, X-Request-Id, Traceparent, Tracestate, Last-Event-Id, " +
+		"Connect-Protocol-Version, Connect-Timeout-Ms, Connect-Content-Encoding, Connect-Accept-Encoding, " +
+		"Grpc-Timeout, X-Grpc-Web, X-User-Agent"
+	// Retry-After is not CORS-safelisted; a browser client needs it to back off.
+	corsExposeHeaders = "Retry-After, X-Request-Id, Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, " +
+		"Connect-Content-Encoding, Connect-Accept-Encoding, Grpc-Encoding, Grpc-Accept-Encoding"
+	corsMaxAge = "600" // seconds; short, so a changed origin list takes effect soon
 )
 
 type cors struct {

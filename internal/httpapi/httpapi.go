@@ -42,6 +42,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/gen/openapiv2"
+	"github.com/cbkgate/cbkgate/internal/connectapi"
 )
 
 // Options configures the HTTP handler.
@@ -57,11 +58,19 @@ type Options struct {
 	// Auth, if not nil, wraps the API routes (not /healthz, /readyz,
 	// /openapi.json, nor CORS preflights).
 	Auth func(http.Handler) http.Handler
+	// Connect, if not nil, serves the Connect and gRPC-Web routes under
+	// connectapi.Prefix, behind the same CORS, Auth and body cap as the
+	// JSON API.
+	Connect http.Handler
 }
 
 // maxBodyBytes caps request bodies. Token requests are small; the cap keeps
 // one client from making the process buffer arbitrary amounts of JSON.
 const maxBodyBytes = 1 << 20
+
+// MaxBodyBytes is maxBodyBytes for the parts that must agree with it (the
+// Connect transcoder's cap on one message).
+const MaxBodyBytes = maxBodyBytes
 
 // ndjsonContentType is the Content-Type of a streamed List.
 const ndjsonContentType = "application/x-ndjson"
@@ -110,6 +119,13 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
+	if opts.Connect != nil {
+		var rpc http.Handler = capBody(opts.Connect)
+		if opts.Auth != nil {
+			rpc = opts.Auth(rpc)
+		}
+		mux.Handle(connectapi.Prefix, cors.wrap(rpc))
+	}
 	// "GET" patterns also match HEAD; any other method gets 405 from
 	// http.ServeMux, with an Allow header.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -179,6 +195,22 @@ func incomingHeaderMatcher(key string) (string, bool) {
 	}
 	return runtime.DefaultHeaderMatcher(key)
 }
+
+// capBody bounds the bytes a Connect or gRPC-Web request body may carry.
+// Unlike limitBody it does not read ahead: the transcoder streams the body
+// and answers an oversized message in the client's own protocol.
+func capBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes+connectEnvelopeBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// connectEnvelopeBytes is the framing one message may add on the Connect
+// and gRPC-Web routes (a 5-byte envelope, and an end-of-stream envelope).
+const connectEnvelopeBytes = 64
 
 // limitBody reads the request body up front, up to maxBodyBytes, so an
 // oversized body becomes 413 here; inside the gateway a truncated read would

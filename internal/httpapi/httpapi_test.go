@@ -552,8 +552,10 @@ func TestCORS(t *testing.T) {
 		for k, v := range map[string]string{
 			"Access-Control-Allow-Origin":  "https://app.example",
 			"Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE",
-			"Access-Control-Allow-Headers": "Authorization, Content-Type",
-			"Access-Control-Max-Age":       "600",
+			"Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-Id, Traceparent, Tracestate, Last-Event-Id, " +
+				"Connect-Protocol-Version, Connect-Timeout-Ms, Connect-Content-Encoding, Connect-Accept-Encoding, " +
+				"Grpc-Timeout, X-Grpc-Web, X-User-Agent",
+			"Access-Control-Max-Age": "600",
 		} {
 			if got := resp.Header.Get(k); got != v {
 				t.Errorf("%s = %q, want %q", k, got, v)

@@ -1,0 +1,118 @@
+// Package connectapi serves TokenService to Connect and gRPC-Web clients
+// (browsers and Node with generated TypeScript, curl with JSON) on the HTTP
+// listener, at /cbkgate.token.v1.TokenService/<Method>.
+//
+// connectrpc.com/vanguard transcodes each such request into a gRPC call,
+// which goes to cbkgate's own grpc.Server over the same in-process
+// connection the JSON gateway uses. So a Connect call passes exactly the
+// interceptors, limits, logs and metrics of any other call, and its
+// error details arrive as the Connect or gRPC-Web protocol carries them.
+//
+// Why not grpc.Server.ServeHTTP, which vanguardgrpc uses: grpc-go's
+// GracefulStop cancels every call served through ServeHTTP at once instead
+// of letting it finish, which would break the drain promise (calls in flight
+// finish within --shutdown-timeout). A real HTTP/2 connection is drained
+// like any other.
+package connectapi
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strconv"
+	"time"
+
+	"connectrpc.com/vanguard"
+	"google.golang.org/grpc/codes"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+)
+
+// Prefix is the path under which the Connect and gRPC-Web routes live.
+const Prefix = "/cbkgate.token.v1.TokenService/"
+
+// Options configures the handler.
+type Options struct {
+	// Dial opens a connection to cbkgate's own gRPC server (plaintext,
+	// HTTP/2 prior knowledge).
+	Dial func(ctx context.Context) (net.Conn, error)
+	// MaxMessageBytes caps one request message as the client sent it.
+	MaxMessageBytes uint32
+}
+
+// forwardedHeaders are the request headers that go on to the gRPC server,
+// in their canonical form: the gRPC protocol's own, and the metadata
+// cbkgate reads (CONTRACT.md: only authorization, x-request-id,
+// traceparent and tracestate are taken from HTTP into gRPC).
+var forwardedHeaders = map[string]bool{
+	"Content-Type":         true,
+	"Te":                   true,
+	"Grpc-Timeout":         true,
+	"Grpc-Encoding":        true,
+	"Grpc-Accept-Encoding": true,
+	"User-Agent":           true,
+	"Authorization":        true,
+	"X-Request-Id":         true,
+	"Traceparent":          true,
+	"Tracestate":           true,
+}
+
+// New returns the handler of the Connect and gRPC-Web routes. It expects to
+// be mounted at Prefix behind the HTTP layer's CORS and authentication.
+func New(opts Options) (http.Handler, error) {
+	if opts.Dial == nil {
+		return nil, errors.New("connectapi: Options.Dial is nil")
+	}
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	transport := &http.Transport{
+		Protocols: &protocols,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return opts.Dial(ctx)
+		},
+		IdleConnTimeout: 5 * time.Minute,
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "cbkgate-grpc"
+			pr.Out.Host = "cbkgate-grpc"
+			for k := range pr.Out.Header {
+				if !forwardedHeaders[textproto.CanonicalMIMEHeaderKey(k)] {
+					pr.Out.Header.Del(k)
+				}
+			}
+		},
+		Transport: transport,
+		// Every message of a streamed List goes out as it arrives.
+		FlushInterval: -1,
+		ErrorHandler:  unavailable,
+	}
+	svc := vanguard.NewService(tokenv1.TokenService_ServiceDesc.ServiceName, proxy,
+		vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+		vanguard.WithTargetCodecs(vanguard.CodecProto),
+		vanguard.WithMaxMessageBufferBytes(opts.MaxMessageBytes),
+	)
+	t, err := vanguard.NewTranscoder([]*vanguard.Service{svc})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// unavailable answers in the gRPC protocol (which vanguard turns into the
+// client's) when the gRPC server cannot be reached: it is draining or gone.
+// The cause stays out of the answer, as every internal error does.
+func unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		return // the client has gone; nobody reads an answer
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(int(codes.Unavailable)))
+	h.Set("Grpc-Message", "cbkgate is not taking calls")
+	w.WriteHeader(http.StatusOK)
+}
