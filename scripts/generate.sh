@@ -37,11 +37,17 @@ mkdir -p "$third_party/protoc-gen-openapiv2/options"
 cp "$gateway_dir"/protoc-gen-openapiv2/options/{annotations,openapiv2}.proto "$third_party/protoc-gen-openapiv2/options/"
 chmod u+w "$third_party"/protoc-gen-openapiv2/options/*.proto
 
+# protoc-gen-es, for gen/ts, comes from npm, pinned by its lock file.
+if [ ! -x scripts/protoc-gen-es/node_modules/.bin/protoc-gen-es ]; then
+  npm ci --silent --no-audit --no-fund --prefix scripts/protoc-gen-es
+fi
+
 # Only the generated files go: hand-written ones in gen/ (the OpenAPI embed) stay.
-rm -rf gen/cbkgate gen/cbkgate.binpb gen/openapiv2/*.json
+rm -rf gen/cbkgate gen/cbkgate.binpb gen/openapiv2/*.json gen/ts
 go tool buf generate
 # The descriptor set holds the API with all its imports, and google/rpc's
 # Status and error details besides: the API never imports them, yet every
 # error carries them, and a client holding only this file must decode them.
 go tool buf build . --path proto/cbkgate --path "$third_party/google/rpc/status.proto" \
   --path "$third_party/google/rpc/error_details.proto" -o gen/cbkgate.binpb
+go tool buf generate --template buf.gen.ts.yaml
