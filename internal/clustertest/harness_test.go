@@ -5,7 +5,6 @@ package clustertest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,18 +63,6 @@ func binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
-}
-
-// cleanEnv is the test's environment without any cbkgate or ChatBotKit
-// setting, plus extra.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CBKGATE_") && !strings.HasPrefix(kv, "CHATBOTKIT_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, extra...)
 }
 
 // freePort returns a loopback port that was free a moment ago. HAProxy's
@@ -158,21 +144,6 @@ func (p *process) exited() bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// stop sends sig and waits, bounded, for the exit; it returns the exit code.
-func (p *process) stop(t testing.TB, sig os.Signal, within time.Duration) int {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Fatalf("signal %s: %v", p.name, err)
-	}
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
-		t.Fatalf("%s (pid %d) did not exit within %v of %v", p.name, p.cmd.Process.Pid, within, sig)
-		return -1
 	}
 }
 
