@@ -45,6 +45,8 @@ fi
 # Only the generated files go: hand-written ones in gen/ (the OpenAPI embed) stay.
 rm -rf gen/cbkgate gen/cbkgate.binpb gen/openapiv2/*.json gen/ts
 go tool buf generate
+# The List operation as it is served (NDJSON and SSE), not as a bare stream.
+go run ./scripts/openapi-list gen/openapiv2/cbkgate.swagger.json
 # The descriptor set holds the API with all its imports, and google/rpc's
 # Status and error details besides: the API never imports them, yet every
 # error carries them, and a client holding only this file must decode them.

@@ -83,14 +83,17 @@ func TestListUpstreamFailure(t *testing.T) {
 				if failFirst {
 					wantTokens = 0
 				}
-				g, h := s.grpcCaller(""), s.httpCaller("")
-				for _, c := range []caller{g, h} {
+				g, h, e := s.grpcCaller(""), s.httpCaller(""), s.sseCaller("")
+				for _, c := range []caller{g, h, e} {
 					before := f.failures.Load()
 					var rs []*tokenv1.ListResponse
 					var st *status.Status
 					var httpStatus int
 					if c == caller(h) {
 						r := h.listRaw(t, &tokenv1.ListRequest{UserId: "u"})
+						rs, st, httpStatus = r.results, r.err, r.httpStatus
+					} else if c == caller(e) {
+						r := e.listRaw(t, &tokenv1.ListRequest{UserId: "u"})
 						rs, st, httpStatus = r.results, r.err, r.httpStatus
 					} else {
 						rs, st = c.list(t, &tokenv1.ListRequest{UserId: "u"})
@@ -108,7 +111,7 @@ func TestListUpstreamFailure(t *testing.T) {
 						t.Errorf("%v: status %v %q, want %v %q", c, st.Code(), st.Message(), tc.want, upstreamMessage)
 					}
 					wantErrorInfo(t, st, tc.code, tc.status)
-					if c == caller(h) {
+					if c == caller(h) || c == caller(e) {
 						wantHTTP := http.StatusOK
 						if failFirst {
 							wantHTTP = tc.status

@@ -114,7 +114,7 @@ func TestListPagination(t *testing.T) {
 		{"asc limit above the total", tokenv1.Order_ORDER_ASC, 50, 1000, asc, 50},
 		{"asc page above upstream max", tokenv1.Order_ORDER_ASC, 500, 0, asc, 0},
 	}
-	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
+	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret)), s.sseCaller(bearer(secret))} {
 		t.Run(c.String(), func(t *testing.T) {
 			t.Parallel()
 			for _, tc := range cases {
@@ -175,7 +175,7 @@ func TestListPagination(t *testing.T) {
 	})
 
 	// An empty listing is OK with no tokens (HTTP: 200, no lines).
-	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
+	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret)), s.sseCaller(bearer(secret))} {
 		rs, st := c.list(t, &tokenv1.ListRequest{UserId: "nobody"})
 		wantCode(t, "List empty", st, codes.OK)
 		if len(rs) != 0 {

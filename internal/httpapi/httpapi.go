@@ -15,13 +15,19 @@
 //     arrives. A failure ends the stream with one {"error": google.rpc.Status}
 //     line. If the failure comes before the first token, the response also
 //     carries the matching HTTP status (e.g. 404); after it, the status is
-//     already 200 and the error line is the only signal.
+//     already 200 and the error line is the only signal. With an Accept
+//     naming text/event-stream, the same stream is Server-Sent Events
+//     (sse.go), resumable with Last-Event-ID.
 //   - Every other error is a JSON google.rpc.Status, details included, with
 //     the HTTP status of its gRPC code. RESOURCE_EXHAUSTED (or UNAVAILABLE)
 //     with a google.rpc.RetryInfo also sets Retry-After, in whole seconds
 //     rounded up; UNAUTHENTICATED sets "WWW-Authenticate: Bearer". A known
 //     path with the wrong method is 405, an unknown one 404.
 //   - Request bodies over 1 MiB are refused with 413 before they reach gRPC.
+//   - Connect and gRPC-Web clients are served under
+//     /cbkgate.token.v1.TokenService/ (internal/connectapi), behind the same
+//     CORS, authentication and body cap.
+//   - /openapi.json answers CORS like the API.
 package httpapi
 
 import (
@@ -96,6 +102,8 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		// The wildcard is the only entry in the registry, so this marshaler
 		// serves every request whatever its Accept or Content-Type.
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, m),
+		// Picked only for a List that asked for SSE (see withSSE).
+		runtime.WithMarshalerOption(sseContentType, sseMarshaler{m}),
 		runtime.WithErrorHandler(errorHandler),
 		runtime.WithStreamErrorHandler(streamErrorHandler),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
@@ -110,7 +118,7 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		return nil, fmt.Errorf("httpapi: register gateway: %w", err)
 	}
 
-	var api http.Handler = withResponseHeader(gw)
+	var api http.Handler = withSSE(withResponseHeader(gw))
 	api = limitBody(gw, m, api)
 	if opts.Auth != nil {
 		api = opts.Auth(api)
@@ -138,10 +146,17 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		}
 		plain(w, http.StatusServiceUnavailable, "draining")
 	})
-	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+	// The document answers CORS like the API, so that a page on an allowed
+	// origin (an API explorer, a client generator) can read it.
+	mux.Handle("/openapi.json", cors.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiv2.JSON)
-	})
+	})))
 	return mux, nil
 }
 
@@ -176,9 +191,13 @@ func (*marshaler) StreamContentType(any) string { return ndjsonContentType }
 // options once with a nil message before the first token; setting the type
 // there makes an empty listing (200, no lines) application/x-ndjson too.
 // Unary responses always pass a message, so they are untouched.
-func streamContentType(_ context.Context, w http.ResponseWriter, m proto.Message) error {
+func streamContentType(ctx context.Context, w http.ResponseWriter, m proto.Message) error {
 	if m == nil {
-		w.Header().Set("Content-Type", ndjsonContentType)
+		if isSSE(ctx) {
+			w.Header().Set("Content-Type", sseContentType)
+		} else {
+			w.Header().Set("Content-Type", ndjsonContentType)
+		}
 	}
 	return nil
 }

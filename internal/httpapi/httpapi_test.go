@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -676,5 +678,60 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	if h, err := New(t.Context(), Options{Conn: conn}); err != nil || h == nil {
 		t.Errorf("nil Ready: %v", err)
+	}
+}
+
+// TestOpenAPI: the served document describes List as it is served (NDJSON
+// and SSE, lines of result or error) and answers CORS like the API.
+func TestOpenAPI(t *testing.T) {
+	e := start(t, &fake{}, Options{CORSOrigins: []string{"https://app.example"}})
+	resp, body := e.do(t, "GET", "/openapi.json", "", "Origin", "https://app.example")
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Fatalf("GET from an allowed origin: %d, Allow-Origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Produces  []string `json:"produces"`
+			Responses map[string]struct {
+				Schema struct {
+					Properties map[string]struct {
+						Ref string `json:"$ref"`
+					} `json:"properties"`
+				} `json:"schema"`
+			} `json:"responses"`
+			Parameters []struct {
+				Name, In string
+			} `json:"parameters"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	list := doc.Paths["/v1/users/{user_id}/tokens"]["get"]
+	if fmt.Sprint(list.Produces) != "[application/x-ndjson text/event-stream]" {
+		t.Errorf("List produces %v", list.Produces)
+	}
+	for _, code := range []string{"200", "default"} {
+		if ref := list.Responses[code].Schema.Properties["error"].Ref; ref != "#/definitions/rpcStatus" {
+			t.Errorf("List %s: error line schema %q", code, ref)
+		}
+	}
+	if ref := list.Responses["200"].Schema.Properties["result"].Ref; ref != "#/definitions/v1ListResponse" {
+		t.Errorf("List 200: result line schema %q", ref)
+	}
+	if !slices.ContainsFunc(list.Parameters, func(p struct{ Name, In string }) bool { return p.Name == "Last-Event-ID" && p.In == "header" }) {
+		t.Errorf("List parameters lack the Last-Event-ID header: %v", list.Parameters)
+	}
+
+	resp, _ = e.do(t, "OPTIONS", "/openapi.json", "", "Origin", "https://app.example", "Access-Control-Request-Method", "GET")
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Errorf("preflight: %d, Allow-Origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	resp, _ = e.do(t, "GET", "/openapi.json", "", "Origin", "https://evil.example")
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Error("a foreign origin got Allow-Origin")
+	}
+	if resp, _ := e.do(t, "POST", "/openapi.json", ""); resp.StatusCode != 405 {
+		t.Errorf("POST: %d, want 405", resp.StatusCode)
 	}
 }

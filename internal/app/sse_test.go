@@ -1,0 +1,106 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+)
+
+// TestListSSEResume: an SSE reader that reconnects with Last-Event-ID (the
+// id of the last event it saw, a cursor) gets the rest of the listing, as
+// a reconnecting EventSource does; Last-Event-ID wins over a cursor in the
+// query, which is the one of the original URL.
+func TestListSSEResume(t *testing.T) {
+	t.Parallel()
+	const secret = "emu-secret-sse-resume"
+	_, _, up := newEmulator(t, secret)
+	s := startServer(t, up.URL, nil, nil, nil)
+	g := s.grpcCaller(bearer(secret))
+	var want []string
+	for i := range 7 {
+		r, st := g.create(t, &tokenv1.CreateRequest{UserId: "sse-user", Name: fmt.Sprint("t", i)})
+		wantCode(t, "Create", st, 0)
+		want = append(want, r.GetId())
+	}
+	c := s.sseCaller(bearer(secret))
+	req := &tokenv1.ListRequest{UserId: "sse-user", Order: tokenv1.Order_ORDER_ASC, PageSize: 3}
+	first := c.listRaw(t, req)
+	if first.err != nil || !slices.Equal(responseIDs(first.results), want) {
+		t.Fatalf("SSE list: %v %v, want %v", responseIDs(first.results), first.err, want)
+	}
+	if first.events[2].id == "" {
+		t.Fatalf("the last token of the first page has no event id: %+v", first.events[2])
+	}
+	c.lastEventID = first.events[2].id
+	req.Cursor = "ignored-original-cursor"
+	rest := c.listRaw(t, req)
+	if rest.err != nil || !slices.Equal(responseIDs(rest.results), want[3:]) {
+		t.Fatalf("resumed SSE list: %v %v, want %v", responseIDs(rest.results), rest.err, want[3:])
+	}
+}
+
+// TestListSSEFlushedPerToken: the first page's events reach the reader
+// while the next upstream page is still outstanding.
+func TestListSSEFlushedPerToken(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var once bool
+	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("cursor") == "" {
+			fmt.Fprint(w, `{"items":[{"id":"tok_1","name":"one","createdAt":1700000000000,"updatedAt":1700000000000}],"cursor":"page-2"}`)
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, `{"items":[]}`)
+	}))
+	t.Cleanup(func() {
+		if !once {
+			close(release)
+		}
+	})
+	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "held-secret"}, nil)
+
+	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.httpURL+tokensPath("u")+"?page_size=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := s.httpClient(nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	br := bufio.NewReader(resp.Body)
+	var event []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the first event before the second page was released: %v", err)
+		}
+		if line == "\n" {
+			break
+		}
+		event = append(event, strings.TrimSuffix(line, "\n"))
+	}
+	if len(event) != 2 || event[0] != "id: page-2" || !strings.Contains(event[1], `"tok_1"`) {
+		t.Fatalf("first event = %q", event)
+	}
+	close(release)
+	once = true
+}
