@@ -17,6 +17,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/app"
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/logging"
+	"github.com/cbkgate/cbkgate/internal/version"
 )
 
 func main() {
@@ -40,6 +41,10 @@ func run() int {
 	cfg, err := config.Load(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(os.Stdout, config.Usage())
+		return 0
+	}
+	if errors.Is(err, config.ErrVersion) {
+		fmt.Fprintln(os.Stdout, version.String())
 		return 0
 	}
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -314,7 +315,7 @@ func startDev(t *testing.T, extra ...string) *child {
 		args := append([]string{
 			"--emulator",
 			"--grpc-addr=127.0.0.1:0",
-			"--http-addr=127.0.0.1:0",
+			"--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 			"--emulator-addr=127.0.0.1:" + strconv.Itoa(freePort(t)),
 			"--log-format=json",
 		}, extra...)
@@ -337,7 +338,7 @@ func startPassThrough(t *testing.T, upstream string, extra ...string) *child {
 	args := append([]string{
 		"--upstream=" + upstream,
 		"--grpc-addr=127.0.0.1:0",
-		"--http-addr=127.0.0.1:0",
+		"--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 		"--log-format=json",
 	}, extra...)
 	c := start(t, args)
@@ -544,7 +545,7 @@ func TestConfigErrors(t *testing.T) {
 		{"held secret file, callers unauthenticated", nil, []string{"CHATBOTKIT_API_SECRET_FILE=" + keys}, "--api-keys-file"},
 		{"bad shutdown timeout", []string{"--shutdown-timeout=soon"}, nil, "--shutdown-timeout"},
 		{"emulator on a public address", []string{"--emulator", "--emulator-addr=0.0.0.0:8787"}, nil, "--emulator-addr"},
-		{"grpc port in use", []string{"--emulator", "--emulator-addr=127.0.0.1:" + strconv.Itoa(freePort(t)), "--grpc-addr=" + busy.Addr().String(), "--http-addr=127.0.0.1:0"}, nil, "--grpc-addr"},
+		{"grpc port in use", []string{"--emulator", "--emulator-addr=127.0.0.1:" + strconv.Itoa(freePort(t)), "--grpc-addr=" + busy.Addr().String(), "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}, nil, "--grpc-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -614,6 +615,39 @@ func TestHelp(t *testing.T) {
 				t.Errorf("stderr: %q, want nothing", stderr.String())
 			}
 		})
+	}
+}
+
+// TestVersion: --version prints "cbkgate VERSION (REVISION)" and exits 0,
+// with the version and revision the image build passes with -ldflags -X.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := func(bin string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, bin, "--version")
+		cmd.Env = childEnv()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil || stderr.Len() != 0 {
+			t.Fatalf("--version: %v, stderr %q; want exit 0 and nothing on stderr", err, stderr.String())
+		}
+		return string(out)
+	}
+	if out := run(binary(t)); !regexp.MustCompile(`^cbkgate \S+ \(\S+\)\n$`).MatchString(out) {
+		t.Errorf("--version printed %q, want one line `cbkgate VERSION (REVISION)`", out)
+	}
+	stamped := filepath.Join(t.TempDir(), "cbkgate-stamped")
+	const pkg = "github.com/cbkgate/cbkgate/internal/version"
+	build := exec.CommandContext(ctx, "go", "build", "-o", stamped,
+		"-ldflags", "-X "+pkg+".version=v9.8.7 -X "+pkg+".revision=0123abcd", ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -ldflags -X: %v\n%s", err, out)
+	}
+	if out := run(stamped); out != "cbkgate v9.8.7 (0123abcd)\n" {
+		t.Errorf("stamped --version printed %q", out)
 	}
 }
 

@@ -35,6 +35,8 @@ import (
 	"github.com/cbkgate/cbkgate/internal/httpapi"
 	"github.com/cbkgate/cbkgate/internal/logging"
 	"github.com/cbkgate/cbkgate/internal/service"
+	"github.com/cbkgate/cbkgate/internal/telemetry"
+	"github.com/cbkgate/cbkgate/internal/version"
 )
 
 // Limits of the gRPC server. Requests are small (ids, names, two small
@@ -67,6 +69,12 @@ type App struct {
 	emulatorLis    net.Listener
 	emulatorServer *http.Server
 
+	// The admin listener (/metrics); nil when --admin-addr is empty.
+	adminLis    net.Listener
+	adminServer *http.Server
+	metrics     *telemetry.Metrics // nil: metrics off
+	tracing     *telemetry.Tracing
+
 	upstream *chatbotkit.Client
 }
 
@@ -92,10 +100,21 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		}
 	}
 
+	if a.tracing, err = telemetry.NewTracing(context.Background()); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	if cfg.AdminAddr != "" {
+		// With no admin listener nothing could read the metrics, so none
+		// are collected.
+		a.metrics = telemetry.NewMetrics()
+	}
+
 	client, err := chatbotkit.New(chatbotkit.Options{
 		BaseURL:   cfg.Upstream.String(),
 		Secret:    cfg.UpstreamSecret,
-		UserAgent: "cbkgate/" + Version(),
+		UserAgent: "cbkgate/" + version.Version(),
+		Transport: telemetry.UpstreamTransport(a.tracing, chatbotkit.NewTransport()),
+		OnAttempt: a.metrics.UpstreamAttempts(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)
@@ -109,9 +128,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		AllowUnauthenticated: cfg.AuthMode() == config.AuthNone,
 		TrustedPeer:          isGateway,
 		OnHTTPRefused: func(r *http.Request, reason string) {
-			// The gRPC log line of a call the HTTP layer refused.
-			log.Info("http call refused", "method", r.Method, "path", r.URL.Path,
-				"code", codes.Unauthenticated.String(), "peer", r.RemoteAddr, "error", reason)
+			// The refusal is logged (and audited) by the HTTP middleware,
+			// the one home of "http call refused" lines; it needs the
+			// reason.
+			telemetry.NoteHTTPAuthRefused(r.Context(), reason)
+			a.metrics.AuthFailure(telemetry.AuthReasonFromMessage(reason))
 		},
 	})
 	if err != nil {
@@ -119,9 +140,18 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 
 	tlsConfig := listenerTLS(cfg.TLS)
+	// Interceptor order: metrics and the request id first, then the call
+	// and audit lines, so that every call, refused ones included, is
+	// counted and logged under its request id; the caller interceptors
+	// right after authentication report the identity back out.
+	tel := telemetry.GRPC{Metrics: a.metrics, Tracing: a.tracing}
+	unary := append(tel.UnaryInterceptors(),
+		logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor())
+	stream := append(tel.StreamInterceptors(),
+		logging.StreamInterceptor(log, isGateway), recoverStream(log), authn.StreamInterceptor(), logging.CallerStreamInterceptor())
 	grpcOpts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(recoverUnary(log), logging.UnaryInterceptor(log, isGateway), authn.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(recoverStream(log), logging.StreamInterceptor(log, isGateway), authn.StreamInterceptor()),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxSendMsgSize(maxSendMsgBytes),
 		// Clients may ping no more often than every 10s (pings at a higher
@@ -159,15 +189,26 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	if tlsConfig != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(gatewayCreds{credentials.NewTLS(tlsConfig)}))
 	}
+	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
 	a.grpcServer = grpc.NewServer(grpcOpts...)
 	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client))
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
 	reflection.Register(a.grpcServer)
+	a.metrics.InitializeGRPC(a.grpcServer)
 
 	// The gateway's own connection: in memory, see gatewayListener.
 	a.gatewayLis = newGatewayListener()
-	a.gatewayConn, err = grpc.NewClient("passthrough:///cbkgate-gateway",
+	gatewayOpts := []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(telemetry.GatewayUnaryInterceptor()),
+		grpc.WithChainStreamInterceptor(telemetry.GatewayStreamInterceptor()),
+	}
+	if h := a.tracing.ClientHandler(); h != nil {
+		// The gateway's client span: the HTTP span's child and the gRPC
+		// server span's parent, so one trace runs HTTP → gRPC → upstream.
+		gatewayOpts = append(gatewayOpts, grpc.WithStatsHandler(h))
+	}
+	a.gatewayConn, err = grpc.NewClient("passthrough:///cbkgate-gateway", append(gatewayOpts,
 		grpc.WithContextDialer(a.gatewayLis.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSendMsgBytes)),
@@ -175,7 +216,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		// process.
 		grpc.WithStaticStreamWindowSize(serverWindowBytes),
 		grpc.WithStaticConnWindowSize(serverWindowBytes),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
@@ -184,6 +225,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	connectHandler, err := connectapi.New(connectapi.Options{
 		Dial:            func(ctx context.Context) (net.Conn, error) { return a.gatewayLis.dial(ctx, "") },
 		MaxMessageBytes: httpapi.MaxBodyBytes,
+		OnForward:       func(r *http.Request) { telemetry.MarkReachedGRPC(r.Context()) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -194,10 +236,16 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		CORSOrigins: cfg.CORSOrigins,
 		Auth:        authn.HTTPMiddleware,
 		Connect:     connectHandler,
+		AfterAuth:   noteHTTPCaller,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	handler = telemetry.HTTPMiddleware(telemetry.HTTPOptions{
+		Metrics:   a.metrics,
+		Tracing:   a.tracing,
+		OnRefused: logging.HTTPRefused(log),
+	}, handler)
 	a.httpServer = &http.Server{
 		Handler:           handler,
 		TLSConfig:         tlsConfig,
@@ -213,6 +261,19 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	if a.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
+	if cfg.AdminAddr != "" {
+		if a.adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return nil, fmt.Errorf("--admin-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.metrics.Handler())
+		a.adminServer = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
 	return a, nil
 }
 
@@ -224,6 +285,16 @@ func connectionAgeGrace(cfg *config.Config) time.Duration {
 		return 0
 	}
 	return cfg.ShutdownTimeout
+}
+
+// noteHTTPCaller passes the caller identity the auth middleware established
+// out to the HTTP middleware, for the lines of requests refused after
+// authentication (a body too large, say).
+func noteHTTPCaller(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		telemetry.NoteHTTPCaller(r.Context(), auth.Caller(r.Context()))
+		next.ServeHTTP(w, r)
+	})
 }
 
 // listenerTLS adapts the configured TLS for the listeners. When client
@@ -248,13 +319,22 @@ func (a *App) GRPCAddr() net.Addr { return a.grpcLis.Addr() }
 // HTTPAddr is the address the HTTP server (gateway, health, OpenAPI) listens on.
 func (a *App) HTTPAddr() net.Addr { return a.httpLis.Addr() }
 
+// AdminAddr is the address the admin server (/metrics) listens on, nil
+// when it is off.
+func (a *App) AdminAddr() net.Addr {
+	if a.adminLis == nil {
+		return nil
+	}
+	return a.adminLis.Addr()
+}
+
 // Run serves until ctx ends, then drains: health turns NOT_SERVING and
 // /readyz 503, new calls are refused, and calls in flight get up to the
 // shutdown timeout to finish before they are cut off. It returns an error
 // only when a server failed while serving.
 func (a *App) Run(ctx context.Context) error {
 	tlsOn := a.cfg.TLS != nil
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	serve := func(name string, f func() error) {
 		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("%s: %w", name, err)
@@ -263,6 +343,9 @@ func (a *App) Run(ctx context.Context) error {
 	if a.emulatorServer != nil {
 		a.log.Info("emulator listening", "addr", a.emulatorLis.Addr().String(), "note", "dev mode: in-memory ChatBotKit stand-in")
 		go serve("emulator", func() error { return a.emulatorServer.Serve(a.emulatorLis) })
+	}
+	if a.adminServer != nil {
+		go serve("admin", func() error { return a.adminServer.Serve(a.adminLis) })
 	}
 	go serve("grpc", func() error { return a.grpcServer.Serve(a.grpcLis) })
 	go serve("gateway", func() error { return a.grpcServer.Serve(a.gatewayLis) })
@@ -278,7 +361,10 @@ func (a *App) Run(ctx context.Context) error {
 	a.ready.Store(true)
 	a.log.Info("grpc listening", "addr", a.GRPCAddr().String(), "tls", tlsOn)
 	a.log.Info("http listening", "addr", a.HTTPAddr().String(), "tls", tlsOn, "serves", "gateway /v1, Connect and gRPC-Web "+connectapi.Prefix+", /healthz, /readyz, /openapi.json")
-	a.log.Info("cbkgate serving", "version", Version(), "auth", string(a.cfg.AuthMode()), "upstream", a.cfg.Upstream.String(), "config", a.cfg)
+	if a.adminServer != nil {
+		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
+	}
+	a.log.Info("cbkgate serving", "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", string(a.cfg.AuthMode()), "upstream", a.cfg.Upstream.String(), "config", a.cfg)
 
 	var runErr error
 	select {
@@ -332,11 +418,22 @@ func (a *App) shutdown() {
 		// The facade has drained, so nothing needs the emulator any more.
 		a.emulatorServer.Close()
 	}
+	// Metrics stay scrapable through the drain; spans still buffered are
+	// exported, within a bound of their own so a dead collector cannot hold
+	// the exit.
+	if a.adminServer != nil {
+		a.adminServer.Close()
+	}
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), tracingFlushTimeout)
+	defer cancelFlush()
+	if err := a.tracing.Shutdown(flushCtx); err != nil {
+		a.log.Warn("tracing: spans not exported at exit", "err", err)
+	}
 	a.log.Info("stopped")
 }
 
 func (a *App) closeListeners() {
-	for _, l := range []net.Listener{a.grpcLis, a.httpLis, a.emulatorLis} {
+	for _, l := range []net.Listener{a.grpcLis, a.httpLis, a.emulatorLis, a.adminLis} {
 		if l != nil {
 			l.Close()
 		}
@@ -344,16 +441,15 @@ func (a *App) closeListeners() {
 	if a.gatewayConn != nil {
 		a.gatewayConn.Close()
 	}
+	if a.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+		defer cancel()
+		_ = a.tracing.Shutdown(ctx)
+	}
 }
 
-// Version is cbkgate's version as the Go toolchain recorded it in the
-// binary ("(devel)" for a plain go run or build from a work tree).
-func Version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
+// tracingFlushTimeout bounds the export of the last spans at exit.
+const tracingFlushTimeout = 5 * time.Second
 
 // recoverUnary and recoverStream turn a panic in a handler into INTERNAL
 // for that one call instead of taking down every other call with it.
@@ -361,7 +457,7 @@ func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				log.Error("panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 				err = status.Error(codes.Internal, "internal error")
 			}
 		}()
@@ -373,7 +469,7 @@ func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				log.Error("panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				log.ErrorContext(ss.Context(), "panic in handler", "method", info.FullMethod, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 				err = status.Error(codes.Internal, "internal error")
 			}
 		}()

@@ -45,7 +45,7 @@ func benchStart(b *testing.B) *benchApp {
 	up := httptest.NewServer(emu)
 	b.Cleanup(up.Close)
 	cfg, err := config.Load([]string{
-		"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--upstream=" + up.URL,
+		"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--upstream=" + up.URL,
 		"--allow-unauthenticated", "--log-level=warn",
 	}, func(k string) string {
 		if k == "CHATBOTKIT_API_SECRET" {

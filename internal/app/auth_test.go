@@ -251,7 +251,7 @@ func TestAuthAllowUnauthenticated(t *testing.T) {
 	_, _, up := newEmulator(t, secret)
 	env := map[string]string{"CHATBOTKIT_API_SECRET": secret}
 
-	args := []string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--upstream=" + up.URL}
+	args := []string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--upstream=" + up.URL}
 	if _, err := config.Load(args, func(k string) string { return env[k] }); err == nil {
 		t.Error("config.Load with a held secret and no way to authenticate callers succeeded; want a refusal to start")
 	}

@@ -141,7 +141,7 @@ func startServer(t *testing.T, upstreamURL string, args []string, env map[string
 	t.Helper()
 	all := append([]string{
 		"--grpc-addr=127.0.0.1:0",
-		"--http-addr=127.0.0.1:0",
+		"--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 		"--upstream=" + upstreamURL,
 	}, args...)
 	cfg, err := config.Load(all, func(k string) string { return env[k] })

@@ -80,8 +80,10 @@ func checkLogs(t *testing.T, s *server, forbidden map[string]string, want callLo
 			t.Errorf("call line without method or code: %v", line)
 			continue
 		}
-		if _, ok := line["duration"]; !ok {
-			t.Errorf("call line without duration: %v", line)
+		for _, k := range []string{"duration_ms", "transport", "caller", "request_id"} {
+			if _, ok := line[k]; !ok {
+				t.Errorf("call line without %s: %v", k, line)
+			}
 		}
 		if strings.HasPrefix(method, "/"+tokenService+"/") {
 			got[method+" "+code]++

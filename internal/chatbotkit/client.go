@@ -68,9 +68,16 @@ type Options struct {
 	Secret secret.Value
 	// UserAgent defaults to DefaultUserAgent.
 	UserAgent string
-	// HTTPClient defaults to one client for this Client, on NewTransport,
+	// HTTPClient defaults to one client for this Client, on Transport,
 	// that does not follow redirects.
 	HTTPClient *http.Client
+	// Transport is the default client's transport; nil means
+	// NewTransport(). Ignored when HTTPClient is set.
+	Transport http.RoundTripper
+	// OnAttempt, if set, is told of every attempt at an upstream request
+	// when its status line (or its failure) is known. It must be quick and
+	// safe for concurrent use.
+	OnAttempt func(Attempt)
 	// MaxAttempts bounds the attempts of a list read, the first included,
 	// and of a write that never reached the upstream. 0 means
 	// DefaultMaxAttempts.
@@ -94,6 +101,7 @@ type Client struct {
 	maxBackoff  time.Duration
 	maxBody     int64
 	maxLine     int
+	onAttempt   func(Attempt)
 
 	// Seams for tests; set by New.
 	sleep func(ctx context.Context, d time.Duration) error
@@ -127,6 +135,7 @@ func New(opts Options) (*Client, error) {
 		maxBackoff:  opts.MaxBackoff,
 		maxBody:     opts.MaxBodyBytes,
 		maxLine:     opts.MaxLineBytes,
+		onAttempt:   opts.OnAttempt,
 		sleep:       sleepCtx,
 		randN:       rand.Int64N,
 	}
@@ -136,8 +145,12 @@ func New(opts Options) (*Client, error) {
 		return nil, errors.New("chatbotkit: UserAgent is not a valid header value")
 	}
 	if c.hc == nil {
+		rt := opts.Transport
+		if rt == nil {
+			rt = NewTransport()
+		}
 		c.hc = &http.Client{
-			Transport: NewTransport(),
+			Transport: rt,
 			// An API answers, it does not redirect; following a 301 would
 			// turn a POST into a GET and send the request somewhere else.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -182,14 +195,33 @@ func NewTransport() *http.Transport {
 // CloseIdleConnections closes the idle connections of the client's pool.
 func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
+// Attempt is one attempt at an upstream request, as OnAttempt sees it.
+type Attempt struct {
+	// Operation is "list", "create", "update" or "delete".
+	Operation string
+	// Status is the answer's HTTP status, 0 when no answer came (Err then
+	// says why).
+	Status int
+	Err    error
+	// Duration runs from sending the request to its status line or failure.
+	Duration time.Duration
+	// Retry: an earlier attempt at the same request failed.
+	Retry bool
+}
+
 // request is one upstream call, ready to be sent any number of times.
 type request struct {
-	op     string // for error strings: "list", "create", ...
-	method string
-	url    string
-	accept string
-	body   []byte // nil: no body
-	cred   string
+	op string // for error strings: "list", "create", ...
+	// operation is the op's family for OnAttempt: list, create, update,
+	// delete.
+	operation string
+	// attempts counts calls of send, for Attempt.Retry.
+	attempts int
+	method   string
+	url      string
+	accept   string
+	body     []byte // nil: no body
+	cred     string
 	// sends counts the connections used to send this request, over all
 	// attempts. net/http resends an idempotent request on a fresh
 	// connection by itself when a reused one fails before any answer;
@@ -230,7 +262,7 @@ func (c *Client) newRequest(op, method string, cred secret.Value, action string,
 	}
 	b.WriteByte('/')
 	b.WriteString(action)
-	return &request{op: op, method: method, url: b.String(), accept: "application/json", cred: cred.Reveal()}, nil
+	return &request{op: op, operation: action, method: method, url: b.String(), accept: "application/json", cred: cred.Reveal()}, nil
 }
 
 func checkID(kind, id string) error {
@@ -278,7 +310,16 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	r.attempts++
+	start := time.Now()
 	resp, err := c.hc.Do(req)
+	if c.onAttempt != nil {
+		a := Attempt{Operation: r.operation, Err: err, Duration: time.Since(start), Retry: r.attempts > 1}
+		if resp != nil {
+			a.Status = resp.StatusCode
+		}
+		c.onAttempt(a)
+	}
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, fmt.Errorf("chatbotkit: %s: %w", r.op, cerr)

@@ -69,6 +69,9 @@ const (
 type Config struct {
 	GRPCAddr string // listen address of the gRPC server, host:port
 	HTTPAddr string // listen address of the gateway, health and OpenAPI, host:port
+	// AdminAddr is the listen address of /metrics, host:port; empty turns
+	// the admin listener, and with it metrics collection, off.
+	AdminAddr string
 
 	// Upstream is the ChatBotKit API base: absolute http(s), no query,
 	// fragment or userinfo, trailing slashes removed so that paths such as
@@ -156,6 +159,7 @@ func (c *Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("grpc_addr", c.GRPCAddr),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("admin_addr", c.AdminAddr),
 		slog.String("upstream", upstream),
 		slog.String("auth_mode", string(c.AuthMode())),
 		slog.Bool("holds_upstream_secret", !c.UpstreamSecret.IsZero()),
@@ -200,6 +204,7 @@ type setting struct {
 const (
 	fGRPCAddr        = "grpc-addr"
 	fHTTPAddr        = "http-addr"
+	fAdminAddr       = "admin-addr"
 	fUpstream        = "upstream"
 	fAPIKeysFile     = "api-keys-file"
 	fTLSCert         = "tls-cert"
@@ -221,6 +226,8 @@ var settings = []setting{
 		help: "gRPC listen address"},
 	{flag: fHTTPAddr, env: "CBKGATE_HTTP_ADDR", def: ":8080", arg: "host:port",
 		help: "HTTP listen address (JSON gateway, /healthz, /readyz, /openapi.json)"},
+	{flag: fAdminAddr, env: "CBKGATE_ADMIN_ADDR", def: ":9091", arg: "host:port",
+		help: "admin listen address (Prometheus /metrics); empty turns it off (dev mode: 127.0.0.1:9091)"},
 	{flag: fUpstream, env: "CHATBOTKIT_BASE_URL", def: "https://api.chatbotkit.com", arg: "url",
 		help: "ChatBotKit API base URL"},
 	{flag: fAPIKeysFile, env: "CBKGATE_API_KEYS_FILE", arg: "path",
@@ -270,6 +277,7 @@ func Usage() string {
 		}
 		fmt.Fprintf(&b, "%s\n        %s\n        env %s, default %s\n", head, s.help, s.env, def)
 	}
+	b.WriteString("  --version\n        print \"cbkgate VERSION (REVISION)\" and exit\n")
 	b.WriteString("\nUpstream secret (environment only, never a flag, so it stays out of ps):\n")
 	fmt.Fprintf(&b, "  %s\n        the ChatBotKit secret to hold; callers then authenticate to cbkgate\n", EnvAPISecret)
 	fmt.Fprintf(&b, "  %s\n        a file holding that secret (surrounding whitespace trimmed)\n", EnvAPISecretFile)
@@ -320,6 +328,10 @@ func (in *input) boolean(name string) (bool, error) {
 	return b, nil
 }
 
+// ErrVersion is what Load returns for --version: print the version and
+// exit 0.
+var ErrVersion = errors.New("version requested")
+
 // Load parses args (without the program name) and the environment, read
 // through getenv (nil means an empty environment). Flags win over the
 // environment, the environment over defaults; an empty environment value
@@ -356,6 +368,7 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 			fs.String(s.flag, s.def, s.help)
 		}
 	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, fmt.Errorf("%w", err)
@@ -368,6 +381,9 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 		// Not echoed: a stray argument may well be a pasted secret.
 		return nil, fmt.Errorf("command line: %d unexpected argument(s) after the flags; cbkgate takes flags only (see -h)", fs.NArg())
 	}
+	if *showVersion {
+		return nil, ErrVersion
+	}
 	fs.Visit(func(f *flag.Flag) { in.set[f.Name] = true })
 
 	c := &Config{}
@@ -378,6 +394,9 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	if c.HTTPAddr, err = in.addr(fHTTPAddr); err != nil {
+		return nil, err
+	}
+	if c.AdminAddr, err = in.adminAddr(); err != nil {
 		return nil, err
 	}
 	if c.LogLevel, err = in.logLevel(); err != nil {
@@ -549,6 +568,22 @@ func (in *input) authCombination(c *Config, secretSrc string) error {
 			secretSrc)
 	}
 	return nil
+}
+
+// adminAddr is --admin-addr: a listen address, or empty for none. In dev
+// mode its default is the loopback address, like the emulator's: metrics
+// are for the one person trying cbkgate out.
+func (in *input) adminAddr() (string, error) {
+	v, _, explicit := in.get(fAdminAddr)
+	if explicit && v == "" {
+		return "", nil
+	}
+	if !explicit {
+		if emu, err := in.boolean(fEmulator); err == nil && emu {
+			return "127.0.0.1:9091", nil
+		}
+	}
+	return in.addr(fAdminAddr)
 }
 
 func (in *input) addr(name string) (string, error) {

@@ -41,6 +41,10 @@ type Options struct {
 	Dial func(ctx context.Context) (net.Conn, error)
 	// MaxMessageBytes caps one request message as the client sent it.
 	MaxMessageBytes uint32
+	// OnForward, if set, is called with each request transcoded into a gRPC
+	// call, just before it goes to the gRPC server (telemetry: the request
+	// reached gRPC, whose interceptors log it).
+	OnForward func(*http.Request)
 }
 
 // forwardedHeaders are the request headers that go on to the gRPC server,
@@ -58,6 +62,10 @@ var forwardedHeaders = map[string]bool{
 	"X-Request-Id":         true,
 	"Traceparent":          true,
 	"Tracestate":           true,
+	// Set by cbkgate's HTTP middleware itself (never a client's value),
+	// for the gRPC call line of a call that came over HTTP.
+	"X-Cbkgate-Http-Route":  true,
+	"X-Cbkgate-Http-Method": true,
 }
 
 // New returns the handler of the Connect and gRPC-Web routes. It expects to
@@ -91,7 +99,14 @@ func New(opts Options) (http.Handler, error) {
 		FlushInterval: -1,
 		ErrorHandler:  unavailable,
 	}
-	svc := vanguard.NewService(tokenv1.TokenService_ServiceDesc.ServiceName, proxy,
+	var forward http.Handler = proxy
+	if opts.OnForward != nil {
+		forward = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			opts.OnForward(r)
+			proxy.ServeHTTP(w, r)
+		})
+	}
+	svc := vanguard.NewService(tokenv1.TokenService_ServiceDesc.ServiceName, forward,
 		vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
 		vanguard.WithTargetCodecs(vanguard.CodecProto),
 		vanguard.WithMaxMessageBufferBytes(opts.MaxMessageBytes),

@@ -113,7 +113,7 @@ func startGate(t *testing.T, upstreamURL string, opts ...gateOption) *gate {
 	}
 	args := []string{
 		"--grpc-addr=127.0.0.1:0",
-		"--http-addr=127.0.0.1:0",
+		"--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 		"--upstream=" + upstreamURL,
 		"--shutdown-timeout=" + gc.shutdownTimeout,
 	}

@@ -38,6 +38,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -68,6 +69,9 @@ type Options struct {
 	// connectapi.Prefix, behind the same CORS, Auth and body cap as the
 	// JSON API.
 	Connect http.Handler
+	// AfterAuth, if not nil, wraps the API routes inside Auth: it sees
+	// only requests that authentication let through.
+	AfterAuth func(http.Handler) http.Handler
 }
 
 // maxBodyBytes caps request bodies. Token requests are small; the cap keeps
@@ -108,6 +112,7 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		runtime.WithStreamErrorHandler(streamErrorHandler),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
 		runtime.WithIncomingHeaderMatcher(incomingHeaderMatcher),
+		runtime.WithOutgoingHeaderMatcher(outgoingHeaderMatcher),
 		runtime.WithForwardResponseOption(streamContentType),
 		// The fallback lets a form-encoded POST (a CORS "simple request"
 		// that needs no preflight) run a GET route, and with it
@@ -120,6 +125,9 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 
 	var api http.Handler = withSSE(withResponseHeader(gw))
 	api = limitBody(gw, m, api)
+	if opts.AfterAuth != nil {
+		api = opts.AfterAuth(api)
+	}
 	if opts.Auth != nil {
 		api = opts.Auth(api)
 	}
@@ -129,6 +137,9 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	mux.Handle("/v1/", api)
 	if opts.Connect != nil {
 		var rpc http.Handler = capBody(opts.Connect)
+		if opts.AfterAuth != nil {
+			rpc = opts.AfterAuth(rpc)
+		}
 		if opts.Auth != nil {
 			rpc = opts.Auth(rpc)
 		}
@@ -207,10 +218,19 @@ func streamContentType(ctx context.Context, w http.ResponseWriter, m proto.Messa
 // its own; the default would also copy it as "grpcgateway-authorization",
 // a second copy of a secret that nothing reads and something might log.
 // Cookies carry no credentials for this API, so they are not forwarded.
+//
+// The request id and the W3C trace context go to the gRPC server as the
+// metadata it reads them from (x-request-id, traceparent, tracestate), so
+// that the HTTP request and its gRPC call share one id and one trace. The
+// request id header is the one cbkgate chose (see telemetry.HTTPMiddleware).
 func incomingHeaderMatcher(key string) (string, bool) {
 	switch textproto.CanonicalMIMEHeaderKey(key) {
 	case "Authorization", "Cookie":
 		return "", false
+	case "X-Request-Id", "Traceparent", "Tracestate",
+		// Set by cbkgate's HTTP middleware, never a client's value.
+		"X-Cbkgate-Http-Route", "X-Cbkgate-Http-Method":
+		return strings.ToLower(key), true
 	}
 	return runtime.DefaultHeaderMatcher(key)
 }
@@ -230,6 +250,16 @@ func capBody(next http.Handler) http.Handler {
 // connectEnvelopeBytes is the framing one message may add on the Connect
 // and gRPC-Web routes (a 5-byte envelope, and an end-of-stream envelope).
 const connectEnvelopeBytes = 64
+
+// outgoingHeaderMatcher is the gateway default minus x-request-id: the HTTP
+// answer already carries the id as X-Request-Id, and a second copy as
+// Grpc-Metadata-X-Request-Id would only repeat it.
+func outgoingHeaderMatcher(key string) (string, bool) {
+	if strings.EqualFold(key, "x-request-id") {
+		return "", false
+	}
+	return runtime.MetadataHeaderPrefix + key, true
+}
 
 // limitBody reads the request body up front, up to maxBodyBytes, so an
 // oversized body becomes 413 here; inside the gateway a truncated read would

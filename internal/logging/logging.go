@@ -1,8 +1,11 @@
-// Package logging builds cbkgate's process logger and logs one line per
-// gRPC call.
+// Package logging builds cbkgate's process logger and writes the lines
+// about calls: one line per gRPC call (direct, or through the JSON gateway),
+// one per HTTP request refused before it reached gRPC, and the audit line
+// of every Create, Update and Delete.
 //
-// The call log is deliberately narrow: method, status code, duration, peer
-// and, for server streams, how many messages were sent. Request and
+// The call log is deliberately narrow: transport, method, status code,
+// duration, caller identity, request id, peer, the HTTP route and status of
+// a gateway call and, for server streams, how many messages were sent. Request and
 // response messages and metadata are never logged (a Create response holds
 // a new token's secret value, and authorization metadata holds Bearer
 // secrets and API keys); the one exception is x-forwarded-for on calls from
@@ -14,27 +17,52 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
 // New builds the process logger writing to w at level, as JSON lines for
 // format "json" or logfmt-style text for "text". Any other format gets JSON:
-// the configuration has already rejected it.
+// the configuration has already rejected it. Every line logged with a call's
+// context carries its request_id.
 func New(w io.Writer, level slog.Level, format string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(requestIDHandler{slog.NewTextHandler(w, opts)})
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(requestIDHandler{slog.NewJSONHandler(w, opts)})
+}
+
+// requestIDHandler adds the request id of the context a line is logged
+// with, so that every line about a call can be found by it.
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := telemetry.RequestID(ctx); id != "" {
+		r.AddAttrs(slog.String(keyRequestID, id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestIDHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
 }
 
 // callMessage is the message of every call log line.
@@ -42,20 +70,39 @@ const callMessage = "grpc call"
 
 // Attribute keys of a call log line.
 const (
+	keyTransport    = "transport"
 	keyMethod       = "method"
 	keyCode         = "code"
-	keyDuration     = "duration"
+	keyDurationMS   = "duration_ms"
+	keyCaller       = "caller"
+	keyRequestID    = "request_id"
 	keyPeer         = "peer"
 	keyForwardedFor = "forwarded_for"
 	keyError        = "error"
 	keyMessagesSent = "messages_sent"
+	keyHTTPMethod   = "http_method"
+	keyRoute        = "route"
+	keyStatus       = "status"
 )
+
+// Transports, the values of the transport attribute: how the call reached
+// cbkgate.
+const (
+	TransportGRPC = "grpc"
+	TransportHTTP = "http"
+)
+
+// Unauthenticated stands for the caller of a call that established no
+// identity (refused by authentication, or exempt from it: health checks
+// and reflection).
+const Unauthenticated = "unauthenticated"
 
 // Caps on caller- and upstream-influenced strings, so that one call cannot
 // write an enormous log line.
 const (
 	maxForwardedFor = 256
 	maxErrorMessage = 512
+	maxID           = 256
 )
 
 // healthPrefix: load balancers probe health every few seconds; successful
@@ -63,15 +110,23 @@ const (
 // matter.
 const healthPrefix = "/grpc.health.v1.Health/"
 
-// UnaryInterceptor logs one line per unary call when the handler returns.
-// trustedPeer identifies the in-process gateway's connection (nil: none).
-// Put it first in the chain, so that calls refused by later interceptors
-// (authentication) are logged too.
+// call is what the outer interceptor learns from the inner one.
+type call struct{ caller string }
+
+type callKey struct{}
+
+// UnaryInterceptor logs one line per unary call when the handler returns,
+// and the audit line of a Create, Update or Delete. trustedPeer identifies
+// the in-process gateway's connection (nil: none). Put it before the
+// authentication interceptor, so that refused calls are logged and audited
+// too, and CallerUnaryInterceptor after it.
 func UnaryInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
-		resp, err := handler(ctx, req)
-		logCall(ctx, l, trustedPeer, info.FullMethod, start, err, nil)
+		c := &call{}
+		resp, err := handler(context.WithValue(ctx, callKey{}, c), req)
+		logCall(ctx, l, trustedPeer, info.FullMethod, start, err, c, nil)
+		audit(ctx, l, info.FullMethod, req, resp, err, c)
 		return resp, err
 	}
 }
@@ -81,19 +136,53 @@ func UnaryInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.Unar
 func StreamInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
-		cs := &countingStream{ServerStream: ss}
+		c := &call{}
+		cs := &countingStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callKey{}, c)}
 		err := handler(srv, cs)
 		n := cs.sent.Load()
-		logCall(ss.Context(), l, trustedPeer, info.FullMethod, start, err, &n)
+		logCall(ss.Context(), l, trustedPeer, info.FullMethod, start, err, c, &n)
 		return err
 	}
+}
+
+// CallerUnaryInterceptor and CallerStreamInterceptor go right after the
+// authentication interceptors: they pass the caller identity those
+// established (auth.Caller) back out to the call and audit lines.
+func CallerUnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		noteCaller(ctx)
+		return handler(ctx, req)
+	}
+}
+
+func CallerStreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		noteCaller(ss.Context())
+		return handler(srv, ss)
+	}
+}
+
+func noteCaller(ctx context.Context) {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		c.caller = auth.Caller(ctx)
+	}
+}
+
+func (c *call) callerOrNone() string {
+	if c == nil || c.caller == "" {
+		return Unauthenticated
+	}
+	return c.caller
 }
 
 // countingStream counts messages sent successfully.
 type countingStream struct {
 	grpc.ServerStream
+	ctx  context.Context
 	sent atomic.Int64
 }
+
+func (s *countingStream) Context() context.Context { return s.ctx }
 
 func (s *countingStream) SendMsg(m any) error {
 	err := s.ServerStream.SendMsg(m)
@@ -103,7 +192,7 @@ func (s *countingStream) SendMsg(m any) error {
 	return err
 }
 
-func logCall(ctx context.Context, l *slog.Logger, trustedPeer func(net.Addr) bool, method string, start time.Time, err error, sent *int64) {
+func logCall(ctx context.Context, l *slog.Logger, trustedPeer func(net.Addr) bool, method string, start time.Time, err error, c *call, sent *int64) {
 	st := status.Convert(err)
 	code := st.Code()
 	level := levelFor(code)
@@ -113,16 +202,39 @@ func logCall(ctx context.Context, l *slog.Logger, trustedPeer func(net.Addr) boo
 	if !l.Enabled(ctx, level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 7)
+	attrs := make([]slog.Attr, 0, 13)
+	addr, chain, gateway := peerOf(ctx, trustedPeer)
+	transport := TransportGRPC
+	if gateway {
+		transport = TransportHTTP
+	}
 	attrs = append(attrs,
+		slog.String(keyTransport, transport),
 		slog.String(keyMethod, method),
 		slog.String(keyCode, code.String()),
-		slog.Duration(keyDuration, time.Since(start)),
+		durationMS(time.Since(start)),
+		slog.String(keyCaller, c.callerOrNone()),
+		slog.String(keyPeer, addr),
 	)
-	addr, chain := peerOf(ctx, trustedPeer)
-	attrs = append(attrs, slog.String(keyPeer, addr))
 	if chain != "" {
 		attrs = append(attrs, slog.String(keyForwardedFor, chain))
+	}
+	if gateway {
+		md, _ := metadata.FromIncomingContext(ctx)
+		route, httpMethod := one(md, telemetry.HTTPRouteMetadata), one(md, telemetry.HTTPMethodMetadata)
+		if route != "" {
+			attrs = append(attrs, slog.String(keyHTTPMethod, httpMethod), slog.String(keyRoute, route))
+		}
+		if strings.HasPrefix(route, "/v1/") {
+			// The JSON gateway's answer for this code; a stream that already
+			// sent tokens has answered 200. (Connect and gRPC-Web answer in
+			// their own protocols, so their status is not derived here.)
+			status := runtime.HTTPStatusFromCode(code)
+			if sent != nil && *sent > 0 {
+				status = http.StatusOK
+			}
+			attrs = append(attrs, slog.Int(keyStatus, status))
+		}
 	}
 	if sent != nil {
 		attrs = append(attrs, slog.Int64(keyMessagesSent, *sent))
@@ -133,35 +245,50 @@ func logCall(ctx context.Context, l *slog.Logger, trustedPeer func(net.Addr) boo
 	l.LogAttrs(ctx, level, callMessage, attrs...)
 }
 
+// durationMS is a duration in milliseconds with microsecond precision: a
+// unit a person reads at a glance.
+func durationMS(d time.Duration) slog.Attr {
+	return slog.Float64(keyDurationMS, float64(d.Microseconds())/1000)
+}
+
+// one returns the single value of a metadata key, "" when it has none or
+// several.
+func one(md metadata.MD, key string) string {
+	if v := md.Get(key); len(v) == 1 {
+		return truncate(v[0], maxID)
+	}
+	return ""
+}
+
 // peerOf returns the address to log as the caller. For the trusted gateway
 // it is the last x-forwarded-for entry, the address the gateway itself saw
 // (earlier entries come from the HTTP client's own X-Forwarded-For header
 // and may be invented); the whole chain is returned too when it has more
 // than one entry.
-func peerOf(ctx context.Context, trustedPeer func(net.Addr) bool) (addr, chain string) {
+func peerOf(ctx context.Context, trustedPeer func(net.Addr) bool) (addr, chain string, gateway bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
-		return "unknown", ""
+		return "unknown", "", false
 	}
 	addr = p.Addr.String()
 	if trustedPeer == nil || !trustedPeer(p.Addr) {
-		return addr, ""
+		return addr, "", false
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	xff := md.Get("x-forwarded-for")
 	if len(xff) == 0 {
-		return addr, ""
+		return addr, "", true
 	}
 	full := strings.Join(xff, ", ")
 	entries := strings.Split(full, ",")
 	last := strings.TrimSpace(entries[len(entries)-1])
 	if last == "" {
-		return addr, ""
+		return addr, "", true
 	}
 	if len(entries) > 1 {
 		chain = truncate(full, maxForwardedFor)
 	}
-	return truncate(last, maxForwardedFor), chain
+	return truncate(last, maxForwardedFor), chain, true
 }
 
 func truncate(s string, n int) string {

@@ -140,9 +140,23 @@ func start(t *testing.T) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Stands in for the authenticator's identity: a call with credentials
+	// is "key:test".
+	identify := func(ctx context.Context) context.Context {
+		if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
+			return auth.WithCaller(ctx, testCaller)
+		}
+		return ctx
+	}
 	s := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(UnaryInterceptor(l, e.trustedPeer), a.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(StreamInterceptor(l, e.trustedPeer), a.StreamInterceptor()),
+		grpc.ChainUnaryInterceptor(UnaryInterceptor(l, e.trustedPeer), a.UnaryInterceptor(),
+			func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				return h(identify(ctx), req)
+			}, CallerUnaryInterceptor()),
+		grpc.ChainStreamInterceptor(StreamInterceptor(l, e.trustedPeer), a.StreamInterceptor(),
+			func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				return h(srv, &ctxStream{ss, identify(ss.Context())})
+			}, CallerStreamInterceptor()),
 	)
 	tokenv1.RegisterTokenServiceServer(s, tokenServer{})
 	healthpb.RegisterHealthServer(s, health.NewServer())
@@ -189,6 +203,15 @@ func dial(t *testing.T, addr string) (*grpc.ClientConn, func() string) {
 	}
 }
 
+const testCaller = "key:test"
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
 func TestCallLog(t *testing.T) {
 	const (
 		create = "/cbkgate.token.v1.TokenService/Create"
@@ -198,10 +221,13 @@ func TestCallLog(t *testing.T) {
 		check  = "/grpc.health.v1.Health/Check"
 	)
 	bearer := []string{"authorization", "Bearer " + bearerValue}
+	// What the HTTP middleware sets on a request that goes on to gRPC.
+	httpRoute := []string{"x-cbkgate-http-route", "/v1/users/{user_id}/tokens", "x-cbkgate-http-method", "POST"}
+	bearer2 := append(append([]string{}, bearer...), httpRoute...)
 	type call func(ctx context.Context, c tokenv1.TokenServiceClient, conn *grpc.ClientConn) error
 	deleteWith := func(code codes.Code) call {
 		return func(ctx context.Context, c tokenv1.TokenServiceClient, _ *grpc.ClientConn) error {
-			_, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: strconv.Itoa(int(code)), TokenId: requestField})
+			_, err := c.Delete(ctx, &tokenv1.DeleteRequest{UserId: strconv.Itoa(int(code)), TokenId: "tok_del"})
 			return err
 		}
 	}
@@ -269,18 +295,18 @@ func TestCallLog(t *testing.T) {
 				_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 				return err
 			}},
-		{name: "gateway peer", md: append([]string{"x-forwarded-for", "203.0.113.7"}, bearer...), trusted: true,
+		{name: "gateway peer", md: append([]string{"x-forwarded-for", "203.0.113.7"}, bearer2...), trusted: true,
 			method: create, code: codes.OK, level: "INFO", peer: "203.0.113.7",
 			call: func(ctx context.Context, c tokenv1.TokenServiceClient, _ *grpc.ClientConn) error {
 				_, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "u"})
 				return err
 			}},
-		{name: "gateway peer, forwarded chain", md: append([]string{"x-forwarded-for", "198.51.100.1, 203.0.113.7"}, bearer...), trusted: true,
+		{name: "gateway peer, forwarded chain", md: append([]string{"x-forwarded-for", "198.51.100.1, 203.0.113.7"}, bearer2...), trusted: true,
 			method: del, code: codes.OK, level: "INFO", peer: "203.0.113.7", forwarded: "198.51.100.1, 203.0.113.7", call: deleteWith(codes.OK)},
-		{name: "gateway peer, stream", md: append([]string{"x-forwarded-for", "203.0.113.9"}, bearer...), trusted: true,
+		{name: "gateway peer, stream", md: append([]string{"x-forwarded-for", "203.0.113.9"}, bearer2...), trusted: true,
 			method: list, code: codes.OK, level: "INFO", stream: true, sent: 1, peer: "203.0.113.9", call: listWith(1, codes.OK)},
-		{name: "gateway peer without x-forwarded-for", md: bearer, trusted: true, method: del, code: codes.OK, level: "INFO", call: deleteWith(codes.OK)},
-		{name: "untrusted peer's x-forwarded-for ignored", md: append([]string{"x-forwarded-for", "203.0.113.66"}, bearer...),
+		{name: "gateway peer without x-forwarded-for", md: bearer2, trusted: true, method: del, code: codes.OK, level: "INFO", call: deleteWith(codes.OK)},
+		{name: "untrusted peer's x-forwarded-for ignored", md: append([]string{"x-forwarded-for", "203.0.113.66"}, bearer2...),
 			method: del, code: codes.OK, level: "INFO", call: deleteWith(codes.OK)},
 	}
 	for _, tt := range tests {
@@ -300,29 +326,82 @@ func TestCallLog(t *testing.T) {
 				t.Fatalf("call ended %v (%v), want %v", got, err, tt.code)
 			}
 
-			lines := e.logs.lines(t)
-			if len(lines) != 1 {
-				t.Fatalf("got %d log lines, want 1:\n%s", len(lines), e.logs.String())
+			var calls, audits []map[string]any
+			for _, l := range e.logs.lines(t) {
+				switch l["msg"] {
+				case "grpc call":
+					calls = append(calls, l)
+				case "audit":
+					audits = append(audits, l)
+				default:
+					t.Errorf("unexpected line %v", l)
+				}
 			}
-			got := lines[0]
+			if len(calls) != 1 {
+				t.Fatalf("got %d call lines, want 1:\n%s", len(calls), e.logs.String())
+			}
+			got := calls[0]
 			wantPeer := tt.peer
 			if wantPeer == "" {
 				wantPeer = local()
 			}
+			wantCaller, transport := Unauthenticated, "grpc"
+			if len(tt.md) > 0 && tt.code != codes.Unauthenticated {
+				wantCaller = testCaller
+			}
+			if tt.trusted {
+				transport = "http"
+			}
 			want := map[string]any{
-				"msg":    "grpc call",
-				"level":  tt.level,
-				"method": tt.method,
-				"code":   tt.code.String(),
-				"peer":   wantPeer,
+				"msg":       "grpc call",
+				"level":     tt.level,
+				"transport": transport,
+				"method":    tt.method,
+				"code":      tt.code.String(),
+				"peer":      wantPeer,
+				"caller":    wantCaller,
 			}
 			for k, v := range want {
 				if got[k] != v {
 					t.Errorf("%s = %v, want %v (line %v)", k, got[k], v, got)
 				}
 			}
-			if d, ok := got["duration"].(float64); !ok || d <= 0 {
-				t.Errorf("duration = %v, want a positive number of nanoseconds", got["duration"])
+			if d, ok := got["duration_ms"].(float64); !ok || d < 0 {
+				t.Errorf("duration_ms = %v, want a number of milliseconds", got["duration_ms"])
+			}
+			if tt.trusted {
+				// The gateway's HTTP answer: route pattern and status.
+				if got["route"] != "/v1/users/{user_id}/tokens" || got["http_method"] != "POST" || got["status"] != float64(200) {
+					t.Errorf("gateway call line without its HTTP route and status: %v", got)
+				}
+			} else if _, ok := got["route"]; ok {
+				t.Errorf("direct gRPC call line with an HTTP route: %v", got)
+			}
+			wantAudit := map[string]string{create: "token.create", update: "token.update", del: "token.delete"}[tt.method]
+			switch {
+			case wantAudit == "" && len(audits) > 0:
+				t.Errorf("audit line for %s: %v", tt.method, audits)
+			case wantAudit != "" && len(audits) != 1:
+				t.Errorf("%d audit lines for %s, want 1:\n%s", len(audits), tt.method, e.logs.String())
+			case wantAudit != "":
+				a := audits[0]
+				wantToken := "tok_del"
+				if tt.method == create {
+					wantToken = "tok_1" // the new id
+					if tt.code != codes.OK {
+						wantToken = ""
+					}
+				} else if tt.method == update {
+					wantToken = "t"
+				}
+				for k, v := range map[string]any{"level": "INFO", "action": wantAudit, "caller": wantCaller, "code": tt.code.String(), "token_id": wantToken} {
+					if a[k] != v {
+						t.Errorf("audit %s = %v, want %v (line %v)", k, a[k], v, a)
+					}
+				}
+				if a["user_id"] == nil || a["token_id"] == nil {
+					t.Errorf("audit line without user_id or token_id: %v", a)
+				}
 			}
 			if n, ok := got["messages_sent"]; tt.stream != ok || (ok && n != float64(tt.sent)) {
 				t.Errorf("messages_sent = %v (present %v), want %d (present %v)", n, ok, tt.sent, tt.stream)

@@ -1,0 +1,207 @@
+package app_test
+
+import (
+	"bytes"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+)
+
+// headerRecorder passes requests on and remembers the X-Request-Id and
+// traceparent of each.
+type headerRecorder struct {
+	next http.Handler
+	mu   sync.Mutex
+	seen []http.Header
+}
+
+func (h *headerRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	h.seen = append(h.seen, http.Header{
+		"X-Request-Id": r.Header.Values("X-Request-Id"),
+		"Traceparent":  r.Header.Values("Traceparent"),
+	})
+	h.mu.Unlock()
+	h.next.ServeHTTP(w, r)
+}
+
+// last returns the headers of the last upstream request and forgets all.
+func (h *headerRecorder) last(t *testing.T) http.Header {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.seen) == 0 {
+		t.Fatal("no upstream request")
+	}
+	last := h.seen[len(h.seen)-1]
+	h.seen = nil
+	return last
+}
+
+var (
+	hexTraceID  = regexp.MustCompile(`^[0-9a-f]{32}$`)
+	traceparent = regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$`)
+)
+
+// linesWith returns the log lines whose request_id is id.
+func linesWith(t *testing.T, s *server, id string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range s.logs.lines(t) {
+		if l["request_id"] == id {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func msgs(lines []map[string]any) string {
+	var m []string
+	for _, l := range lines {
+		m = append(m, l["msg"].(string))
+	}
+	return strings.Join(m, ",")
+}
+
+// TestRequestIDs: each call's request id is the valid one it brought or a
+// new one (the trace id; tracing is off here, so a fresh trace id or the
+// caller's); it comes back on the response, is on every log line of the
+// call, over the gateway's gRPC hop too, and goes upstream with a
+// traceparent.
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	emu, _, _ := newEmulator(t, "up-secret")
+	rec := &headerRecorder{next: emu}
+	up := upstream(t, rec)
+	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
+	client := tokenv1.NewTokenServiceClient(s.conn(nil))
+	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	callerParent := "00-" + callerTrace + "-00f067aa0ba902b7-01"
+
+	grpcCases := []struct {
+		name, incoming, traceparent string
+		kept                        bool
+	}{
+		{name: "valid id kept", incoming: "req-1.A_b:c", kept: true},
+		{name: "64 characters kept", incoming: strings.Repeat("x", 64), kept: true},
+		{name: "65 characters replaced", incoming: strings.Repeat("x", 65)},
+		{name: "space replaced", incoming: "bad id"},
+		{name: "quote replaced", incoming: `a"b`},
+		{name: "none sent"},
+		{name: "caller's trace continues", traceparent: callerParent},
+	}
+	for _, tc := range grpcCases {
+		t.Run("grpc/"+tc.name, func(t *testing.T) {
+			ctx := callCtx(t)
+			if tc.incoming != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "x-request-id", tc.incoming)
+			}
+			if tc.traceparent != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", tc.traceparent)
+			}
+			var hdr metadata.MD
+			if _, err := client.Create(ctx, &tokenv1.CreateRequest{UserId: "rid-user"}, grpc.Header(&hdr)); err != nil {
+				t.Fatal(err)
+			}
+			ids := hdr.Get("x-request-id")
+			if len(ids) != 1 {
+				t.Fatalf("x-request-id header metadata = %q, want one value", ids)
+			}
+			id := ids[0]
+			switch {
+			case tc.kept && id != tc.incoming:
+				t.Errorf("request id %q, want the incoming %q kept", id, tc.incoming)
+			case !tc.kept && !hexTraceID.MatchString(id):
+				t.Errorf("request id %q, want a new 32-hex-digit trace id", id)
+			}
+			upHdr := rec.last(t)
+			if got := upHdr.Get("X-Request-Id"); got != id {
+				t.Errorf("upstream X-Request-Id %q, want %q", got, id)
+			}
+			m := traceparent.FindStringSubmatch(upHdr.Get("Traceparent"))
+			switch {
+			case m == nil:
+				t.Errorf("upstream traceparent %q is not a W3C traceparent", upHdr.Get("Traceparent"))
+			case tc.traceparent != "":
+				// Tracing off: the caller's context passes through unchanged,
+				// and its trace id is the request id.
+				if upHdr.Get("Traceparent") != tc.traceparent || id != callerTrace {
+					t.Errorf("upstream traceparent %q, request id %q; want %q and %q", upHdr.Get("Traceparent"), id, tc.traceparent, callerTrace)
+				}
+			case !tc.kept && m[1] != id:
+				t.Errorf("upstream trace id %s, want the request id %s", m[1], id)
+			}
+			if got := msgs(linesWith(t, s, id)); got != "grpc call,audit" {
+				t.Errorf("lines with request_id %s: %q, want the call and audit lines", id, got)
+			}
+		})
+	}
+
+	h := s.httpCaller("")
+	body := bodyJSON(t, &tokenv1.CreateRequest{Name: "n"})
+	httpCases := []struct {
+		name, incoming string
+		kept           bool
+	}{
+		{name: "valid id kept", incoming: "http-req-7", kept: true},
+		{name: "invalid id replaced", incoming: "no/slashes"},
+		{name: "none sent"},
+	}
+	for _, tc := range httpCases {
+		t.Run("http/"+tc.name, func(t *testing.T) {
+			h.header = http.Header{}
+			if tc.incoming != "" {
+				h.header.Set("X-Request-Id", tc.incoming)
+			}
+			resp, b := h.do(t, http.MethodPost, tokensPath("rid-user"), body)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("HTTP %d: %s", resp.StatusCode, b)
+			}
+			id := resp.Header.Get("X-Request-Id")
+			switch {
+			case tc.kept && id != tc.incoming:
+				t.Errorf("request id %q, want the incoming %q kept", id, tc.incoming)
+			case !tc.kept && !hexTraceID.MatchString(id):
+				t.Errorf("request id %q, want a new trace id", id)
+			}
+			if v := resp.Header.Values("Grpc-Metadata-X-Request-Id"); len(v) > 0 {
+				t.Errorf("the id is repeated as Grpc-Metadata-X-Request-Id: %q", v)
+			}
+			upHdr := rec.last(t)
+			if got := upHdr.Get("X-Request-Id"); got != id {
+				t.Errorf("upstream X-Request-Id %q, want %q", got, id)
+			}
+			if m := traceparent.FindStringSubmatch(upHdr.Get("Traceparent")); m == nil || (!tc.kept && m[1] != id) {
+				t.Errorf("upstream traceparent %q, want one with trace id %s", upHdr.Get("Traceparent"), id)
+			}
+			// The gRPC hop kept the id: the gateway call's lines carry it.
+			lines := linesWith(t, s, id)
+			if got := msgs(lines); got != "grpc call,audit" || lines[0]["transport"] != "http" {
+				t.Errorf("lines with request_id %s: %q (%v), want the http call line and the audit line", id, got, lines)
+			}
+		})
+	}
+
+	t.Run("http/refused before gRPC", func(t *testing.T) {
+		h.header = http.Header{"X-Request-Id": {"refused-1"}}
+		resp, _ := h.do(t, http.MethodPut, tokensPath("rid-user"), []byte("{}"))
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("X-Request-Id") != "refused-1" {
+			t.Fatalf("HTTP %d, X-Request-Id %q; want 405 with the id", resp.StatusCode, resp.Header.Get("X-Request-Id"))
+		}
+		lines := linesWith(t, s, "refused-1")
+		if len(lines) != 1 || lines[0]["msg"] != "http call refused" || lines[0]["status"] != float64(405) ||
+			lines[0]["http_method"] != "PUT" || lines[0]["route"] != "/v1/users/{user_id}/tokens" {
+			t.Errorf("refusal lines %v, want one http call refused line with method, route and status", lines)
+		}
+		if bytes.Contains([]byte(s.logs.String()), []byte("/v1/users/rid-user")) {
+			t.Errorf("a raw path is in the log")
+		}
+	})
+}

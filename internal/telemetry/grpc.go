@@ -1,0 +1,183 @@
+package telemetry
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/cbkgate/cbkgate/internal/apierr"
+)
+
+// listMethod is the one method whose sent messages are tokens.
+const listMethod = "/cbkgate.token.v1.TokenService/List"
+
+// GRPC is what the gRPC server needs from telemetry.
+type GRPC struct {
+	Metrics *Metrics // nil: no metrics
+	Tracing *Tracing // nil: tracing off
+}
+
+// ServerOptions are the gRPC server's options: the tracing stats handler
+// when tracing is on.
+func (g GRPC) ServerOptions() []grpc.ServerOption {
+	if h := g.Tracing.ServerHandler(); h != nil {
+		return []grpc.ServerOption{grpc.StatsHandler(h)}
+	}
+	return nil
+}
+
+// UnaryInterceptors go first in the server's chain, so that calls refused
+// by later interceptors (authentication, rate limits) are counted and have
+// a request id: go-grpc-middleware's Prometheus metrics, then the request
+// id (see requestID) and the cbkgate counters read from the final status.
+func (g GRPC) UnaryInterceptors() []grpc.UnaryServerInterceptor {
+	var out []grpc.UnaryServerInterceptor
+	if g.Metrics != nil {
+		out = append(out, g.Metrics.grpc.UnaryServerInterceptor())
+	}
+	return append(out, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx = g.callContext(ctx)
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDMetadata, RequestID(ctx)))
+		resp, err := handler(ctx, req)
+		g.Metrics.observeStatus(err)
+		return resp, err
+	})
+}
+
+// StreamInterceptors: UnaryInterceptors for streams; List's sent messages
+// count as tokens sent.
+func (g GRPC) StreamInterceptors() []grpc.StreamServerInterceptor {
+	var out []grpc.StreamServerInterceptor
+	if g.Metrics != nil {
+		out = append(out, g.Metrics.grpc.StreamServerInterceptor())
+	}
+	return append(out, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx := g.callContext(ss.Context())
+		_ = ss.SetHeader(metadata.Pairs(RequestIDMetadata, RequestID(ctx)))
+		s := &callStream{ServerStream: ss, ctx: ctx}
+		if info.FullMethod == listMethod && g.Metrics != nil {
+			s.sent = g.Metrics.listTokensSent
+		}
+		err := handler(srv, s)
+		g.Metrics.observeStatus(err)
+		return err
+	})
+}
+
+// callContext gives the call its trace context (tracing off: the caller's
+// traceparent or a fresh one) and its request id: the incoming
+// x-request-id when valid, else the trace id.
+func (g GRPC) callContext(ctx context.Context) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx)
+	ctx = g.Tracing.withTraceContext(ctx, metadataCarrier(md))
+	var incoming string
+	if v := md.Get(RequestIDMetadata); len(v) > 0 {
+		incoming = v[0]
+	}
+	return WithRequestID(ctx, chooseRequestID(ctx, incoming))
+}
+
+type counter interface{ Inc() }
+
+// callStream carries the call's context, and counts sent tokens.
+type callStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	sent counter
+}
+
+func (s *callStream) Context() context.Context { return s.ctx }
+
+func (s *callStream) SendMsg(m any) error {
+	err := s.ServerStream.SendMsg(m)
+	if err == nil && s.sent != nil {
+		s.sent.Inc()
+	}
+	return err
+}
+
+// observeStatus counts, from a call's final status, what cbkgate refused
+// itself: rate-limited calls and authentication failures. Reading the
+// status (rather than hooking the limiter and the authenticator) counts
+// every refusal exactly once, whichever layer made it. Errors from
+// ChatBotKit carry its own domain and are not counted here.
+func (m *Metrics) observeStatus(err error) {
+	if m == nil || err == nil {
+		return
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return
+	}
+	switch st.Code() {
+	case codes.ResourceExhausted:
+		if reason, ours := cbkgateReason(st); ours && reason == apierr.ReasonRateLimited {
+			m.rateLimited.Inc()
+		}
+	case codes.Unauthenticated:
+		reason, ours := cbkgateReason(st)
+		if !ours {
+			if upstreamError(st) {
+				return
+			}
+			// A refusal without an ErrorInfo: only cbkgate's own
+			// authenticator makes those.
+			reason = AuthReasonFromMessage(st.Message())
+		}
+		m.AuthFailure(reason)
+	}
+}
+
+// cbkgateReason returns the ErrorInfo reason of a status cbkgate made
+// itself.
+func cbkgateReason(st *status.Status) (string, bool) {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetReason(), ei.GetDomain() == apierr.Domain
+		}
+	}
+	return "", false
+}
+
+func upstreamError(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetDomain() != apierr.Domain
+		}
+	}
+	return false
+}
+
+// AuthReasonFromMessage sorts an authentication refusal that carries no
+// ErrorInfo: no credential at all, or one that is wrong or malformed.
+func AuthReasonFromMessage(msg string) string {
+	if strings.HasPrefix(msg, "missing") {
+		return "MISSING_CREDENTIALS"
+	}
+	return "INVALID_CREDENTIALS"
+}
+
+// metadataCarrier reads a trace context from incoming gRPC metadata.
+type metadataCarrier metadata.MD
+
+func (c metadataCarrier) Get(k string) string {
+	if v := metadata.MD(c).Get(k); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c metadataCarrier) Set(k, v string) { metadata.MD(c).Set(k, v) }
+
+func (c metadataCarrier) Keys() []string {
+	out := make([]string, 0, len(c))
+	for k := range c {
+		out = append(out, k)
+	}
+	return out
+}

@@ -1,0 +1,252 @@
+package telemetry
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+)
+
+// Route patterns of the HTTP listener, the values of the route label.
+const (
+	RouteTokens = "/v1/users/{user_id}/tokens"
+	RouteToken  = "/v1/users/{user_id}/tokens/{token_id}"
+	RouteOther  = "other"
+)
+
+// fixedRoutes are the routes whose path is their pattern: health, the
+// OpenAPI document, and TokenService's Connect and gRPC-Web paths.
+var fixedRoutes = map[string]bool{
+	"/healthz":                              true,
+	"/readyz":                               true,
+	"/openapi.json":                         true,
+	"/cbkgate.token.v1.TokenService/List":   true,
+	"/cbkgate.token.v1.TokenService/Create": true,
+	"/cbkgate.token.v1.TokenService/Update": true,
+	"/cbkgate.token.v1.TokenService/Delete": true,
+}
+
+// Route is the route pattern of an HTTP request's path, or "other": never
+// the raw path, which holds user and token ids.
+func Route(r *http.Request) string {
+	p := r.URL.EscapedPath()
+	if fixedRoutes[p] {
+		return p
+	}
+	rest, ok := strings.CutPrefix(p, "/v1/users/")
+	if !ok {
+		return RouteOther
+	}
+	seg := strings.Split(rest, "/")
+	switch {
+	case len(seg) == 2 && seg[0] != "" && seg[1] == "tokens":
+		return RouteTokens
+	case len(seg) == 3 && seg[0] != "" && seg[1] == "tokens" && seg[2] != "":
+		return RouteToken
+	}
+	return RouteOther
+}
+
+// The route pattern and method of an HTTP request that goes on to the gRPC
+// server travel as these request headers (gRPC metadata in lower case),
+// for the gRPC call line. The HTTP middleware sets them on every request,
+// replacing whatever a client sent, and the gRPC side reads them only from
+// the trusted in-process peer.
+const (
+	HTTPRouteHeader    = "X-Cbkgate-Http-Route"
+	HTTPMethodHeader   = "X-Cbkgate-Http-Method"
+	HTTPRouteMetadata  = "x-cbkgate-http-route"
+	HTTPMethodMetadata = "x-cbkgate-http-method"
+)
+
+// HTTPRequest is what the HTTP middleware tells OnHTTPRefused about a
+// request that was answered without reaching the gRPC server.
+type HTTPRequest struct {
+	Request  *http.Request
+	Route    string
+	Status   int
+	Duration time.Duration
+	// Caller is the identity the auth middleware established, "" when the
+	// request was refused before or by authentication.
+	Caller string
+	// Reason is why authentication refused it, when it did.
+	Reason string
+}
+
+// httpCall is the state the HTTP middleware shares with the layers inside
+// it, through the request context.
+type httpCall struct {
+	reachedGRPC atomic.Bool
+	caller      atomic.Pointer[string]
+	reason      atomic.Pointer[string]
+}
+
+type httpCallKey struct{}
+
+func httpCallFrom(ctx context.Context) *httpCall {
+	c, _ := ctx.Value(httpCallKey{}).(*httpCall)
+	return c
+}
+
+// NoteHTTPCaller records the caller the auth middleware established for
+// the HTTP request of ctx; a refusal line after it names the caller.
+func NoteHTTPCaller(ctx context.Context, caller string) {
+	if c := httpCallFrom(ctx); c != nil && caller != "" {
+		c.caller.Store(&caller)
+	}
+}
+
+// NoteHTTPAuthRefused records why authentication refused the HTTP request
+// of ctx, for its refusal line.
+func NoteHTTPAuthRefused(ctx context.Context, reason string) {
+	if c := httpCallFrom(ctx); c != nil {
+		c.reason.Store(&reason)
+	}
+}
+
+// HTTPOptions configures the HTTP listener's middleware.
+type HTTPOptions struct {
+	Metrics *Metrics // nil: no metrics
+	Tracing *Tracing // nil: tracing off
+	// OnRefused, if set, is called for every request answered with a status
+	// of 400 or more that never reached the gRPC server (the gateway, CORS,
+	// authentication, body checks or the router refused it), except
+	// /readyz's 503 while draining, which is a probe's answer.
+	OnRefused func(HTTPRequest)
+}
+
+// HTTPMiddleware wraps the whole HTTP listener: it gives each request its
+// request id (the X-Request-Id answer header, and the request header the
+// gateway forwards to the gRPC server as x-request-id metadata), its trace
+// context as the traceparent the gRPC call continues (the HTTP server
+// span's; with tracing off the caller's or a fresh one), counts it in
+// cbkgate_http_requests_total and the duration histogram by route
+// pattern, and reports refusals. Put the tracing handler outside it.
+func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ctx := opts.Tracing.withTraceContext(r.Context(), propagation.HeaderCarrier(r.Header))
+		id := chooseRequestID(ctx, r.Header.Get(RequestIDHeader))
+		ctx = WithRequestID(ctx, id)
+		call := &httpCall{}
+		ctx = context.WithValue(ctx, httpCallKey{}, call)
+
+		// The request's own headers are what the gateway turns into gRPC
+		// metadata: the chosen id replaces whatever came in, and with
+		// tracing off the trace context does too.
+		r = r.WithContext(ctx)
+		r.Header = r.Header.Clone()
+		dropMetadataHeaders(r.Header)
+		route := Route(r)
+		r.Header.Set(RequestIDHeader, id)
+		r.Header.Set(HTTPRouteHeader, route)
+		r.Header.Set(HTTPMethodHeader, methodLabel(r.Method))
+		opts.Tracing.inject(ctx, propagation.HeaderCarrier(r.Header))
+		w.Header().Set(RequestIDHeader, id)
+
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		d := time.Since(start)
+		if opts.Metrics != nil {
+			opts.Metrics.observeHTTP(r.Method, route, status, d.Seconds())
+		}
+		if opts.OnRefused != nil && status >= 400 && !call.reachedGRPC.Load() &&
+			!(route == "/readyz" && status == http.StatusServiceUnavailable) {
+			ev := HTTPRequest{Request: r, Route: route, Status: status, Duration: d}
+			if p := call.caller.Load(); p != nil {
+				ev.Caller = *p
+			}
+			if p := call.reason.Load(); p != nil {
+				ev.Reason = *p
+			}
+			opts.OnRefused(ev)
+		}
+	})
+	return opts.Tracing.HTTPHandler(h)
+}
+
+// dropMetadataHeaders removes the headers grpc-gateway would turn into a
+// second value of the metadata set here (its Grpc-Metadata- prefix), so
+// that no client can put its own value next to cbkgate's.
+func dropMetadataHeaders(h http.Header) {
+	for k := range h {
+		rest, ok := strings.CutPrefix(strings.ToLower(k), "grpc-metadata-")
+		if !ok {
+			continue
+		}
+		switch {
+		case rest == RequestIDMetadata, rest == "traceparent", rest == "tracestate", strings.HasPrefix(rest, "x-cbkgate-"):
+			delete(h, k)
+		}
+	}
+}
+
+// statusWriter records the status code. It keeps Flush (the streamed List
+// needs it) and Unwrap (for http.ResponseController).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// GatewayUnaryInterceptor and GatewayStreamInterceptor go on the gateway's
+// own gRPC connection. They mark the HTTP request as having reached the
+// gRPC server, whose interceptors then log and audit it, so the HTTP
+// middleware does not report it as refused.
+func GatewayUnaryInterceptor() grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		markReached(ctx)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+func GatewayStreamInterceptor() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		markReached(ctx)
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+}
+
+// MarkReachedGRPC records that the HTTP request of ctx is being passed to
+// the gRPC server (the Connect and gRPC-Web routes, which do not use the
+// gateway's grpc.ClientConn).
+func MarkReachedGRPC(ctx context.Context) { markReached(ctx) }
+
+func markReached(ctx context.Context) {
+	if c := httpCallFrom(ctx); c != nil {
+		c.reachedGRPC.Store(true)
+	}
+}

@@ -1,0 +1,74 @@
+package telemetry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// RequestIDHeader is the request id's HTTP header and, lowercased, its gRPC
+// metadata key, on requests and responses alike.
+const (
+	RequestIDHeader   = "X-Request-Id"
+	RequestIDMetadata = "x-request-id"
+)
+
+// maxRequestIDLen is the longest incoming request id kept.
+const maxRequestIDLen = 64
+
+// ValidRequestID reports whether an incoming id is kept as the call's
+// request id: 1 to 64 characters of [A-Za-z0-9._:-]. Anything else (empty,
+// too long, spaces, quotes, control characters) is replaced, so that a
+// request id is always safe to log, to put in a header and to grep for.
+func ValidRequestID(id string) bool {
+	if len(id) == 0 || len(id) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// chooseRequestID returns the incoming id when it is valid, else the call's
+// trace id (32 hex digits). The trace context in ctx always has one: the
+// server span's when tracing is on, otherwise the caller's traceparent or
+// one made up for the call (see ensureTraceContext).
+func chooseRequestID(ctx context.Context, incoming string) string {
+	if ValidRequestID(incoming) {
+		return incoming
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.TraceID().IsValid() {
+		return sc.TraceID().String()
+	}
+	return newHexID(16)
+}
+
+func newHexID(n int) string { return hex.EncodeToString(randomBytes(n)) }
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand's documented promise)
+	return b
+}
+
+type requestIDKey struct{}
+
+// WithRequestID returns ctx carrying the call's request id.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the call's request id, or "" outside a call.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
