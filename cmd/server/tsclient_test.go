@@ -4,12 +4,17 @@ package main
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/cbkgate/cbkgate/internal/browsertest"
 )
 
 // The checks of the generated TypeScript client (gen/ts), run by .ci/run
@@ -73,4 +78,37 @@ func TestTSClientNode(t *testing.T) {
 		t.Fatalf("node: %v", err)
 	}
 	wantSummary(t, "tsclient-node", out)
+}
+
+// TestTSClientBrowser: a page served from another origin (localhost, while
+// cbkgate is at 127.0.0.1), allowed by --cors-origins, runs page.ts in
+// headless Chromium: the generated client over Connect streaming List,
+// fetch reading NDJSON incrementally, SSE through fetch and EventSource,
+// and an error shown with its reason.
+func TestTSClientBrowser(t *testing.T) {
+	script, err := os.ReadFile(bundle(t, "page.ts", "browser"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageOrigin := "http://localhost:" + strconv.Itoa(lis.Addr().(*net.TCPAddr).Port)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(`<!doctype html><html><head><title>cbkgate client check</title></head>` +
+			`<body><p id="error"></p><script type="module" src="/page.js"></script></body></html>`))
+	})
+	mux.HandleFunc("GET /page.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = w.Write(script)
+	})
+	pages := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = pages.Serve(lis) }()
+	defer pages.Close()
+
+	c := startDev(t, "--cors-origins="+pageOrigin)
+	browsertest.Run(t, "tsclient-browser", pageOrigin+"/?api=http://"+c.httpAddr, time.Minute)
 }
