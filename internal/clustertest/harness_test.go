@@ -27,6 +27,13 @@ func repoRoot(t testing.TB) string {
 	return filepath.Dir(filepath.Dir(wd))
 }
 
+// The version and revision the test binary is stamped with, as the
+// Dockerfile's VERSION and REVISION build arguments stamp the image's.
+const (
+	stampedVersion  = "v0.0.0-clustertest"
+	stampedRevision = "0123456789abcdef"
+)
+
 var (
 	buildOnce sync.Once
 	binPath   string
@@ -49,7 +56,7 @@ func binary(t testing.TB) string {
 		defer cancel()
 		const pkg = "github.com/cbkgate/cbkgate/internal/version"
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
-			"-ldflags", "-s -w -X "+pkg+".version=clustertest -X "+pkg+".revision=test",
+			"-ldflags", "-s -w -X "+pkg+".version="+stampedVersion+" -X "+pkg+".revision="+stampedRevision,
 			"-o", path, "./cmd/server")
 		cmd.Dir = repoRoot(t)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -165,9 +165,9 @@ func TestImageRunsAsNonRootReadOnly(t *testing.T) {
 	// The image's environment, with the listen addresses moved to free
 	// loopback ports (as a pod spec may override them): other tests and
 	// servers on this machine may hold 9090 and 8080.
-	grpcAddr, httpAddr := hostPort(freePort(t)), hostPort(freePort(t))
+	grpcAddr, httpAddr, adminAddr := hostPort(freePort(t)), hostPort(freePort(t)), hostPort(freePort(t))
 	env := overrideEnv(cfg.Env,
-		"CBKGATE_GRPC_ADDR="+grpcAddr, "CBKGATE_HTTP_ADDR="+httpAddr, "CBKGATE_ADMIN_ADDR=127.0.0.1:0")
+		"CBKGATE_GRPC_ADDR="+grpcAddr, "CBKGATE_HTTP_ADDR="+httpAddr, "CBKGATE_ADMIN_ADDR="+adminAddr)
 	// inImage runs argv as a container runtime would: a private mount
 	// namespace in which the image's root is a read-only bind mount, then
 	// chroot into it as the image's user.
@@ -194,6 +194,19 @@ func TestImageRunsAsNonRootReadOnly(t *testing.T) {
 		}
 		if resp != nil {
 			resp.Body.Close()
+		}
+	}
+	// The version stamped at build time, as --version and as a metric.
+	if out, err := inImage(append(cfg.Entrypoint, "--version")...).CombinedOutput(); err != nil || !strings.Contains(string(out), "cbkgate "+stampedVersion+" ("+stampedRevision+")") {
+		t.Errorf("--version in the image: %v, %q; want cbkgate %s (%s)", err, out, stampedVersion, stampedRevision)
+	}
+	if resp, err := http.Get("http://" + adminAddr + "/metrics"); err != nil {
+		t.Errorf("GET /metrics: %v", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := `version="` + stampedVersion + `"`; !strings.Contains(string(b), "cbkgate_build_info{") || !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks cbkgate_build_info with %s", want)
 		}
 	}
 	// Docker's HEALTHCHECK, in the image, as the image's user.
