@@ -1,6 +1,7 @@
 package check
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"os"
@@ -29,9 +30,18 @@ import (
 const (
 	tokenService    = "cbkgate.token.v1.TokenService"
 	livenessPath    = "/healthz"
+	readinessPath   = "/readyz"
 	exitMargin      = 5 * time.Second
 	shutdownDefault = 20 * time.Second // --shutdown-timeout's default
 )
+
+// forEachVariant runs check on the base and on the base with the TLS
+// component, each as a subtest.
+func forEachVariant(t *testing.T, check func(t *testing.T, variant string, m *manifests)) {
+	for name, dir := range variants(t) {
+		t.Run(name, func(t *testing.T) { check(t, name, loadDir(t, dir)) })
+	}
+}
 
 // container returns the cbkgate container of the Deployment.
 func container(t *testing.T, d *appsv1.Deployment) *corev1.Container {
@@ -86,27 +96,28 @@ func listenPort(t *testing.T, c *corev1.Container, env, imageDefault string) int
 // Security Standard at the latest version, with the admission controller's
 // own checks.
 func TestPodSecurityRestricted(t *testing.T) {
-	m := load(t)
-	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := m.deployment.Spec.Template
-	results := eval.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &tmpl.ObjectMeta, &tmpl.Spec)
-	if len(results) == 0 {
-		t.Fatal("the evaluator ran no checks")
-	}
-	agg := policy.AggregateCheckResults(results)
-	if !agg.Allowed {
-		t.Errorf("Pod Security restricted refuses the pod: %s: %s", agg.ForbiddenReason(), agg.ForbiddenDetail())
-	}
-	t.Logf("Pod Security restricted (%s): %d checks passed", psaapi.LatestVersion(), len(results))
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := m.deployment.Spec.Template
+		results := eval.EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}, &tmpl.ObjectMeta, &tmpl.Spec)
+		if len(results) == 0 {
+			t.Fatal("the evaluator ran no checks")
+		}
+		agg := policy.AggregateCheckResults(results)
+		if !agg.Allowed {
+			t.Errorf("Pod Security restricted refuses the pod: %s: %s", agg.ForbiddenReason(), agg.ForbiddenDetail())
+		}
+		t.Logf("Pod Security restricted (%s): %d checks passed", psaapi.LatestVersion(), len(results))
 
-	// Beyond restricted: nothing in the image is written to.
-	c := container(t, m.deployment)
-	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
-		t.Error("container root file system is not read-only")
-	}
+		// Beyond restricted: nothing in the image is written to.
+		c := container(t, m.deployment)
+		if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Error("container root file system is not read-only")
+		}
+	})
 }
 
 // TestPodSecurityCheckRefusesRoot: the evaluator used above does refuse a
@@ -149,76 +160,95 @@ func TestRunsAsTheImageUser(t *testing.T) {
 // TestGracePeriodCoversTheDrain: the kubelet's SIGKILL comes after the
 // preStop sleep, the whole shutdown timeout, and a margin to exit.
 func TestGracePeriodCoversTheDrain(t *testing.T) {
-	m := load(t)
-	spec := m.deployment.Spec.Template.Spec
-	c := container(t, m.deployment)
-	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
-		t.Fatal("no preStop sleep: SIGTERM would come while endpoints still route new calls here")
-	}
-	if c.Lifecycle.PreStop.Exec != nil {
-		t.Error("preStop exec needs a shell or sleep binary, which the image does not have")
-	}
-	preStop := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
-	if preStop < 5*time.Second {
-		t.Errorf("preStop sleep %v: too short for endpoints to converge", preStop)
-	}
-	shutdown := shutdownDefault
-	if v, ok := envValue(c, "CBKGATE_SHUTDOWN_TIMEOUT"); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("CBKGATE_SHUTDOWN_TIMEOUT=%q: %v", v, err)
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		spec := m.deployment.Spec.Template.Spec
+		c := container(t, m.deployment)
+		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+			t.Fatal("no preStop sleep: SIGTERM would come while endpoints still route new calls here")
 		}
-		shutdown = d
-	}
-	if spec.TerminationGracePeriodSeconds == nil {
-		t.Fatal("terminationGracePeriodSeconds unset: the default 30 s is shorter than the drain")
-	}
-	grace := time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
-	if need := preStop + shutdown + exitMargin; grace < need {
-		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + shutdown timeout %v + %v", grace, preStop, shutdown, exitMargin)
-	}
-	t.Logf("grace %v >= preStop %v + --shutdown-timeout %v + %v", grace, preStop, shutdown, exitMargin)
+		if c.Lifecycle.PreStop.Exec != nil {
+			t.Error("preStop exec needs a shell or sleep binary, which the image does not have")
+		}
+		preStop := time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+		if preStop < 5*time.Second {
+			t.Errorf("preStop sleep %v: too short for endpoints to converge", preStop)
+		}
+		shutdown := shutdownDefault
+		if v, ok := envValue(c, "CBKGATE_SHUTDOWN_TIMEOUT"); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				t.Fatalf("CBKGATE_SHUTDOWN_TIMEOUT=%q: %v", v, err)
+			}
+			shutdown = d
+		}
+		if spec.TerminationGracePeriodSeconds == nil {
+			t.Fatal("terminationGracePeriodSeconds unset: the default 30 s is shorter than the drain")
+		}
+		grace := time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
+		if need := preStop + shutdown + exitMargin; grace < need {
+			t.Errorf("terminationGracePeriodSeconds %v < preStop %v + shutdown timeout %v + %v", grace, preStop, shutdown, exitMargin)
+		}
+		t.Logf("grace %v >= preStop %v + --shutdown-timeout %v + %v", grace, preStop, shutdown, exitMargin)
+	})
 }
 
 // TestProbesMatchTheServer: readiness is the native gRPC probe on the gRPC
 // listener asking for TokenService; liveness is GET /healthz on the HTTP
 // listener; both ports are the ones cbkgate is told to listen on.
 func TestProbesMatchTheServer(t *testing.T) {
-	m := load(t)
-	c := container(t, m.deployment)
-	grpcPort := listenPort(t, c, "CBKGATE_GRPC_ADDR", ":9090")
-	httpPort := listenPort(t, c, "CBKGATE_HTTP_ADDR", ":8080")
-	adminPort := listenPort(t, c, "CBKGATE_ADMIN_ADDR", ":9091")
-	for name, want := range map[string]int32{"grpc": grpcPort, "http": httpPort, "metrics": adminPort} {
-		if got := containerPort(t, c, name); got != want {
-			t.Errorf("container port %s = %d, but cbkgate listens on %d", name, got, want)
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		c := container(t, m.deployment)
+		grpcPort := listenPort(t, c, "CBKGATE_GRPC_ADDR", ":9090")
+		httpPort := listenPort(t, c, "CBKGATE_HTTP_ADDR", ":8080")
+		adminPort := listenPort(t, c, "CBKGATE_ADMIN_ADDR", ":9091")
+		for name, want := range map[string]int32{"grpc": grpcPort, "http": httpPort, "metrics": adminPort} {
+			if got := containerPort(t, c, name); got != want {
+				t.Errorf("container port %s = %d, but cbkgate listens on %d", name, got, want)
+			}
 		}
-	}
 
-	r := c.ReadinessProbe
-	if r == nil || r.GRPC == nil {
-		t.Fatal("readiness is not a native gRPC probe")
-	}
-	if r.GRPC.Port != grpcPort {
-		t.Errorf("readiness probes gRPC port %d, cbkgate listens on %d", r.GRPC.Port, grpcPort)
-	}
-	if r.GRPC.Service == nil || *r.GRPC.Service != tokenService {
-		t.Errorf("readiness asks about service %v, want %s", r.GRPC.Service, tokenService)
-	}
+		// Plaintext: the native gRPC probe. TLS: the kubelet's gRPC probe
+		// cannot speak it, so /readyz over HTTPS.
+		wantScheme := corev1.URISchemeHTTP
+		r := c.ReadinessProbe
+		if variant == "tls" {
+			wantScheme = corev1.URISchemeHTTPS
+			if r == nil || r.HTTPGet == nil || r.GRPC != nil {
+				t.Fatal("with TLS, readiness is not an HTTPS probe alone")
+			}
+			if r.HTTPGet.Path != readinessPath || r.HTTPGet.Scheme != wantScheme || resolvePort(t, c, r.HTTPGet.Port) != httpPort {
+				t.Errorf("with TLS, readiness is %s %s on port %s, want HTTPS %s on %d", r.HTTPGet.Scheme, r.HTTPGet.Path, r.HTTPGet.Port.String(), readinessPath, httpPort)
+			}
+		} else {
+			if r == nil || r.GRPC == nil || r.HTTPGet != nil {
+				t.Fatal("readiness is not a native gRPC probe alone")
+			}
+			if r.GRPC.Port != grpcPort {
+				t.Errorf("readiness probes gRPC port %d, cbkgate listens on %d", r.GRPC.Port, grpcPort)
+			}
+			if r.GRPC.Service == nil || *r.GRPC.Service != tokenService {
+				t.Errorf("readiness asks about service %v, want %s", r.GRPC.Service, tokenService)
+			}
+		}
 
-	l := c.LivenessProbe
-	if l == nil || l.HTTPGet == nil {
-		t.Fatal("liveness is not an HTTP probe")
-	}
-	if l.HTTPGet.Path != livenessPath {
-		t.Errorf("liveness path %q, want %s (not /readyz: a draining pod must not be restarted)", l.HTTPGet.Path, livenessPath)
-	}
-	if got := resolvePort(t, c, l.HTTPGet.Port); got != httpPort {
-		t.Errorf("liveness probes port %d, cbkgate's HTTP listens on %d", got, httpPort)
-	}
-	if l.HTTPGet.Scheme != "" && l.HTTPGet.Scheme != corev1.URISchemeHTTP {
-		t.Errorf("liveness scheme %s without TLS configured", l.HTTPGet.Scheme)
-	}
+		l := c.LivenessProbe
+		if l == nil || l.HTTPGet == nil {
+			t.Fatal("liveness is not an HTTP probe")
+		}
+		if l.HTTPGet.Path != livenessPath {
+			t.Errorf("liveness path %q, want %s (not /readyz: a draining pod must not be restarted)", l.HTTPGet.Path, livenessPath)
+		}
+		if got := resolvePort(t, c, l.HTTPGet.Port); got != httpPort {
+			t.Errorf("liveness probes port %d, cbkgate's HTTP listens on %d", got, httpPort)
+		}
+		if scheme := cmp.Or(l.HTTPGet.Scheme, corev1.URISchemeHTTP); scheme != wantScheme {
+			t.Errorf("liveness scheme %s, want %s", scheme, wantScheme)
+		}
+		_, tlsSet := envValue(c, "CBKGATE_TLS_CERT")
+		if tlsSet != (variant == "tls") {
+			t.Errorf("CBKGATE_TLS_CERT set: %v, in variant %s", tlsSet, variant)
+		}
+	})
 }
 
 func resolvePort(t *testing.T, c *corev1.Container, p intstr.IntOrString) int32 {
@@ -232,34 +262,41 @@ func resolvePort(t *testing.T, c *corev1.Container, p intstr.IntOrString) int32 
 // TestServiceMatchesThePods: the Service selects the pods, each of its
 // ports targets a container port by name, and gRPC is marked as HTTP/2.
 func TestServiceMatchesThePods(t *testing.T) {
-	m := load(t)
-	c := container(t, m.deployment)
-	podLabels := labels.Set(m.deployment.Spec.Template.Labels)
-	if len(m.service.Spec.Selector) == 0 || !labels.SelectorFromSet(m.service.Spec.Selector).Matches(podLabels) {
-		t.Errorf("Service selector %v does not select the pods %v", m.service.Spec.Selector, podLabels)
-	}
-	want := map[string]bool{"grpc": false, "http": false, "metrics": false}
-	for _, p := range m.service.Spec.Ports {
-		if p.TargetPort.Type != intstr.String || p.TargetPort.StrVal != p.Name {
-			t.Errorf("Service port %s targets %v, want the container port named %s", p.Name, p.TargetPort.String(), p.Name)
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		c := container(t, m.deployment)
+		podLabels := labels.Set(m.deployment.Spec.Template.Labels)
+		if len(m.service.Spec.Selector) == 0 || !labels.SelectorFromSet(m.service.Spec.Selector).Matches(podLabels) {
+			t.Errorf("Service selector %v does not select the pods %v", m.service.Spec.Selector, podLabels)
 		}
-		containerPort(t, c, p.Name)
-		if _, ok := want[p.Name]; ok {
-			want[p.Name] = true
+		want := map[string]bool{"grpc": false, "http": false, "metrics": false}
+		for _, p := range m.service.Spec.Ports {
+			if p.TargetPort.Type != intstr.String || p.TargetPort.StrVal != p.Name {
+				t.Errorf("Service port %s targets %v, want the container port named %s", p.Name, p.TargetPort.String(), p.Name)
+			}
+			containerPort(t, c, p.Name)
+			if _, ok := want[p.Name]; ok {
+				want[p.Name] = true
+			}
+			// What a proxy must speak to the pod: HTTP/2 in cleartext, or
+			// TLS once the listeners have it (the admin port never does).
+			wantProto := map[string]string{"grpc": "kubernetes.io/h2c", "http": "http", "metrics": "http"}[p.Name]
+			if variant == "tls" && p.Name != "metrics" {
+				wantProto = "https"
+			}
+			if p.AppProtocol == nil || *p.AppProtocol != wantProto {
+				t.Errorf("Service port %s appProtocol %v, want %s", p.Name, p.AppProtocol, wantProto)
+			}
 		}
-		if p.Name == "grpc" && (p.AppProtocol == nil || *p.AppProtocol != "kubernetes.io/h2c") {
-			t.Errorf("Service gRPC port appProtocol %v, want kubernetes.io/h2c", p.AppProtocol)
+		for name, ok := range want {
+			if !ok {
+				t.Errorf("Service has no %s port", name)
+			}
 		}
-	}
-	for name, ok := range want {
-		if !ok {
-			t.Errorf("Service has no %s port", name)
+		sel, err := metav1.LabelSelectorAsSelector(m.deployment.Spec.Selector)
+		if err != nil || !sel.Matches(podLabels) {
+			t.Errorf("Deployment selector %v does not select its own pods: %v", m.deployment.Spec.Selector, err)
 		}
-	}
-	sel, err := metav1.LabelSelectorAsSelector(m.deployment.Spec.Selector)
-	if err != nil || !sel.Matches(podLabels) {
-		t.Errorf("Deployment selector %v does not select its own pods: %v", m.deployment.Spec.Selector, err)
-	}
+	})
 }
 
 // TestDisruptionAndScaling: the PDB selects the pods and lets one go at a
@@ -267,61 +304,62 @@ func TestServiceMatchesThePods(t *testing.T) {
 // two; CPU is requested (the HPA's base) and not limited; memory is
 // limited and GOMEMLIMIT follows the limit.
 func TestDisruptionAndScaling(t *testing.T) {
-	m := load(t)
-	podLabels := labels.Set(m.deployment.Spec.Template.Labels)
-	sel, err := metav1.LabelSelectorAsSelector(m.pdb.Spec.Selector)
-	if err != nil || sel.Empty() || !sel.Matches(podLabels) {
-		t.Errorf("PDB selector %v does not select the pods %v (%v)", m.pdb.Spec.Selector, podLabels, err)
-	}
-	if mu := m.pdb.Spec.MaxUnavailable; mu == nil || mu.IntValue() < 1 {
-		t.Errorf("PDB maxUnavailable %v: want at least 1, or node drains block forever", mu)
-	}
-	if r := m.deployment.Spec.Replicas; r == nil || *r < 2 {
-		t.Errorf("Deployment replicas %v, want at least 2", r)
-	}
-	if ru := m.deployment.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
-		t.Errorf("rolling update maxUnavailable %v, want 0 (capacity kept during a rollout)", ru)
-	}
-
-	h := m.hpa.Spec
-	if h.ScaleTargetRef.Kind != "Deployment" || h.ScaleTargetRef.Name != m.deployment.Name || h.ScaleTargetRef.APIVersion != "apps/v1" {
-		t.Errorf("HPA targets %+v, want Deployment %s", h.ScaleTargetRef, m.deployment.Name)
-	}
-	if h.MinReplicas == nil || *h.MinReplicas < 2 || h.MaxReplicas <= *h.MinReplicas {
-		t.Errorf("HPA replicas %v..%d, want from at least 2 upwards", h.MinReplicas, h.MaxReplicas)
-	}
-	if len(h.Metrics) != 1 || h.Metrics[0].Resource == nil || h.Metrics[0].Resource.Name != corev1.ResourceCPU ||
-		h.Metrics[0].Resource.Target.AverageUtilization == nil {
-		t.Errorf("HPA metrics %+v, want CPU utilization", h.Metrics)
-	}
-
-	c := container(t, m.deployment)
-	if _, ok := c.Resources.Requests[corev1.ResourceCPU]; !ok {
-		t.Error("no CPU request: the HPA's utilization has no base")
-	}
-	if _, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
-		t.Error("CPU limit set: CFS throttling stalls calls; see the comment in deployment.yaml")
-	}
-	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
-		t.Error("no memory limit")
-	}
-	var gomemlimit *corev1.EnvVar
-	for i := range c.Env {
-		if c.Env[i].Name == "GOMEMLIMIT" {
-			gomemlimit = &c.Env[i]
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		podLabels := labels.Set(m.deployment.Spec.Template.Labels)
+		sel, err := metav1.LabelSelectorAsSelector(m.pdb.Spec.Selector)
+		if err != nil || sel.Empty() || !sel.Matches(podLabels) {
+			t.Errorf("PDB selector %v does not select the pods %v (%v)", m.pdb.Spec.Selector, podLabels, err)
 		}
-	}
-	if gomemlimit == nil || gomemlimit.ValueFrom == nil || gomemlimit.ValueFrom.ResourceFieldRef == nil {
-		t.Fatal("GOMEMLIMIT does not come from the container's resources")
-	}
-	ref := gomemlimit.ValueFrom.ResourceFieldRef
-	if ref.Resource != "limits.memory" || (ref.ContainerName != "" && ref.ContainerName != c.Name) {
-		t.Errorf("GOMEMLIMIT from %+v, want limits.memory of %s", ref, c.Name)
-	}
-	// GOMEMLIMIT is read as bytes: a divisor would make it 256 for 256Mi.
-	if !ref.Divisor.IsZero() && ref.Divisor.Value() != 1 {
-		t.Errorf("GOMEMLIMIT divisor %s, want none (bytes)", ref.Divisor.String())
-	}
+		if mu := m.pdb.Spec.MaxUnavailable; mu == nil || mu.IntValue() < 1 {
+			t.Errorf("PDB maxUnavailable %v: want at least 1, or node drains block forever", mu)
+		}
+		if r := m.deployment.Spec.Replicas; r == nil || *r < 2 {
+			t.Errorf("Deployment replicas %v, want at least 2", r)
+		}
+		if ru := m.deployment.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+			t.Errorf("rolling update maxUnavailable %v, want 0 (capacity kept during a rollout)", ru)
+		}
+
+		h := m.hpa.Spec
+		if h.ScaleTargetRef.Kind != "Deployment" || h.ScaleTargetRef.Name != m.deployment.Name || h.ScaleTargetRef.APIVersion != "apps/v1" {
+			t.Errorf("HPA targets %+v, want Deployment %s", h.ScaleTargetRef, m.deployment.Name)
+		}
+		if h.MinReplicas == nil || *h.MinReplicas < 2 || h.MaxReplicas <= *h.MinReplicas {
+			t.Errorf("HPA replicas %v..%d, want from at least 2 upwards", h.MinReplicas, h.MaxReplicas)
+		}
+		if len(h.Metrics) != 1 || h.Metrics[0].Resource == nil || h.Metrics[0].Resource.Name != corev1.ResourceCPU ||
+			h.Metrics[0].Resource.Target.AverageUtilization == nil {
+			t.Errorf("HPA metrics %+v, want CPU utilization", h.Metrics)
+		}
+
+		c := container(t, m.deployment)
+		if _, ok := c.Resources.Requests[corev1.ResourceCPU]; !ok {
+			t.Error("no CPU request: the HPA's utilization has no base")
+		}
+		if _, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
+			t.Error("CPU limit set: CFS throttling stalls calls; see the comment in deployment.yaml")
+		}
+		if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+			t.Error("no memory limit")
+		}
+		var gomemlimit *corev1.EnvVar
+		for i := range c.Env {
+			if c.Env[i].Name == "GOMEMLIMIT" {
+				gomemlimit = &c.Env[i]
+			}
+		}
+		if gomemlimit == nil || gomemlimit.ValueFrom == nil || gomemlimit.ValueFrom.ResourceFieldRef == nil {
+			t.Fatal("GOMEMLIMIT does not come from the container's resources")
+		}
+		ref := gomemlimit.ValueFrom.ResourceFieldRef
+		if ref.Resource != "limits.memory" || (ref.ContainerName != "" && ref.ContainerName != c.Name) {
+			t.Errorf("GOMEMLIMIT from %+v, want limits.memory of %s", ref, c.Name)
+		}
+		// GOMEMLIMIT is read as bytes: a divisor would make it 256 for 256Mi.
+		if !ref.Divisor.IsZero() && ref.Divisor.Value() != 1 {
+			t.Errorf("GOMEMLIMIT divisor %s, want none (bytes)", ref.Divisor.String())
+		}
+	})
 }
 
 // TestServiceAccountAndSecret: no API token is mounted; the Secret is
@@ -329,81 +367,105 @@ func TestDisruptionAndScaling(t *testing.T) {
 // and every file the settings name is in it, under a key the documented
 // Secret has.
 func TestServiceAccountAndSecret(t *testing.T) {
-	m := load(t)
-	spec := m.deployment.Spec.Template.Spec
-	if a := m.serviceAccount.AutomountServiceAccountToken; a == nil || *a {
-		t.Error("ServiceAccount mounts an API token")
-	}
-	if spec.ServiceAccountName != m.serviceAccount.Name {
-		t.Errorf("pods use service account %q, the base defines %q", spec.ServiceAccountName, m.serviceAccount.Name)
-	}
-	if a := spec.AutomountServiceAccountToken; a == nil || *a {
-		t.Error("pod template does not turn off the API token mount")
-	}
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		spec := m.deployment.Spec.Template.Spec
+		if a := m.serviceAccount.AutomountServiceAccountToken; a == nil || *a {
+			t.Error("ServiceAccount mounts an API token")
+		}
+		if spec.ServiceAccountName != m.serviceAccount.Name {
+			t.Errorf("pods use service account %q, the base defines %q", spec.ServiceAccountName, m.serviceAccount.Name)
+		}
+		if a := spec.AutomountServiceAccountToken; a == nil || *a {
+			t.Error("pod template does not turn off the API token mount")
+		}
 
-	c := container(t, m.deployment)
-	example := decodeAll(t, mustRead(t, filepath.Join(baseDir, "secret.example.yaml")))[0].(*corev1.Secret)
-	mounts := map[string]corev1.VolumeMount{}
-	for _, vm := range c.VolumeMounts {
-		mounts[vm.Name] = vm
-	}
-	for _, v := range spec.Volumes {
-		if v.Secret == nil {
-			continue
+		c := container(t, m.deployment)
+		example := decodeAll(t, mustRead(t, filepath.Join(baseDir, "secret.example.yaml")))[0].(*corev1.Secret)
+		// Each Secret the pods may mount: the settings that name files in
+		// it, and the keys it has.
+		type expected struct {
+			env  []string
+			keys []string
 		}
-		if v.Secret.SecretName != example.Name {
-			t.Errorf("volume %s mounts Secret %q, the documented one is %q", v.Name, v.Secret.SecretName, example.Name)
+		var exampleKeys []string
+		for k := range example.StringData {
+			exampleKeys = append(exampleKeys, k)
 		}
-		vm, ok := mounts[v.Name]
-		if !ok {
-			t.Errorf("secret volume %s is not mounted", v.Name)
-			continue
+		secrets := map[string]expected{
+			example.Name: {env: []string{"CHATBOTKIT_API_SECRET_FILE", "CBKGATE_API_KEYS_FILE"}, keys: exampleKeys},
+			// kubectl create secret tls: a kubernetes.io/tls Secret.
+			"cbkgate-tls": {env: []string{"CBKGATE_TLS_CERT", "CBKGATE_TLS_KEY"}, keys: []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey}},
 		}
-		if vm.SubPath != "" || vm.SubPathExpr != "" {
-			t.Errorf("secret volume %s mounted with subPath: rotation would never reach the pod", v.Name)
+		mounted := map[string]bool{}
+		mounts := map[string]corev1.VolumeMount{}
+		for _, vm := range c.VolumeMounts {
+			mounts[vm.Name] = vm
 		}
-		if !vm.ReadOnly {
-			t.Errorf("secret volume %s mounted writable", v.Name)
-		}
-		for _, env := range []string{"CHATBOTKIT_API_SECRET_FILE", "CBKGATE_API_KEYS_FILE"} {
-			path, ok := envValue(c, env)
-			if !ok {
-				t.Errorf("%s not set", env)
+		for _, v := range spec.Volumes {
+			if v.Secret == nil {
 				continue
 			}
-			dir, key := filepath.Split(path)
-			if filepath.Clean(dir) != filepath.Clean(vm.MountPath) {
-				t.Errorf("%s=%s is outside the Secret's mount %s", env, path, vm.MountPath)
+			want, ok := secrets[v.Secret.SecretName]
+			if !ok {
+				t.Errorf("volume %s mounts Secret %q, which is not documented", v.Name, v.Secret.SecretName)
+				continue
 			}
-			if _, ok := example.StringData[key]; !ok {
-				t.Errorf("%s names key %q, which the documented Secret does not have", env, key)
+			mounted[v.Secret.SecretName] = true
+			vm, ok := mounts[v.Name]
+			if !ok {
+				t.Errorf("secret volume %s is not mounted", v.Name)
+				continue
+			}
+			if vm.SubPath != "" || vm.SubPathExpr != "" {
+				t.Errorf("secret volume %s mounted with subPath: rotation would never reach the pod", v.Name)
+			}
+			if !vm.ReadOnly {
+				t.Errorf("secret volume %s mounted writable", v.Name)
+			}
+			for _, env := range want.env {
+				path, ok := envValue(c, env)
+				if !ok {
+					t.Errorf("%s not set", env)
+					continue
+				}
+				dir, key := filepath.Split(path)
+				if filepath.Clean(dir) != filepath.Clean(vm.MountPath) {
+					t.Errorf("%s=%s is outside the Secret's mount %s", env, path, vm.MountPath)
+				}
+				if !slices.Contains(want.keys, key) {
+					t.Errorf("%s names key %q, which Secret %s does not have", env, key, v.Secret.SecretName)
+				}
 			}
 		}
-	}
-	if _, ok := envValue(c, "CHATBOTKIT_API_SECRET"); ok {
-		t.Error("CHATBOTKIT_API_SECRET in the manifest: the secret belongs in the Secret's file")
-	}
+		if !mounted[example.Name] || mounted["cbkgate-tls"] != (variant == "tls") {
+			t.Errorf("Secrets mounted %v in variant %s", mounted, variant)
+		}
+		if _, ok := envValue(c, "CHATBOTKIT_API_SECRET"); ok {
+			t.Error("CHATBOTKIT_API_SECRET in the manifest: the secret belongs in the Secret's file")
+		}
+	})
 }
 
 // TestSettingsKnownToTheServer: every flag and cbkgate variable the
 // manifest sets is one the binary documents in --help, so a typo cannot be
 // silently ignored.
 func TestSettingsKnownToTheServer(t *testing.T) {
-	m := load(t)
-	c := container(t, m.deployment)
-	help := serverHelp(t)
-	for _, e := range c.Env {
-		if strings.HasPrefix(e.Name, "CBKGATE_") || strings.HasPrefix(e.Name, "CHATBOTKIT_") {
-			if !regexp.MustCompile(`\b` + regexp.QuoteMeta(e.Name) + `\b`).MatchString(help) {
-				t.Errorf("cbkgate --help does not know %s", e.Name)
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		c := container(t, m.deployment)
+		help := serverHelp(t)
+		for _, e := range c.Env {
+			if strings.HasPrefix(e.Name, "CBKGATE_") || strings.HasPrefix(e.Name, "CHATBOTKIT_") {
+				if !regexp.MustCompile(`\b` + regexp.QuoteMeta(e.Name) + `\b`).MatchString(help) {
+					t.Errorf("cbkgate --help does not know %s", e.Name)
+				}
 			}
 		}
-	}
-	for _, arg := range append(slices.Clone(c.Command), c.Args...) {
-		if name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "="); strings.HasPrefix(arg, "-") && !strings.Contains(help, "--"+name) {
-			t.Errorf("cbkgate --help does not know %s", arg)
+		for _, arg := range append(slices.Clone(c.Command), c.Args...) {
+			if name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "="); strings.HasPrefix(arg, "-") && !strings.Contains(help, "--"+name) {
+				t.Errorf("cbkgate --help does not know %s", arg)
+			}
 		}
-	}
+	})
 }
 
 var (

@@ -80,11 +80,38 @@ func decodeAll(t *testing.T, rendered []byte) []runtime.Object {
 	}
 }
 
-// renderWithLibrary renders the base with kustomize's Go library, as
-// `kubectl kustomize` does.
-func renderWithLibrary(t *testing.T) []byte {
+// tlsOverlay writes an overlay of the base with the TLS component, as an
+// operator's overlay would use them, and returns its directory.
+func tlsOverlay(t *testing.T) string {
 	t.Helper()
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), baseDir)
+	dir := t.TempDir()
+	abs, err := filepath.Abs(baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kustomize takes only relative paths to other kustomizations.
+	rel, err := filepath.Rel(dir, abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n" +
+		"resources:\n  - " + rel + "\ncomponents:\n  - " + filepath.Join(rel, "components", "tls") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// variants are what the checks run on: the base, and the base with TLS.
+func variants(t *testing.T) map[string]string {
+	return map[string]string{"base": baseDir, "tls": tlsOverlay(t)}
+}
+
+// renderWithLibrary renders a kustomization with kustomize's Go library,
+// as `kubectl kustomize` does.
+func renderWithLibrary(t *testing.T, dir string) []byte {
+	t.Helper()
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		t.Fatalf("kustomize: %v", err)
 	}
@@ -97,9 +124,12 @@ func renderWithLibrary(t *testing.T) []byte {
 
 // load renders and decodes the base, and picks out the objects by kind.
 // Each kind must appear exactly once; nothing else may.
-func load(t *testing.T) *manifests {
+func load(t *testing.T) *manifests { return loadDir(t, baseDir) }
+
+// loadDir is load for any kustomization.
+func loadDir(t *testing.T, dir string) *manifests {
 	t.Helper()
-	m := &manifests{objects: decodeAll(t, renderWithLibrary(t))}
+	m := &manifests{objects: decodeAll(t, renderWithLibrary(t, dir))}
 	seen := map[string]int{}
 	for _, obj := range m.objects {
 		switch o := obj.(type) {
@@ -131,28 +161,33 @@ func load(t *testing.T) *manifests {
 	return m
 }
 
-// TestRenders: the base renders with kustomize's library, every object
-// decodes strictly, and `kubectl kustomize`, the command the README gives,
-// renders the same objects.
+// TestRenders: the base, and the base with the TLS component, render with
+// kustomize's library, every object decodes strictly, and `kubectl
+// kustomize`, the command the README gives, renders the same objects.
 func TestRenders(t *testing.T) {
-	m := load(t)
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		// The library rendering above is the same kustomize; kubectl is
-		// an operator's tool, not a CI requirement. Said, not hidden.
-		t.Log("kubectl not installed: rendered with kustomize's Go library only")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, kubectl, "kustomize", baseDir).Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize: %v", err)
-	}
-	// The same objects; the order may differ (kubectl sorts by kind).
-	viaKubectl, viaLibrary := byKindAndName(t, decodeAll(t, out)), byKindAndName(t, m.objects)
-	if !reflect.DeepEqual(viaKubectl, viaLibrary) {
-		t.Errorf("kubectl kustomize renders other objects than kustomize's library:\n%s", out)
+	kubectl, kubectlErr := exec.LookPath("kubectl")
+	for name, dir := range variants(t) {
+		t.Run(name, func(t *testing.T) {
+			m := loadDir(t, dir)
+			if kubectlErr != nil {
+				// The library rendering above is the same kustomize;
+				// kubectl is an operator's tool, not a CI requirement.
+				// Said, not hidden.
+				t.Log("kubectl not installed: rendered with kustomize's Go library only")
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, kubectl, "kustomize", dir).Output()
+			if err != nil {
+				t.Fatalf("kubectl kustomize: %v", err)
+			}
+			// The same objects; the order may differ (kubectl sorts by kind).
+			viaKubectl, viaLibrary := byKindAndName(t, decodeAll(t, out)), byKindAndName(t, m.objects)
+			if !reflect.DeepEqual(viaKubectl, viaLibrary) {
+				t.Errorf("kubectl kustomize renders other objects than kustomize's library:\n%s", out)
+			}
+		})
 	}
 }
 
