@@ -39,6 +39,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/k8ssecret"
 )
 
 // binDir holds the binary built once for all tests.
@@ -506,7 +508,8 @@ func TestConfigErrors(t *testing.T) {
 	empty := filepath.Join(dir, "empty")
 	blank := filepath.Join(dir, "blank")
 	keys := filepath.Join(dir, "keys")
-	for path, content := range map[string]string{empty: "", blank: " \n\t\n", keys: "key-one\n"} {
+	badKeys := filepath.Join(dir, "bad-keys")
+	for path, content := range map[string]string{empty: "", blank: " \n\t\n", keys: "key-one\n", badKeys: "ok key-one\nnot a key-line\n"} {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -543,6 +546,10 @@ func TestConfigErrors(t *testing.T) {
 		{"stray argument", []string{"--emulator", heldSecret}, nil, "argument"},
 		{"held secret, callers unauthenticated", nil, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, "--allow-unauthenticated"},
 		{"held secret file, callers unauthenticated", nil, []string{"CHATBOTKIT_API_SECRET_FILE=" + keys}, "--api-keys-file"},
+		{"secret file missing, nothing else set", nil, []string{"CHATBOTKIT_API_SECRET_FILE=" + missing}, "CHATBOTKIT_API_SECRET_FILE: " + missing + " does not exist"},
+		{"keys file bad line", []string{"--api-keys-file=" + badKeys}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, badKeys + " line 2"},
+		{"any origin with unauthenticated callers", []string{"--allow-unauthenticated", "--cors-origins=*"}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, "--cors-origins"},
+		{"any origin in dev mode", []string{"--emulator"}, []string{"CBKGATE_CORS_ORIGINS=*"}, "CBKGATE_CORS_ORIGINS"},
 		{"bad shutdown timeout", []string{"--shutdown-timeout=soon"}, nil, "--shutdown-timeout"},
 		{"emulator on a public address", []string{"--emulator", "--emulator-addr=0.0.0.0:8787"}, nil, "--emulator-addr"},
 		{"grpc port in use", []string{"--emulator", "--emulator-addr=127.0.0.1:" + strconv.Itoa(freePort(t)), "--grpc-addr=" + busy.Addr().String(), "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}, nil, "--grpc-addr"},
@@ -565,6 +572,11 @@ func TestConfigErrors(t *testing.T) {
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
 				t.Fatalf("exit: %v, want a non-zero status; stderr: %s", err, stderr.String())
+			}
+			// A port in use is a failure to start (1); the rest are the
+			// configuration's (2), as the README says.
+			if want := map[bool]int{true: 1, false: 2}[strings.Contains(tt.name, "in use")]; ee.ExitCode() != want {
+				t.Errorf("exit status %d, want %d", ee.ExitCode(), want)
 			}
 			msg := stderr.String()
 			t.Logf("%v: %s", err, strings.TrimSpace(msg))
@@ -906,5 +918,60 @@ func TestShutdownTimeoutCutsOffStuckCall(t *testing.T) {
 	}
 	if up.answered.Load() {
 		t.Error("upstream answered the stuck create")
+	}
+}
+
+// TestSIGHUPReloadsCredentials: a real SIGHUP makes the running process
+// re-read its keys file (and does not end it, as SIGHUP's default would);
+// a key added to the file is then accepted and a removed one refused.
+func TestSIGHUPReloadsCredentials(t *testing.T) {
+	t.Parallel()
+	const secret = "sighup-upstream-secret"
+	up := httptest.NewServer(emulator.New(emulator.Options{Secret: secret}))
+	t.Cleanup(up.Close)
+	dir := k8ssecret.New(t, map[string]string{"keys.txt": "first key-first-0123456789\n"})
+	c := start(t, []string{"--upstream=" + up.URL, "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0",
+		"--api-keys-file=" + dir.Path("keys.txt"), "--log-format=json"}, "CHATBOTKIT_API_SECRET="+secret)
+	if err := c.waitListening(); err != nil {
+		t.Fatal(err)
+	}
+	_, client := dial(t, c.grpcAddr)
+	create := func(key string) codes.Code {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := client.Create(withBearer(ctx, key), &tokenv1.CreateRequest{UserId: "u", Name: "n"})
+		return status.Code(err)
+	}
+	if got := create("key-first-0123456789"); got != codes.OK {
+		t.Fatalf("first key before the reload: %v", got)
+	}
+	reloaded := func(l string) bool {
+		return strings.Contains(l, `"msg":"credentials reloaded"`) && strings.Contains(l, `"trigger":"SIGHUP"`)
+	}
+
+	c.signal(t, syscall.SIGHUP)
+	if _, err := c.waitLine(10*time.Second, reloaded); err != nil {
+		t.Fatalf("no SIGHUP reload logged: %v", err)
+	}
+	dir.Update(t, map[string]string{"keys.txt": "second key-second-0123456789\n"})
+	seen := len(func() []string { l, _ := c.stderr.snapshot(); return l }())
+	c.signal(t, syscall.SIGHUP)
+	if _, err := c.waitLine(10*time.Second, func(l string) bool {
+		lines, _ := c.stderr.snapshot()
+		return reloaded(l) && slices.Index(lines, l) >= seen
+	}); err != nil {
+		t.Fatalf("no second SIGHUP reload logged: %v", err)
+	}
+	if got := create("key-second-0123456789"); got != codes.OK {
+		t.Errorf("added key after SIGHUP: %v, want OK", got)
+	}
+	if got := create("key-first-0123456789"); got != codes.Unauthenticated {
+		t.Errorf("removed key after SIGHUP: %v, want UNAUTHENTICATED", got)
+	}
+	if c.exited() {
+		t.Fatalf("cbkgate exited after SIGHUP: %v", c.state)
+	}
+	if strings.Contains(c.stderr.String(), "key-second-0123456789") {
+		t.Error("the log carries a key")
 	}
 }

@@ -25,6 +25,8 @@ const (
 	ReasonRateLimited         = "RATE_LIMITED"
 	ReasonUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 	ReasonUpstreamMalformed   = "UPSTREAM_MALFORMED"
+	// ReasonCrossOrigin: a web page on an origin not on --cors-origins.
+	ReasonCrossOrigin = "CROSS_ORIGIN"
 )
 
 // New returns a status error with code and message whose first detail is

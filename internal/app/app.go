@@ -6,7 +6,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,6 +75,7 @@ type App struct {
 	tracing     *telemetry.Tracing
 
 	upstream *chatbotkit.Client
+	auth     *auth.Authenticator
 }
 
 // New builds every part and opens every listener, so that a port in use or
@@ -87,6 +87,23 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 			a.closeListeners()
 		}
 	}()
+
+	// Authentication first: a bad credential file or a contradictory
+	// setup stops the start before anything listens.
+	authCfg := cfg.Auth()
+	authCfg.TrustedPeer = isGateway
+	authCfg.Log = log
+	authCfg.OnHTTPRefused = func(r *http.Request, reason string) {
+		// The refusal is logged (and audited) by the HTTP middleware,
+		// the one home of "http call refused" lines; it needs the
+		// reason.
+		telemetry.NoteHTTPAuthRefused(r.Context(), reason)
+		a.metrics.AuthFailure(telemetry.AuthReasonFromMessage(reason))
+	}
+	authCfg.OnReload = func(_ string, err error) { a.metrics.ConfigReload(err) }
+	if a.auth, err = auth.Load(authCfg); err != nil {
+		return nil, &ConfigError{err}
+	}
 
 	if cfg.Emulator {
 		// Listen first: the upstream URL in cfg already names this address.
@@ -109,9 +126,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		a.metrics = telemetry.NewMetrics()
 	}
 
+	// No Secret: the auth interceptors give every call the secret to
+	// spend (the caller's, or the held one in force when the call began),
+	// so a rotated secret is used from the next call on.
 	client, err := chatbotkit.New(chatbotkit.Options{
 		BaseURL:   cfg.Upstream.String(),
-		Secret:    cfg.UpstreamSecret,
 		UserAgent: "cbkgate/" + version.Version(),
 		Transport: telemetry.UpstreamTransport(a.tracing, chatbotkit.NewTransport()),
 		OnAttempt: a.metrics.UpstreamAttempts(),
@@ -121,25 +140,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	a.upstream = client
 
-	authn, err := auth.New(auth.Options{
-		PassThrough:          cfg.AuthMode() == config.AuthPassThrough,
-		APIKeys:              cfg.APIKeys,
-		AcceptClientCerts:    cfg.AcceptsClientCerts(),
-		AllowUnauthenticated: cfg.AuthMode() == config.AuthNone,
-		TrustedPeer:          isGateway,
-		OnHTTPRefused: func(r *http.Request, reason string) {
-			// The refusal is logged (and audited) by the HTTP middleware,
-			// the one home of "http call refused" lines; it needs the
-			// reason.
-			telemetry.NoteHTTPAuthRefused(r.Context(), reason)
-			a.metrics.AuthFailure(telemetry.AuthReasonFromMessage(reason))
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-
-	tlsConfig := listenerTLS(cfg.TLS)
+	authn := a.auth
+	tlsConfig := authn.ServerTLS()
 	// Interceptor order: metrics and the request id first, then the call
 	// and audit lines, so that every call, refused ones included, is
 	// counted and logged under its request id; the caller interceptors
@@ -237,6 +239,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		Auth:        authn.HTTPMiddleware,
 		Connect:     connectHandler,
 		AfterAuth:   noteHTTPCaller,
+		Metadata:    auth.GatewayMetadata,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -297,21 +300,14 @@ func noteHTTPCaller(next http.Handler) http.Handler {
 	})
 }
 
-// listenerTLS adapts the configured TLS for the listeners. When client
-// certificates authenticate callers, the handshake asks for one but does not
-// demand it: health checks and /healthz must answer without one, and the
-// auth interceptor and middleware refuse every API call that has neither a
-// verified certificate nor a valid API key.
-func listenerTLS(c *tls.Config) *tls.Config {
-	if c == nil {
-		return nil
-	}
-	c = c.Clone()
-	if c.ClientAuth == tls.RequireAndVerifyClientCert {
-		c.ClientAuth = tls.VerifyClientCertIfGiven
-	}
-	return c
-}
+// ConfigError is a configuration error New found: the authentication
+// settings or the credential files they name. Like an error of
+// config.Load, it is the operator's to fix (exit status 2), unlike a
+// failure to start such as a port in use.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // GRPCAddr is the address the gRPC server listens on.
 func (a *App) GRPCAddr() net.Addr { return a.grpcLis.Addr() }
@@ -333,7 +329,7 @@ func (a *App) AdminAddr() net.Addr {
 // shutdown timeout to finish before they are cut off. It returns an error
 // only when a server failed while serving.
 func (a *App) Run(ctx context.Context) error {
-	tlsOn := a.cfg.TLS != nil
+	tlsOn := a.auth.ServerTLS() != nil
 	errc := make(chan error, 5)
 	serve := func(name string, f func() error) {
 		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
@@ -347,6 +343,9 @@ func (a *App) Run(ctx context.Context) error {
 	if a.adminServer != nil {
 		go serve("admin", func() error { return a.adminServer.Serve(a.adminLis) })
 	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go a.auth.Watch(watchCtx, 0)
 	go serve("grpc", func() error { return a.grpcServer.Serve(a.grpcLis) })
 	go serve("gateway", func() error { return a.grpcServer.Serve(a.gatewayLis) })
 	go serve("http", func() error {
@@ -364,7 +363,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.adminServer != nil {
 		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
 	}
-	a.log.Info("cbkgate serving", "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", string(a.cfg.AuthMode()), "upstream", a.cfg.Upstream.String(), "config", a.cfg)
+	a.log.Info("cbkgate serving", "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
 
 	var runErr error
 	select {
@@ -431,6 +430,11 @@ func (a *App) shutdown() {
 	}
 	a.log.Info("stopped")
 }
+
+// Reload re-reads the credential files (keys, secret file, TLS key pair),
+// as on SIGHUP. A file that fails to load changes nothing; the error is
+// logged and returned.
+func (a *App) Reload() error { return a.auth.Reload("SIGHUP") }
 
 func (a *App) closeListeners() {
 	for _, l := range []net.Listener{a.grpcLis, a.httpLis, a.emulatorLis, a.adminLis} {

@@ -3,6 +3,7 @@ package app_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/app"
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/testpki"
 )
@@ -252,8 +254,12 @@ func TestAuthAllowUnauthenticated(t *testing.T) {
 	env := map[string]string{"CHATBOTKIT_API_SECRET": secret}
 
 	args := []string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--upstream=" + up.URL}
-	if _, err := config.Load(args, func(k string) string { return env[k] }); err == nil {
-		t.Error("config.Load with a held secret and no way to authenticate callers succeeded; want a refusal to start")
+	cfg, err := config.Load(args, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.New(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("app.New with a held secret and no way to authenticate callers succeeded; want a refusal to start")
 	}
 
 	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, env, nil)
@@ -264,7 +270,7 @@ func TestAuthAllowUnauthenticated(t *testing.T) {
 
 // TestCORS: preflights from an allowed origin are answered without
 // authentication; actual responses to it carry Access-Control-Allow-Origin;
-// other origins get no CORS headers.
+// other origins are refused with 403 and get no CORS headers.
 func TestCORS(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-cors"
@@ -356,9 +362,15 @@ func TestCORS(t *testing.T) {
 		if got := corsHeaders(resp.Header); len(got) != 0 || resp.StatusCode/100 == 2 {
 			t.Errorf("preflight from %s: HTTP %d with CORS headers %v; want a refusal without any", other, resp.StatusCode, got)
 		}
+		// Even with a valid key, a foreign page's request is refused
+		// before it costs an upstream call.
+		before := count.count()
 		resp = send(t, http.MethodGet, tokensPath("u"), map[string]string{"Origin": other, "Authorization": bearer("key-cors-0123456789")})
-		if got := corsHeaders(resp.Header); resp.StatusCode != http.StatusOK || len(got) != 0 {
-			t.Errorf("GET from %s: HTTP %d with CORS headers %v; want 200 without any", other, resp.StatusCode, got)
+		if got := corsHeaders(resp.Header); resp.StatusCode != http.StatusForbidden || len(got) != 0 {
+			t.Errorf("GET from %s: HTTP %d with CORS headers %v; want 403 without any", other, resp.StatusCode, got)
+		}
+		if n := count.count() - before; n != 0 {
+			t.Errorf("GET from %s: %d upstream requests, want none", other, n)
 		}
 	})
 }

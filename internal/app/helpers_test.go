@@ -162,7 +162,7 @@ func startServer(t *testing.T, upstreamURL string, args []string, env map[string
 		done:   make(chan error, 1),
 	}
 	scheme := "http"
-	if cfg.TLS != nil {
+	if cfg.TLSCertFile != "" {
 		scheme = "https"
 	}
 	s.httpURL = scheme + "://" + a.HTTPAddr().String()

@@ -1,5 +1,16 @@
-// Package auth decides who may call cbkgate and which ChatBotKit secret a
-// call spends upstream.
+// Package auth is cbkgate's whole authentication policy: which ChatBotKit
+// secret a call spends upstream, who the caller is, and whether it may call
+// at all.
+//
+// From the raw settings the configuration parsed (the secret's source, the
+// API keys file, the TLS files, --allow-unauthenticated, dev mode) Load
+// decides the mode, refuses combinations that contradict each other or
+// would mean weaker authentication than the operator asked for, reads the
+// credential files, and returns an Authenticator that provides everything
+// the servers need: the gRPC interceptors, the HTTP middleware with its one
+// 401 challenge, the listeners' TLS configuration (client certificate
+// setting included), and reloading of the credential files without a
+// restart.
 //
 // There are two families of mode. In pass-through mode cbkgate holds no
 // secret: every call carries "authorization: Bearer <ChatBotKit secret>",
@@ -7,370 +18,318 @@
 // that it is present and well formed, so that a call without one never
 // reaches upstream. In held-secret modes cbkgate spends its own secret, so
 // it must first know the caller: by an API key sent as a Bearer value, by a
-// verified TLS client certificate, or not at all when the operator has said
-// so explicitly.
+// verified TLS client certificate, or not at all when the operator (or dev
+// mode) has said so explicitly.
 //
-// The same rules are applied to gRPC calls (interceptors) and to HTTP
-// callers of the JSON gateway (HTTPMiddleware). The gateway reaches the gRPC
-// server over an in-process connection; in held-secret modes calls on that
-// connection are let in because the HTTP layer has already authenticated
-// them.
+// Every admitted call carries its caller's identity (see Caller). HTTP
+// callers of the JSON gateway are authenticated by HTTPMiddleware; the
+// gateway then reaches the gRPC server over an in-process connection and
+// hands the identity over in metadata that the interceptors believe only
+// from that connection (see GatewayMetadata).
 //
-// Nothing here logs, and no error message carries the characters of a
-// presented credential.
+// Nothing here logs except the outcome of a reload, and no error message
+// carries the characters of a credential.
 package auth
 
 import (
-	"context"
 	"crypto/sha256"
-	"crypto/subtle"
-	"errors"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
-	"strings"
-
-	spb "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
 
-// Options selects the authentication mode. See New for the combinations it
-// accepts.
-type Options struct {
-	// PassThrough: no upstream secret is held. Each call must carry
-	// "authorization: Bearer <ChatBotKit secret>", forwarded upstream as is.
-	PassThrough bool
-	// APIKeys are the keys a caller may present as "authorization: Bearer
-	// <key>" in held-secret modes.
-	APIKeys []secret.Value
-	// AcceptClientCerts lets in, in held-secret modes, a caller whose TLS
-	// connection has a verified client certificate chain. The TLS
-	// configuration (ClientCAs, ClientAuth) is the server's business; this
-	// package only looks at the verified chains.
-	AcceptClientCerts bool
-	// AllowUnauthenticated lets every caller in, in held-secret modes (the
-	// operator's explicit choice, or dev mode).
+// Environment variables that hold the upstream secret. There are no flags
+// for it on purpose: a flag would put it in `ps` output and shell history.
+const (
+	EnvAPISecret     = "CHATBOTKIT_API_SECRET"
+	EnvAPISecretFile = "CHATBOTKIT_API_SECRET_FILE"
+)
+
+// The flags whose values Config holds, as Config.Source is asked about them.
+const (
+	FlagAPIKeysFile = "api-keys-file"
+	FlagTLSCert     = "tls-cert"
+	FlagTLSKey      = "tls-key"
+	FlagTLSClientCA = "tls-client-ca"
+	FlagAllowUnauth = "allow-unauthenticated"
+	FlagEmulator    = "emulator"
+	FlagCORSOrigins = "cors-origins"
+)
+
+// Config is what Load decides from: the raw settings, as parsed, and the
+// hooks the servers wire in.
+type Config struct {
+	// Secret is CHATBOTKIT_API_SECRET as set (zero when unset).
+	Secret secret.Value
+	// SecretFile is CHATBOTKIT_API_SECRET_FILE, a path ("" when unset).
+	SecretFile string
+	// KeysFile is --api-keys-file, a path ("" when unset).
+	KeysFile string
+	// TLSCertFile, TLSKeyFile and TLSClientCAFile are the PEM files of
+	// --tls-cert, --tls-key and --tls-client-ca ("" when unset).
+	TLSCertFile, TLSKeyFile, TLSClientCAFile string
+	// AllowUnauthenticated is --allow-unauthenticated.
 	AllowUnauthenticated bool
+	// Emulator is dev mode: EmulatorSecret is held and every caller is let
+	// in.
+	Emulator       bool
+	EmulatorSecret secret.Value
+	// AnyOrigin is --cors-origins '*': any web page may call the HTTP API.
+	AnyOrigin bool
+	// Source names where a flag's value came from ("--api-keys-file" or
+	// "CBKGATE_API_KEYS_FILE"), so errors blame what the operator set. Nil
+	// means "--" + the flag.
+	Source func(flag string) string
+
 	// TrustedPeer reports whether a gRPC connection comes from cbkgate's own
-	// in-process JSON gateway. In held-secret modes such calls are let in
-	// (HTTPMiddleware has authenticated the HTTP caller); in pass-through
-	// mode they still need the Bearer value, which the gateway forwards.
-	// nil means no peer is trusted.
+	// in-process JSON gateway, whose calls HTTPMiddleware has already
+	// authenticated. Nil means no peer is trusted.
 	TrustedPeer func(net.Addr) bool
 	// OnHTTPRefused, if set, is told of every HTTP request HTTPMiddleware
 	// refuses, with the reason it answered. Such a request never reaches
 	// the gRPC server, so this is where it can be logged. The reason never
 	// carries a presented credential.
 	OnHTTPRefused func(r *http.Request, reason string)
+	// Log receives one line per reload (info when it worked, error when it
+	// did not). Nil discards them.
+	Log *slog.Logger
+	// OnReload, if set, is told the outcome of every reload: "success" with
+	// a nil error, or "failure" with the error (metrics count these).
+	OnReload func(result string, err error)
 }
 
+func (c *Config) source(flag string) string {
+	if c.Source != nil {
+		if s := c.Source(flag); s != "" {
+			return s
+		}
+	}
+	return "--" + flag
+}
+
+// Mode names, as the startup log line shows them.
+const (
+	ModePassThrough         = "pass-through"
+	ModeAPIKeys             = "api-keys"
+	ModeClientCert          = "client-cert"
+	ModeAPIKeysOrClientCert = "api-keys+client-cert"
+	ModeUnauthenticated     = "unauthenticated"
+)
+
 // Authenticator applies one authentication mode to gRPC calls and HTTP
-// requests. It is safe for concurrent use.
+// requests. The mode is fixed at Load; the credentials (keys, held secret,
+// server certificate) can be reloaded. It is safe for concurrent use.
 type Authenticator struct {
 	passThrough bool
 	allowAll    bool
+	acceptKeys  bool
 	acceptCerts bool
-	// keyDigests are SHA-256 digests of the API keys: comparing digests of
-	// equal length hides the keys' lengths, and the keys themselves are not
-	// kept.
-	keyDigests    [][sha256.Size]byte
+
+	files     credentialFiles
+	clientCAs *x509.CertPool
+
+	// creds is swapped whole by a reload; each call reads it once, so a
+	// call in flight keeps the credentials it started with.
+	creds atomic.Pointer[credentials]
+
 	trustedPeer   func(net.Addr) bool
 	onHTTPRefused func(*http.Request, string)
+	log           *slog.Logger
+	onReload      func(string, error)
+	reloadMu      sync.Mutex // one reload at a time
+	// loadedDigest is the files' contents digest taken just before Load
+	// read them: Watch's starting point, so a change made while Load ran
+	// is not missed.
+	loadedDigest [sha256.Size]byte
 }
 
-// New checks opts and builds an Authenticator. It refuses combinations that
-// contradict each other or that would silently not mean what they say:
-// pass-through with API keys, client certificates or AllowUnauthenticated
-// (the caller's Bearer value is its ChatBotKit secret, so there is nothing
-// else to check); AllowUnauthenticated with API keys or client
-// certificates; an API key that is empty or could never be sent as a
-// Bearer value; and a held-secret mode with no way for
-// anyone to authenticate and AllowUnauthenticated false.
-func New(opts Options) (*Authenticator, error) {
+// Load checks the settings, reads the credential files and returns the
+// Authenticator. Its errors are one line naming the setting at fault (and,
+// for a file, the path and line), never a credential.
+func Load(c Config) (*Authenticator, error) {
+	files, err := c.files()
+	if err != nil {
+		return nil, err
+	}
+	held := files.secretSource != "" || c.Emulator
 	a := &Authenticator{
-		passThrough:   opts.PassThrough,
-		allowAll:      opts.AllowUnauthenticated,
-		acceptCerts:   opts.AcceptClientCerts,
-		trustedPeer:   opts.TrustedPeer,
-		onHTTPRefused: opts.OnHTTPRefused,
+		passThrough:   !held,
+		allowAll:      held && (c.AllowUnauthenticated || c.Emulator),
+		acceptKeys:    held && c.KeysFile != "",
+		acceptCerts:   held && c.TLSClientCAFile != "",
+		files:         files,
+		trustedPeer:   c.TrustedPeer,
+		onHTTPRefused: c.OnHTTPRefused,
+		log:           c.Log,
+		onReload:      c.OnReload,
 	}
-	for i, k := range opts.APIKeys {
-		if k.IsZero() {
-			return nil, fmt.Errorf("auth: API key %d of %d is empty", i+1, len(opts.APIKeys))
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.loadedDigest = contentsDigest(files.paths())
+	// The files first, so that a missing or broken file is reported as
+	// what it is, whatever else is wrong.
+	creds, err := files.load()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkCombination(files.secretSource); err != nil {
+		return nil, err
+	}
+	if c.TLSClientCAFile != "" {
+		if a.clientCAs, err = loadClientCAs(c.source(FlagTLSClientCA), c.TLSClientCAFile); err != nil {
+			return nil, err
 		}
-		if !visibleASCII(k.Reveal()) {
-			// It could never arrive as a well-formed Bearer value.
-			return nil, fmt.Errorf("auth: API key %d of %d contains spaces or characters other than printable ASCII", i+1, len(opts.APIKeys))
-		}
-		a.keyDigests = append(a.keyDigests, sha256.Sum256([]byte(k.Reveal())))
 	}
-	hasKeys := len(a.keyDigests) > 0
-	switch {
-	case opts.PassThrough && (hasKeys || opts.AcceptClientCerts || opts.AllowUnauthenticated):
-		return nil, errors.New("auth: pass-through mode takes no API keys, client certificates or AllowUnauthenticated: each caller's Bearer value is its ChatBotKit secret")
-	case opts.PassThrough:
-	case opts.AllowUnauthenticated && (hasKeys || opts.AcceptClientCerts):
-		return nil, errors.New("auth: AllowUnauthenticated contradicts API keys or client certificates: either callers authenticate or they do not")
-	case !opts.AllowUnauthenticated && !hasKeys && !opts.AcceptClientCerts:
-		return nil, errors.New("auth: a held secret with no API keys and no client certificates would be spent on behalf of anyone: configure one, or set AllowUnauthenticated")
-	}
+	a.creds.Store(creds)
 	return a, nil
 }
 
-// Methods that need no credentials: load balancers probe health, and
-// grpcurl discovers the API through reflection. Neither reveals a secret or
-// spends one.
-var exemptPrefixes = []string{
-	"/grpc.health.v1.Health/",
-	"/grpc.reflection.v1.ServerReflection/",
-	"/grpc.reflection.v1alpha.ServerReflection/",
-}
-
-func exempt(fullMethod string) bool {
-	for _, p := range exemptPrefixes {
-		if strings.HasPrefix(fullMethod, p) {
-			return true
-		}
+// files resolves where each credential comes from, and refuses settings
+// that cannot be read as one credential each.
+func (c *Config) files() (credentialFiles, error) {
+	f := credentialFiles{
+		keysSource: c.source(FlagAPIKeysFile), keysFile: c.KeysFile,
+		certSource: c.source(FlagTLSCert), certFile: c.TLSCertFile,
+		keySource: c.source(FlagTLSKey), keyFile: c.TLSKeyFile,
 	}
-	return false
-}
-
-// UnaryInterceptor authenticates unary calls and puts the upstream secret
-// into the handler's context (see UpstreamSecret). A refused call ends with
-// UNAUTHENTICATED and never reaches the handler.
-func (a *Authenticator) UnaryInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, err := a.authorizeGRPC(ctx, info.FullMethod)
+	switch {
+	case !c.Secret.IsZero() && c.SecretFile != "":
+		return f, fmt.Errorf("%s and %s are both set: set only one", EnvAPISecret, EnvAPISecretFile)
+	case !c.Secret.IsZero():
+		v, err := ParseSecret(EnvAPISecret, c.Secret.Reveal())
 		if err != nil {
-			return nil, err
+			return f, err
 		}
-		return handler(ctx, req)
+		f.secretSource, f.fixedSecret = EnvAPISecret, v
+	case c.SecretFile != "":
+		f.secretSource, f.secretFile = EnvAPISecretFile, c.SecretFile
+	case c.Emulator:
+		f.fixedSecret = c.EmulatorSecret
 	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return f, fmt.Errorf("%s and %s go together: set both or neither", f.certSource, f.keySource)
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		return f, fmt.Errorf("%s needs %s and %s: client certificates are only seen over TLS",
+			c.source(FlagTLSClientCA), f.certSource, f.keySource)
+	}
+	return f, nil
 }
 
-// StreamInterceptor is UnaryInterceptor for streaming calls: the handler's
-// stream.Context() carries the upstream secret.
-func (a *Authenticator) StreamInterceptor() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, err := a.authorizeGRPC(ss.Context(), info.FullMethod)
-		if err != nil {
-			return err
+// checkCombination is the one rule of which settings go together. Dev mode
+// lets every caller in and holds the emulator's secret; pass-through has
+// nothing to guard (upstream checks each caller's own secret); a held
+// secret must be guarded by keys or certificates unless the operator
+// explicitly lets everyone in; and letting everyone in excludes any
+// authentication setting (it would silently mean nothing) and any web page
+// on earth (--cors-origins '*').
+func (c *Config) checkCombination(secretSource string) error {
+	keys, ca := c.KeysFile != "", c.TLSClientCAFile != ""
+	authSetting := func() string {
+		if keys {
+			return c.source(FlagAPIKeysFile)
 		}
-		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+		return c.source(FlagTLSClientCA)
 	}
-}
-
-// contextStream replaces a ServerStream's context.
-type contextStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s *contextStream) Context() context.Context { return s.ctx }
-
-func (a *Authenticator) authorizeGRPC(ctx context.Context, fullMethod string) (context.Context, error) {
-	if exempt(fullMethod) {
-		return ctx, nil
-	}
-	if !a.passThrough && (a.allowAll || a.fromTrustedPeer(ctx)) {
-		return ctx, nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	upstream, msg := a.check(credentialsSeen{
-		authorization: md.Get("authorization"),
-		verifiedCert:  verifiedPeerCert(ctx),
-		http:          false,
-	})
-	if msg != "" {
-		return nil, status.Error(codes.Unauthenticated, msg)
-	}
-	return WithUpstreamSecret(ctx, upstream), nil
-}
-
-func (a *Authenticator) fromTrustedPeer(ctx context.Context) bool {
-	if a.trustedPeer == nil {
-		return false
-	}
-	p, ok := peer.FromContext(ctx)
-	return ok && p.Addr != nil && a.trustedPeer(p.Addr)
-}
-
-func verifiedPeerCert(ctx context.Context) bool {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return false
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	return ok && len(ti.State.VerifiedChains) > 0
-}
-
-// HTTPMiddleware applies the same rules to HTTP callers of the JSON gateway:
-// the Authorization header stands for the metadata, r.TLS.VerifiedChains
-// for the peer's certificate. Wrap only the gateway routes with it, not
-// /healthz, /readyz or /openapi.json. A refused request gets 401 with a JSON
-// google.rpc.Status body, as the gateway writes its own errors. In
-// pass-through mode only the presence and form of the Bearer value are
-// checked here; the gRPC side forwards it. CORS preflight requests pass
-// unauthenticated: browsers never attach credentials to them.
-func (a *Authenticator) HTTPMiddleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isPreflight(r) || (!a.passThrough && a.allowAll) {
-			next.ServeHTTP(w, r)
-			return
+	switch {
+	case c.Emulator && secretSource != "":
+		emu := c.source(FlagEmulator)
+		return fmt.Errorf("%s conflicts with %s: dev mode holds the emulator's secret; unset %s or drop %s", emu, secretSource, secretSource, emu)
+	case c.Emulator && (keys || ca):
+		return fmt.Errorf("%s conflicts with %s: dev mode lets every caller in; drop one of them", c.source(FlagEmulator), authSetting())
+	case c.Emulator:
+	case secretSource == "" && (keys || ca):
+		what := "API keys would mean nothing"
+		if !keys {
+			what = "client certificates would grant nothing"
 		}
-		_, msg := a.check(credentialsSeen{
-			authorization: r.Header.Values("Authorization"),
-			verifiedCert:  r.TLS != nil && len(r.TLS.VerifiedChains) > 0,
-			http:          true,
-		})
-		if msg != "" {
-			a.writeUnauthenticated(w, msg)
-			if a.onHTTPRefused != nil {
-				a.onHTTPRefused(r, msg)
-			}
-			return
+		return fmt.Errorf("%s needs a held secret (%s or %s): without one cbkgate passes callers' Bearer secrets through and %s",
+			authSetting(), EnvAPISecret, EnvAPISecretFile, what)
+	case secretSource == "" && c.AllowUnauthenticated:
+		return fmt.Errorf("%s needs a held secret (%s or %s): without one every caller must send its own Bearer secret anyway",
+			c.source(FlagAllowUnauth), EnvAPISecret, EnvAPISecretFile)
+	case secretSource == "":
+	case c.AllowUnauthenticated && (keys || ca):
+		return fmt.Errorf("%s contradicts %s: either callers authenticate or they do not; drop one", c.source(FlagAllowUnauth), authSetting())
+	case !keys && !ca && !c.AllowUnauthenticated:
+		return fmt.Errorf("%s is set, so cbkgate would spend that secret on behalf of anyone who connects: set --api-keys-file (CBKGATE_API_KEYS_FILE), or --tls-client-ca (CBKGATE_TLS_CLIENT_CA) with --tls-cert and --tls-key, or pass --allow-unauthenticated (CBKGATE_ALLOW_UNAUTHENTICATED=true) to accept that",
+			secretSource)
+	}
+	if c.AnyOrigin && (c.Emulator || (secretSource != "" && c.AllowUnauthenticated)) {
+		open := c.source(FlagAllowUnauth)
+		if c.Emulator {
+			open = c.source(FlagEmulator)
 		}
-		next.ServeHTTP(w, r)
-	})
+		return fmt.Errorf("%s \"*\" with %s would let any web page spend the held secret: list the origins allowed, or authenticate callers", c.source(FlagCORSOrigins), open)
+	}
+	return nil
 }
 
-func isPreflight(r *http.Request) bool {
-	return r.Method == http.MethodOptions &&
-		r.Header.Get("Origin") != "" &&
-		r.Header.Get("Access-Control-Request-Method") != ""
-}
-
-func (a *Authenticator) writeUnauthenticated(w http.ResponseWriter, msg string) {
-	body, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(&spb.Status{
-		Code:    int32(codes.Unauthenticated),
-		Message: msg,
-	})
-	if err != nil {
-		// Cannot happen for this message; keep the response well formed anyway.
-		body = []byte(`{"code":16,"message":"unauthenticated","details":[]}`)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	if a.passThrough || len(a.keyDigests) > 0 {
-		h.Set("WWW-Authenticate", `Bearer realm="cbkgate"`)
-	}
-	w.WriteHeader(http.StatusUnauthorized)
-	_, _ = w.Write(body)
-}
-
-// credentialsSeen is what a call presented, from either transport.
-type credentialsSeen struct {
-	authorization []string // every authorization value sent
-	verifiedCert  bool     // the TLS peer presented a chain that verified
-	http          bool     // for wording: header rather than metadata
-}
-
-// check decides a call in the configured mode (trusted peers and
-// AllowUnauthenticated are handled by the callers). It returns the secret to
-// spend upstream (zero in held-secret modes), or a non-empty message for
-// UNAUTHENTICATED. Messages never include a presented value.
-func (a *Authenticator) check(c credentialsSeen) (secret.Value, string) {
-	if !a.passThrough && a.acceptCerts && c.verifiedCert {
-		// A verified certificate is enough on its own; any Authorization
-		// value is then irrelevant, since the held secret goes upstream.
-		return "", ""
-	}
-	if a.passThrough || len(a.keyDigests) > 0 {
-		bearer, msg := a.bearer(c)
-		if msg != "" {
-			return "", msg
-		}
-		if a.passThrough {
-			return secret.Value(bearer), ""
-		}
-		if a.validKey(bearer) {
-			return "", ""
-		}
-		return "", "invalid API key"
-	}
-	// Client certificates only, and none verified.
-	return "", "a verified TLS client certificate is required: connect with a certificate signed by the configured client CA"
-}
-
-// bearer extracts the one Bearer value: "Bearer <value>", scheme in any
-// case, one space, one non-empty value of visible ASCII characters.
-func (a *Authenticator) bearer(c credentialsSeen) (string, string) {
-	what, name := "metadata", "authorization"
-	if c.http {
-		what, name = "header", "Authorization"
-	}
-	switch len(c.authorization) {
-	case 0:
-		return "", "missing " + name + " " + what + ": send `" + name + ": Bearer <" + a.credentialName() + ">`" + a.certHint()
-	case 1:
+// Mode reports the authentication mode, for the startup log.
+func (a *Authenticator) Mode() string {
+	switch {
+	case a.passThrough:
+		return ModePassThrough
+	case a.allowAll:
+		return ModeUnauthenticated
+	case a.acceptKeys && a.acceptCerts:
+		return ModeAPIKeysOrClientCert
+	case a.acceptKeys:
+		return ModeAPIKeys
 	default:
-		return "", "more than one " + name + " " + what + " value: send exactly one `" + name + ": Bearer <" + a.credentialName() + ">`"
+		return ModeClientCert
 	}
-	scheme, value, ok := strings.Cut(c.authorization[0], " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") || value == "" || !visibleASCII(value) {
-		return "", "malformed " + name + " " + what + ": want `" + name + ": Bearer <" + a.credentialName() + ">` with exactly one value after the scheme"
-	}
-	return value, ""
 }
 
-func (a *Authenticator) credentialName() string {
-	if a.passThrough {
-		return "ChatBotKit secret"
+// HoldsSecret reports whether cbkgate spends a secret of its own upstream.
+func (a *Authenticator) HoldsSecret() bool { return !a.passThrough }
+
+// LogValue implements slog.LogValuer: a summary with counts and paths only.
+func (a *Authenticator) LogValue() slog.Value {
+	c := a.creds.Load()
+	return slog.GroupValue(
+		slog.String("mode", a.Mode()),
+		slog.String("secret_source", a.files.secretSource),
+		slog.String("api_keys_file", a.files.keysFile),
+		slog.Int("api_keys", len(c.keys)),
+		slog.Bool("client_certs", a.acceptCerts),
+		slog.Bool("tls", c.cert != nil),
+	)
+}
+
+// String and GoString describe the Authenticator by its mode: printing it
+// must never print the credentials it holds.
+func (a *Authenticator) String() string   { return "auth.Authenticator(" + a.Mode() + ")" }
+func (a *Authenticator) GoString() string { return a.String() }
+
+// ServerTLS returns the TLS configuration of both listeners, or nil for
+// plaintext. The certificate is looked up per handshake, so a reloaded one
+// serves every new connection. With a client CA a certificate is asked for
+// and, if sent, must verify, but it is not demanded: health probes and
+// /healthz answer without one, and API keys may stand in for it. The
+// interceptors and the middleware then refuse every API call that has
+// neither a verified chain nor (where configured) a valid key.
+func (a *Authenticator) ServerTLS() *tls.Config {
+	if a.files.certFile == "" {
+		return nil
 	}
-	return "API key"
-}
-
-func (a *Authenticator) certHint() string {
-	if !a.passThrough && a.acceptCerts {
-		return ", or connect with a TLS client certificate signed by the configured client CA"
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return a.creds.Load().cert, nil
+		},
 	}
-	return ""
-}
-
-// visibleASCII reports whether v is all printable ASCII other than space,
-// which is what a Bearer token and every ChatBotKit secret and API key
-// consists of. It also rejects a second value after another space.
-func visibleASCII(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return false
-		}
+	if a.clientCAs != nil {
+		tc.ClientCAs = a.clientCAs
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	return true
-}
-
-// validKey compares the presented key's digest with every key's digest in
-// constant time, with no early exit, so neither which key matched nor how
-// long the keys are can be learned from timing.
-func (a *Authenticator) validKey(presented string) bool {
-	d := sha256.Sum256([]byte(presented))
-	match := 0
-	for i := range a.keyDigests {
-		match |= subtle.ConstantTimeCompare(d[:], a.keyDigests[i][:])
-	}
-	return match == 1
-}
-
-type upstreamSecretKey struct{}
-
-// UpstreamSecret returns the ChatBotKit secret a call must spend upstream:
-// the caller's Bearer value in pass-through mode, the zero Value otherwise
-// (the REST client then uses the held secret).
-func UpstreamSecret(ctx context.Context) secret.Value {
-	v, _ := ctx.Value(upstreamSecretKey{}).(secret.Value)
-	return v
-}
-
-// WithUpstreamSecret returns a context whose UpstreamSecret is v. The
-// interceptors use it; so may tests.
-func WithUpstreamSecret(ctx context.Context, v secret.Value) context.Context {
-	return context.WithValue(ctx, upstreamSecretKey{}, v)
+	return tc
 }

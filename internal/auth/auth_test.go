@@ -4,7 +4,9 @@ package auth_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -25,6 +28,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
@@ -55,6 +59,9 @@ func checkResult(t *testing.T, err error, ts *tokenServer, wantCode codes.Code, 
 	if st.Code() != wantCode {
 		t.Fatalf("code = %v (%q), want %v", st.Code(), st.Message(), wantCode)
 	}
+	if wantCode == codes.Unauthenticated {
+		checkErrorInfo(t, st.Proto())
+	}
 	if wantMsg != "" && !strings.Contains(st.Message(), wantMsg) {
 		t.Errorf("message = %q, want it to contain %q", st.Message(), wantMsg)
 	}
@@ -77,45 +84,6 @@ func checkResult(t *testing.T, err error, ts *tokenServer, wantCode codes.Code, 
 	}
 	if calls[0].secret != wantSecret {
 		t.Errorf("upstream secret = %q, want %q", calls[0].secret.Reveal(), wantSecret.Reveal())
-	}
-}
-
-func TestNew(t *testing.T) {
-	tests := []struct {
-		name    string
-		opts    auth.Options
-		wantErr bool
-	}{
-		{"pass-through", auth.Options{PassThrough: true}, false},
-		{"pass-through with trusted peer", auth.Options{PassThrough: true, TrustedPeer: func(net.Addr) bool { return false }}, false},
-		{"pass-through with keys", auth.Options{PassThrough: true, APIKeys: testKeys}, true},
-		{"pass-through with certs", auth.Options{PassThrough: true, AcceptClientCerts: true}, true},
-		{"pass-through allowing all", auth.Options{PassThrough: true, AllowUnauthenticated: true}, true},
-		{"held, nothing configured", auth.Options{}, true},
-		{"held, empty key list", auth.Options{APIKeys: []secret.Value{}}, true},
-		{"held, keys", auth.Options{APIKeys: testKeys}, false},
-		{"held, one empty key", auth.Options{APIKeys: []secret.Value{keyOne, ""}}, true},
-		{"held, key with a space", auth.Options{APIKeys: []secret.Value{"two words"}}, true},
-		{"held, key with a newline", auth.Options{APIKeys: []secret.Value{keyOne + "\n"}}, true},
-		{"held, certs", auth.Options{AcceptClientCerts: true}, false},
-		{"held, keys or certs", auth.Options{APIKeys: testKeys, AcceptClientCerts: true}, false},
-		{"held, allow all", auth.Options{AllowUnauthenticated: true}, false},
-		{"held, allow all with keys", auth.Options{AllowUnauthenticated: true, APIKeys: testKeys}, true},
-		{"held, allow all with certs", auth.Options{AllowUnauthenticated: true, AcceptClientCerts: true}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a, err := auth.New(tt.opts)
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("New error = %v, want error %v", err, tt.wantErr)
-			}
-			if err == nil && a == nil {
-				t.Fatal("New returned nil and no error")
-			}
-			if err != nil && (strings.Contains(err.Error(), keyOne) || strings.Contains(err.Error(), keyTwo)) {
-				t.Errorf("error leaks a key: %v", err)
-			}
-		})
 	}
 }
 
@@ -318,25 +286,36 @@ func hasService(list []*reflectionpb.ServiceResponse, name string) bool {
 }
 
 // TestTrustedPeer: a connection the TrustedPeer func recognises (standing in
-// for the in-process gateway) skips held-secret checks, but still needs the
-// Bearer value in pass-through mode; other connections are unaffected.
+// for the in-process gateway) is admitted as the caller named in the
+// gateway's metadata, and still needs the Bearer value in pass-through
+// mode; on any other connection that metadata is ignored, so it cannot be
+// used to claim an identity.
 func TestTrustedPeer(t *testing.T) {
 	const upstream = "cbk-secret-via-gateway"
+	const claimed = "key:admin"
+	gw := func(authz ...string) []string { return authz } // readability only
 	tests := []struct {
 		name       string
 		opts       auth.Options
 		trusted    bool
+		callers    []string // values of the gateway's caller metadata
 		authz      []string
 		wantCode   codes.Code
 		wantSecret secret.Value
+		wantCaller string
 	}{
-		{"keys, trusted, no key", auth.Options{APIKeys: testKeys}, true, nil, codes.OK, ""},
-		{"keys, trusted, any header", auth.Options{APIKeys: testKeys}, true, []string{"Bearer " + keyOne}, codes.OK, ""},
-		{"keys, untrusted, no key", auth.Options{APIKeys: testKeys}, false, nil, codes.Unauthenticated, ""},
-		{"certs, trusted, no cert", auth.Options{AcceptClientCerts: true}, true, nil, codes.OK, ""},
-		{"certs, untrusted, no cert", auth.Options{AcceptClientCerts: true}, false, nil, codes.Unauthenticated, ""},
-		{"pass-through, trusted, bearer", auth.Options{PassThrough: true}, true, []string{"Bearer " + upstream}, codes.OK, upstream},
-		{"pass-through, trusted, no bearer", auth.Options{PassThrough: true}, true, nil, codes.Unauthenticated, ""},
+		{"keys, trusted, caller, no key", auth.Options{APIKeys: testKeys, HeldSecret: "held"}, true, []string{claimed}, nil, codes.OK, "held", claimed},
+		{"keys, trusted, caller, any header", auth.Options{APIKeys: testKeys}, true, []string{claimed}, gw("Bearer " + keyOne), codes.OK, "", claimed},
+		{"keys, trusted, no caller", auth.Options{APIKeys: testKeys}, true, nil, gw("Bearer " + keyOne), codes.Unauthenticated, "", ""},
+		{"keys, trusted, two callers", auth.Options{APIKeys: testKeys}, true, []string{claimed, "key:other"}, nil, codes.Unauthenticated, "", ""},
+		{"keys, untrusted, no key", auth.Options{APIKeys: testKeys}, false, nil, nil, codes.Unauthenticated, "", ""},
+		{"keys, untrusted, claimed caller, no key", auth.Options{APIKeys: testKeys}, false, []string{claimed}, nil, codes.Unauthenticated, "", ""},
+		{"keys, untrusted, claimed caller, real key", auth.Options{APIKeys: testKeys}, false, []string{claimed}, gw("Bearer " + keyOne), codes.OK, "", keyName(keyOne)},
+		{"certs, trusted, caller", auth.Options{AcceptClientCerts: true}, true, []string{"cert:someone"}, nil, codes.OK, "", "cert:someone"},
+		{"certs, untrusted, claimed caller", auth.Options{AcceptClientCerts: true}, false, []string{"cert:someone"}, nil, codes.Unauthenticated, "", ""},
+		{"pass-through, trusted, bearer", auth.Options{PassThrough: true}, true, []string{"bearer:0123abcd"}, gw("Bearer " + upstream), codes.OK, upstream, "bearer:0123abcd"},
+		{"pass-through, trusted, no bearer", auth.Options{PassThrough: true}, true, []string{"bearer:0123abcd"}, nil, codes.Unauthenticated, "", ""},
+		{"pass-through, untrusted, claimed caller", auth.Options{PassThrough: true}, false, []string{claimed}, gw("Bearer " + upstream), codes.OK, upstream, bearerName(upstream)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,10 +333,29 @@ func TestTrustedPeer(t *testing.T) {
 			if tt.trusted {
 				c = trustedClient
 			}
-			_, err := c.tokens().Create(callCtx(t, tt.authz...), &tokenv1.CreateRequest{UserId: "u"})
+			ctx := callCtx(t, tt.authz...)
+			for _, id := range tt.callers {
+				ctx = metadata.AppendToOutgoingContext(ctx, auth.GatewayCallerKey, id)
+			}
+			_, err := c.tokens().Create(ctx, &tokenv1.CreateRequest{UserId: "u"})
 			checkResult(t, err, ts, tt.wantCode, "", tt.wantSecret, tt.authz)
+			if calls := ts.seen(); tt.wantCode == codes.OK && len(calls) == 1 && calls[0].caller != tt.wantCaller {
+				t.Errorf("caller = %q, want %q", calls[0].caller, tt.wantCaller)
+			}
 		})
 	}
+}
+
+// keyName is the identity of a bare key from the keys file.
+func keyName(key string) string {
+	d := sha256.Sum256([]byte(key))
+	return "key:key-" + hex.EncodeToString(d[:4])
+}
+
+// bearerName is the identity of a pass-through caller.
+func bearerName(b string) string {
+	d := sha256.Sum256([]byte(b))
+	return "bearer:" + hex.EncodeToString(d[:4])
 }
 
 // TestStream: the stream interceptor authenticates server streams and the
@@ -507,13 +505,14 @@ func checkHTTP(t *testing.T, resp *http.Response, tc httpCase, reached bool) {
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
 	}
-	if !strings.Contains(string(body), `"details":[]`) {
-		t.Errorf("body %s lacks \"details\":[]", body)
+	if wa := resp.Header.Values("WWW-Authenticate"); len(wa) != 1 || wa[0] != auth.Challenge {
+		t.Errorf("WWW-Authenticate = %q, want exactly %q", wa, auth.Challenge)
 	}
 	var st spb.Status
 	if err := protojson.Unmarshal(body, &st); err != nil {
 		t.Fatalf("body %s is not a google.rpc.Status: %v", body, err)
 	}
+	checkErrorInfo(t, &st)
 	if st.GetCode() != int32(codes.Unauthenticated) || !strings.Contains(st.GetMessage(), tc.wantMsg) {
 		t.Errorf("status = %d %q, want 16 containing %q", st.GetCode(), st.GetMessage(), tc.wantMsg)
 	}
@@ -594,5 +593,27 @@ func TestHTTPMiddlewareReportsRefusals(t *testing.T) {
 	}
 	if strings.Contains(reasons[0], "wrong-http-key") {
 		t.Fatalf("the reason carries the presented key: %q", reasons[0])
+	}
+}
+
+// checkErrorInfo asserts that a refusal carries ErrorInfo in the cbkgate
+// domain first, MISSING_CREDENTIALS when nothing usable was presented and
+// INVALID_CREDENTIALS when something wrong was.
+func checkErrorInfo(t *testing.T, st *spb.Status) {
+	t.Helper()
+	if len(st.GetDetails()) == 0 {
+		t.Fatalf("status %q has no details, want ErrorInfo", st.GetMessage())
+	}
+	var info errdetails.ErrorInfo
+	if err := st.GetDetails()[0].UnmarshalTo(&info); err != nil {
+		t.Fatalf("first detail is not ErrorInfo: %v", err)
+	}
+	want := apierr.ReasonInvalidCredentials
+	if strings.HasPrefix(st.GetMessage(), "missing") || strings.Contains(st.GetMessage(), "certificate is required") ||
+		strings.Contains(st.GetMessage(), "without exactly one authenticated caller") {
+		want = apierr.ReasonMissingCredentials
+	}
+	if info.GetDomain() != apierr.Domain || info.GetReason() != want {
+		t.Errorf("ErrorInfo = %s/%s for %q, want %s/%s", info.GetDomain(), info.GetReason(), st.GetMessage(), apierr.Domain, want)
 	}
 }

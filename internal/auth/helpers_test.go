@@ -34,12 +34,13 @@ type tokenServer struct {
 type seenCall struct {
 	method string
 	secret secret.Value
+	caller string
 }
 
-func (s *tokenServer) record(method string, v secret.Value) {
+func (s *tokenServer) record(ctx context.Context, method string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls = append(s.calls, seenCall{method, v})
+	s.calls = append(s.calls, seenCall{method, auth.UpstreamSecret(ctx), auth.Caller(ctx)})
 }
 
 func (s *tokenServer) seen() []seenCall {
@@ -49,14 +50,14 @@ func (s *tokenServer) seen() []seenCall {
 }
 
 func (s *tokenServer) Create(ctx context.Context, _ *tokenv1.CreateRequest) (*tokenv1.CreateResponse, error) {
-	s.record("Create", auth.UpstreamSecret(ctx))
+	s.record(ctx, "Create")
 	return &tokenv1.CreateResponse{Id: "tok_1", Token: "minted-token-value"}, nil
 }
 
 const listLen = 3
 
 func (s *tokenServer) List(_ *tokenv1.ListRequest, stream grpc.ServerStreamingServer[tokenv1.ListResponse]) error {
-	s.record("List", auth.UpstreamSecret(stream.Context()))
+	s.record(stream.Context(), "List")
 	for i := range listLen {
 		if err := stream.Send(&tokenv1.ListResponse{Token: &tokenv1.Token{Id: string(rune('a' + i))}}); err != nil {
 			return err

@@ -6,19 +6,19 @@
 // ChatBotKit secret, which is read only from the environment or a file: a
 // flag would put it in `ps` output and shell history.
 //
-// Load does all the checking up front, so that a misconfigured server fails
-// at start with one line naming the flag or variable at fault, instead of
-// failing on the first call or, worse, serving with weaker authentication
-// than the operator intended. Settings that would silently be ignored, or
-// that contradict each other, are errors for the same reason. Error messages
-// never carry a secret's characters: they name the source and, for files,
-// the path and line number.
+// Load does all the checking of values up front, so that a misconfigured
+// server fails at start with one line naming the flag or variable at fault,
+// instead of failing on the first call. Settings that would silently be
+// ignored are errors for the same reason. Error messages never carry a
+// secret's characters: they name the source.
+//
+// The authentication settings (the secret's source, the keys file, the TLS
+// files, --allow-unauthenticated) are only parsed here: which combinations
+// are allowed, and reading the credential files, is internal/auth's job,
+// since those files are read again on every reload.
 package config
 
 import (
-	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,11 +26,11 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
 
@@ -40,28 +40,6 @@ type LogFormat string
 const (
 	LogJSON LogFormat = "json"
 	LogText LogFormat = "text"
-)
-
-// AuthMode says how callers authenticate to cbkgate and which secret goes
-// upstream.
-type AuthMode string
-
-const (
-	// AuthPassThrough: no secret is held; each caller's own
-	// "authorization: Bearer <ChatBotKit secret>" is forwarded upstream.
-	AuthPassThrough AuthMode = "pass-through"
-	// AuthAPIKeys: the held secret goes upstream; callers present a key from
-	// --api-keys-file as "authorization: Bearer <key>".
-	AuthAPIKeys AuthMode = "api-keys"
-	// AuthClientCert: the held secret goes upstream; callers present a TLS
-	// client certificate that verifies against --tls-client-ca.
-	AuthClientCert AuthMode = "client-cert"
-	// AuthAPIKeysOrClientCert: both of the above are configured; a caller
-	// is in with either a valid API key or a verified client certificate.
-	AuthAPIKeysOrClientCert AuthMode = "api-keys+client-cert"
-	// AuthNone: the held secret goes upstream and callers are not
-	// authenticated (--allow-unauthenticated, or dev mode with --emulator).
-	AuthNone AuthMode = "unauthenticated"
 )
 
 // Config is cbkgate's validated configuration. Load fills every field; a
@@ -77,26 +55,16 @@ type Config struct {
 	// fragment or userinfo, trailing slashes removed so that paths such as
 	// "/v1/..." can be appended. In dev mode it is http://EmulatorAddr.
 	Upstream *url.URL
-	// UpstreamSecret is the held ChatBotKit secret; zero in pass-through
-	// mode. In dev mode it is EmulatorSecret.
-	UpstreamSecret secret.Value
+	// APISecret is CHATBOTKIT_API_SECRET as set, APISecretFile
+	// CHATBOTKIT_API_SECRET_FILE (a path); both empty means pass-through
+	// (or dev mode). internal/auth checks and reads them.
+	APISecret     secret.Value
+	APISecretFile string
 
-	// APIKeys are the keys callers may present; empty unless
-	// --api-keys-file is set. Duplicates are kept: they are harmless.
-	APIKeys     []secret.Value
-	APIKeysFile string // path, for logging
-
-	TLSCertFile, TLSKeyFile, TLSClientCAFile string // paths, for logging
-	// TLS is the server-side TLS configuration for both listeners, built
-	// at load from the files above; nil means plaintext. With a client CA
-	// and no API keys, client certificates are required at the handshake
-	// (RequireAndVerifyClientCert). With a client CA and API keys, a
-	// certificate is verified if sent but not required
-	// (VerifyClientCertIfGiven), because a caller may use a key instead: the
-	// server must then admit a call only if it carries a valid key or its
-	// connection has a verified chain. Treat it as read-only; Clone it to
-	// change it.
-	TLS *tls.Config
+	// APIKeysFile, TLSCertFile, TLSKeyFile and TLSClientCAFile are paths,
+	// read by internal/auth ("" when unset).
+	APIKeysFile                              string
+	TLSCertFile, TLSKeyFile, TLSClientCAFile string
 
 	AllowUnauthenticated bool
 	// CORSOrigins are the origins allowed cross-origin access to the HTTP
@@ -116,37 +84,38 @@ type Config struct {
 	// so that clients behind an L4 balancer spread over new replicas. Zero
 	// means unlimited.
 	MaxConnectionAge time.Duration // >= 0
+
+	// sources maps each flag to where its value came from ("--flag" or
+	// the environment variable), for errors found after Load.
+	sources map[string]string
 }
 
-// AuthMode reports how callers authenticate; see the AuthMode constants.
-func (c *Config) AuthMode() AuthMode {
-	switch {
-	case c.Emulator:
-		return AuthNone
-	case c.UpstreamSecret.IsZero():
-		return AuthPassThrough
-	case c.AcceptsAPIKeys() && c.AcceptsClientCerts():
-		return AuthAPIKeysOrClientCert
-	case c.AcceptsAPIKeys():
-		return AuthAPIKeys
-	case c.AcceptsClientCerts():
-		return AuthClientCert
-	default:
-		return AuthNone
+// Source names where a flag's value came from: "--flag" when given on the
+// command line or defaulted, else its environment variable.
+func (c *Config) Source(flag string) string {
+	if s, ok := c.sources[flag]; ok {
+		return s
 	}
+	return "--" + flag
 }
 
-// AcceptsAPIKeys reports whether a caller may authenticate with a key from
-// APIKeys. It is false in pass-through and dev mode, where keys mean nothing.
-func (c *Config) AcceptsAPIKeys() bool {
-	return !c.Emulator && !c.UpstreamSecret.IsZero() && len(c.APIKeys) > 0
-}
-
-// AcceptsClientCerts reports whether a caller may authenticate with a TLS
-// client certificate verified against TLSClientCAFile.
-func (c *Config) AcceptsClientCerts() bool {
-	return !c.Emulator && !c.UpstreamSecret.IsZero() &&
-		c.TLS != nil && c.TLS.ClientCAs != nil && c.TLS.ClientAuth != tls.NoClientCert
+// Auth is the authentication part of the configuration, as internal/auth
+// takes it; the caller adds the hooks.
+func (c *Config) Auth() auth.Config {
+	anyOrigin := len(c.CORSOrigins) == 1 && c.CORSOrigins[0] == "*"
+	return auth.Config{
+		Secret:               c.APISecret,
+		SecretFile:           c.APISecretFile,
+		KeysFile:             c.APIKeysFile,
+		TLSCertFile:          c.TLSCertFile,
+		TLSKeyFile:           c.TLSKeyFile,
+		TLSClientCAFile:      c.TLSClientCAFile,
+		AllowUnauthenticated: c.AllowUnauthenticated,
+		Emulator:             c.Emulator,
+		EmulatorSecret:       c.EmulatorSecret,
+		AnyOrigin:            anyOrigin,
+		Source:               c.Source,
+	}
 }
 
 // LogValue implements slog.LogValuer: a startup summary with no secrets
@@ -161,11 +130,8 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("upstream", upstream),
-		slog.String("auth_mode", string(c.AuthMode())),
-		slog.Bool("holds_upstream_secret", !c.UpstreamSecret.IsZero()),
 		slog.String("api_keys_file", c.APIKeysFile),
-		slog.Int("api_keys", len(c.APIKeys)),
-		slog.Bool("tls", c.TLS != nil),
+		slog.String("tls_cert", c.TLSCertFile),
 		slog.String("tls_client_ca", c.TLSClientCAFile),
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.Bool("emulator", c.Emulator),
@@ -179,16 +145,8 @@ func (c *Config) LogValue() slog.Value {
 // Environment variables that hold the upstream secret. There are no flags
 // for it on purpose.
 const (
-	EnvAPISecret     = "CHATBOTKIT_API_SECRET"
-	EnvAPISecretFile = "CHATBOTKIT_API_SECRET_FILE"
-)
-
-// Size caps for files read at load, so that pointing a setting at a huge
-// file or a device fails instead of exhausting memory.
-const (
-	maxSecretFile  = 64 << 10
-	maxAPIKeysFile = 4 << 20
-	maxPEMFile     = 1 << 20
+	EnvAPISecret     = auth.EnvAPISecret
+	EnvAPISecretFile = auth.EnvAPISecretFile
 )
 
 // setting is one flag with its environment variable and default. The table
@@ -196,9 +154,13 @@ const (
 // Usage, so the three cannot drift apart.
 type setting struct {
 	flag, env, def string
-	arg            string // placeholder shown in Usage; "" for booleans
-	help           string
-	isBool         bool
+	// devDef, if set, is the default in dev mode (--emulator): dev mode
+	// lets every caller in, so it listens on loopback unless told
+	// otherwise.
+	devDef string
+	arg    string // placeholder shown in Usage; "" for booleans
+	help   string
+	isBool bool
 }
 
 const (
@@ -222,16 +184,16 @@ const (
 )
 
 var settings = []setting{
-	{flag: fGRPCAddr, env: "CBKGATE_GRPC_ADDR", def: ":9090", arg: "host:port",
-		help: "gRPC listen address"},
-	{flag: fHTTPAddr, env: "CBKGATE_HTTP_ADDR", def: ":8080", arg: "host:port",
-		help: "HTTP listen address (JSON gateway, /healthz, /readyz, /openapi.json)"},
-	{flag: fAdminAddr, env: "CBKGATE_ADMIN_ADDR", def: ":9091", arg: "host:port",
-		help: "admin listen address (Prometheus /metrics); empty turns it off (dev mode: 127.0.0.1:9091)"},
+	{flag: fGRPCAddr, env: "CBKGATE_GRPC_ADDR", def: ":9090", devDef: "127.0.0.1:9090", arg: "host:port",
+		help: "gRPC listen address (127.0.0.1:9090 with --emulator)"},
+	{flag: fHTTPAddr, env: "CBKGATE_HTTP_ADDR", def: ":8080", devDef: "127.0.0.1:8080", arg: "host:port",
+		help: "HTTP listen address: JSON gateway, /healthz, /readyz, /openapi.json (127.0.0.1:8080 with --emulator)"},
+	{flag: fAdminAddr, env: "CBKGATE_ADMIN_ADDR", def: ":9091", devDef: "127.0.0.1:9091", arg: "host:port",
+		help: "admin listen address (Prometheus /metrics); empty turns it off (127.0.0.1:9091 with --emulator)"},
 	{flag: fUpstream, env: "CHATBOTKIT_BASE_URL", def: "https://api.chatbotkit.com", arg: "url",
 		help: "ChatBotKit API base URL"},
 	{flag: fAPIKeysFile, env: "CBKGATE_API_KEYS_FILE", arg: "path",
-		help: "file of caller API keys, one per line, # comments (needs a held secret)"},
+		help: "file of caller API keys, one per line (NAME KEY, NAME sha256:HEX or KEY), # comments; re-read on SIGHUP and on change (needs a held secret)"},
 	{flag: fTLSCert, env: "CBKGATE_TLS_CERT", arg: "path",
 		help: "PEM server certificate (with --tls-key; default plaintext)"},
 	{flag: fTLSKey, env: "CBKGATE_TLS_KEY", arg: "path",
@@ -280,7 +242,7 @@ func Usage() string {
 	b.WriteString("  --version\n        print \"cbkgate VERSION (REVISION)\" and exit\n")
 	b.WriteString("\nUpstream secret (environment only, never a flag, so it stays out of ps):\n")
 	fmt.Fprintf(&b, "  %s\n        the ChatBotKit secret to hold; callers then authenticate to cbkgate\n", EnvAPISecret)
-	fmt.Fprintf(&b, "  %s\n        a file holding that secret (surrounding whitespace trimmed)\n", EnvAPISecretFile)
+	fmt.Fprintf(&b, "  %s\n        a file holding that secret (surrounding whitespace trimmed); re-read on SIGHUP and on change\n", EnvAPISecretFile)
 	b.WriteString("  With neither set, cbkgate runs pass-through: each caller's Authorization: Bearer is forwarded.\n")
 	b.WriteString("\nHealth check (for Docker's HEALTHCHECK; the image has no shell or curl):\n")
 	b.WriteString("  cbkgate healthcheck [--http-addr host:port] [--path /readyz] [--tls]\n")
@@ -292,10 +254,11 @@ func Usage() string {
 // the defaults, and remembers where a value came from so that errors can
 // blame the right name.
 type input struct {
-	fs     *flag.FlagSet
-	set    map[string]bool
-	getenv func(string) string
-	byFlag map[string]*setting
+	fs       *flag.FlagSet
+	set      map[string]bool
+	getenv   func(string) string
+	byFlag   map[string]*setting
+	emulator bool // --emulator: devDef defaults apply
 }
 
 // get returns the setting's value, the name to blame for it ("--flag" or
@@ -309,6 +272,9 @@ func (in *input) get(name string) (val, src string, explicit bool) {
 	}
 	if v := in.getenv(s.env); v != "" {
 		return v, s.env, true
+	}
+	if in.emulator && s.devDef != "" {
+		return s.devDef, "--" + name, false
 	}
 	return s.def, "--" + name, false
 }
@@ -386,10 +352,17 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 	}
 	fs.Visit(func(f *flag.Flag) { in.set[f.Name] = true })
 
-	c := &Config{}
+	c := &Config{sources: map[string]string{}}
+	for _, st := range settings {
+		c.sources[st.flag] = in.blame(st.flag)
+	}
 	var err error
 
-	// Simple values first: each depends on nothing else.
+	// Dev mode first: it changes the defaults of the listen addresses.
+	if c.Emulator, err = in.boolean(fEmulator); err != nil {
+		return nil, err
+	}
+	in.emulator = c.Emulator
 	if c.GRPCAddr, err = in.addr(fGRPCAddr); err != nil {
 		return nil, err
 	}
@@ -414,9 +387,6 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 	if c.CORSOrigins, err = in.corsOrigins(); err != nil {
 		return nil, err
 	}
-	if c.Emulator, err = in.boolean(fEmulator); err != nil {
-		return nil, err
-	}
 	if c.AllowUnauthenticated, err = in.boolean(fAllowUnauth); err != nil {
 		return nil, err
 	}
@@ -424,89 +394,36 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 	c.TLSCertFile, _, _ = in.get(fTLSCert)
 	c.TLSKeyFile, _, _ = in.get(fTLSKey)
 	c.TLSClientCAFile, _, _ = in.get(fTLSClientCA)
-
-	secretVal, secretFile := getenv(EnvAPISecret), getenv(EnvAPISecretFile)
-	if secretVal != "" && secretFile != "" {
-		return nil, fmt.Errorf("%s and %s are both set: set only one", EnvAPISecret, EnvAPISecretFile)
-	}
-	secretSrc := ""
-	switch {
-	case secretVal != "":
-		secretSrc = EnvAPISecret
-	case secretFile != "":
-		secretSrc = EnvAPISecretFile
-	}
-
-	// Combinations, checked before any file is read so that a contradictory
-	// setup is reported as such rather than as a missing file.
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return nil, fmt.Errorf("%s and %s go together: set both or neither", in.blame(fTLSCert), in.blame(fTLSKey))
-	}
-	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
-		return nil, fmt.Errorf("%s needs %s and %s: client certificates are only seen over TLS",
-			in.blame(fTLSClientCA), in.blame(fTLSCert), in.blame(fTLSKey))
-	}
+	c.APISecret, c.APISecretFile = secret.Value(getenv(EnvAPISecret)), getenv(EnvAPISecretFile)
 
 	if c.Emulator {
-		if err := in.devMode(c, secretSrc); err != nil {
+		if err := in.devMode(c); err != nil {
 			return nil, err
 		}
-	} else {
-		for _, name := range []string{fEmulatorAddr, fEmulatorSecret} {
-			if _, src, explicit := in.get(name); explicit {
-				// Ignoring it would hide a typo'd or forgotten --emulator.
-				return nil, fmt.Errorf("%s is only used with --emulator, which is not set", src)
-			}
-		}
-		c.EmulatorAddr, _, _ = in.get(fEmulatorAddr)
-		c.EmulatorSecret = secret.Value(in.byFlag[fEmulatorSecret].def)
-		if c.Upstream, err = in.upstream(); err != nil {
-			return nil, err
-		}
-		if err := in.authCombination(c, secretSrc); err != nil {
-			return nil, err
-		}
-		switch secretSrc {
-		case EnvAPISecret:
-			if c.UpstreamSecret, err = checkSecret(EnvAPISecret, secretVal); err != nil {
-				return nil, err
-			}
-		case EnvAPISecretFile:
-			if c.UpstreamSecret, err = readSecretFile(secretFile); err != nil {
-				return nil, err
-			}
+		return c, nil
+	}
+	for _, name := range []string{fEmulatorAddr, fEmulatorSecret} {
+		if _, src, explicit := in.get(name); explicit {
+			// Ignoring it would hide a typo'd or forgotten --emulator.
+			return nil, fmt.Errorf("%s is only used with --emulator, which is not set", src)
 		}
 	}
-
-	if c.APIKeysFile != "" {
-		if c.APIKeys, err = readAPIKeys(in.blame(fAPIKeysFile), c.APIKeysFile); err != nil {
-			return nil, err
-		}
-	}
-	if c.TLSCertFile != "" {
-		if c.TLS, err = in.serverTLS(c); err != nil {
-			return nil, err
-		}
+	c.EmulatorAddr, _, _ = in.get(fEmulatorAddr)
+	c.EmulatorSecret = secret.Value(in.byFlag[fEmulatorSecret].def)
+	if c.Upstream, err = in.upstream(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// devMode derives the upstream and its secret from the emulator settings.
-// Anything that says "use a real upstream" or "authenticate callers" is a
-// conflict, because dev mode does the opposite; picking one silently would
-// leave the operator unsure which they got.
-func (in *input) devMode(c *Config, secretSrc string) error {
+// devMode derives the upstream from the emulator settings. A real
+// upstream is a conflict, because dev mode talks to the emulator; picking
+// one silently would leave the operator unsure which they got. (What dev
+// mode means for authentication is internal/auth's to check.)
+func (in *input) devMode(c *Config) error {
 	emu := in.blame(fEmulator)
-	if secretSrc != "" {
-		return fmt.Errorf("%s conflicts with %s: dev mode holds the emulator's secret; unset %s or drop %s", emu, secretSrc, secretSrc, emu)
-	}
 	if _, src, explicit := in.get(fUpstream); explicit {
 		return fmt.Errorf("%s conflicts with %s: dev mode talks to the emulator; drop one of them", emu, src)
-	}
-	for _, name := range []string{fAPIKeysFile, fTLSClientCA} {
-		if v, src, _ := in.get(name); v != "" {
-			return fmt.Errorf("%s conflicts with %s: dev mode lets every caller in; drop one of them", emu, src)
-		}
 	}
 
 	addr, src, _ := in.get(fEmulatorAddr)
@@ -528,60 +445,18 @@ func (in *input) devMode(c *Config, secretSrc string) error {
 	c.Upstream = &url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(port))}
 
 	v, src, _ := in.get(fEmulatorSecret)
-	if c.EmulatorSecret, err = checkSecret(src, v); err != nil {
+	if c.EmulatorSecret, err = auth.ParseSecret(src, v); err != nil {
 		return err
-	}
-	c.UpstreamSecret = c.EmulatorSecret
-	return nil
-}
-
-// authCombination enforces the contract's authentication rules outside dev
-// mode. It looks only at which settings are present; files are read later.
-func (in *input) authCombination(c *Config, secretSrc string) error {
-	keys, ca := c.APIKeysFile != "", c.TLSClientCAFile != ""
-	if secretSrc == "" {
-		// Pass-through: callers bring their own ChatBotKit secret, which
-		// upstream checks; cbkgate has nothing to guard.
-		if keys {
-			return fmt.Errorf("%s needs a held secret (%s or %s): without one cbkgate passes callers' Bearer secrets through and API keys would mean nothing",
-				in.blame(fAPIKeysFile), EnvAPISecret, EnvAPISecretFile)
-		}
-		if ca {
-			return fmt.Errorf("%s needs a held secret (%s or %s): without one cbkgate passes callers' Bearer secrets through and client certificates would grant nothing",
-				in.blame(fTLSClientCA), EnvAPISecret, EnvAPISecretFile)
-		}
-		if c.AllowUnauthenticated {
-			return fmt.Errorf("%s needs a held secret (%s or %s): without one every caller must send its own Bearer secret anyway",
-				in.blame(fAllowUnauth), EnvAPISecret, EnvAPISecretFile)
-		}
-		return nil
-	}
-	if c.AllowUnauthenticated && (keys || ca) {
-		other := in.blame(fAPIKeysFile)
-		if !keys {
-			other = in.blame(fTLSClientCA)
-		}
-		return fmt.Errorf("%s contradicts %s: either callers authenticate or they do not; drop one", in.blame(fAllowUnauth), other)
-	}
-	if !keys && !ca && !c.AllowUnauthenticated {
-		return fmt.Errorf("%s is set, so cbkgate would spend that secret on behalf of anyone who connects: set --api-keys-file (CBKGATE_API_KEYS_FILE), or --tls-client-ca (CBKGATE_TLS_CLIENT_CA) with --tls-cert and --tls-key, or pass --allow-unauthenticated (CBKGATE_ALLOW_UNAUTHENTICATED=true) to accept that",
-			secretSrc)
 	}
 	return nil
 }
 
 // adminAddr is --admin-addr: a listen address, or empty for none. In dev
-// mode its default is the loopback address, like the emulator's: metrics
-// are for the one person trying cbkgate out.
+// mode its default is on loopback (its devDef), like every listener's:
+// metrics are for the one person trying cbkgate out.
 func (in *input) adminAddr() (string, error) {
-	v, _, explicit := in.get(fAdminAddr)
-	if explicit && v == "" {
+	if v, _, explicit := in.get(fAdminAddr); explicit && v == "" {
 		return "", nil
-	}
-	if !explicit {
-		if emu, err := in.boolean(fEmulator); err == nil && emu {
-			return "127.0.0.1:9091", nil
-		}
 	}
 	return in.addr(fAdminAddr)
 }
@@ -766,129 +641,4 @@ func checkOrigin(s string) (string, error) {
 		}
 	}
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
-}
-
-// checkSecret trims surrounding whitespace and insists on printable ASCII
-// without spaces: the value travels in an "authorization: Bearer" header
-// (gRPC metadata allows nothing else), so anything else is a mistake such as
-// a second line in a file. Errors never quote the value.
-func checkSecret(src, v string) (secret.Value, error) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return "", fmt.Errorf("%s: the secret is empty", src)
-	}
-	if !isTokenChars(v) {
-		return "", fmt.Errorf("%s: the secret contains spaces, line breaks or non-printable/non-ASCII characters", src)
-	}
-	return secret.Value(v), nil
-}
-
-func isTokenChars(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
-
-// readCapped reads at most limit bytes of path and fails if there are more.
-func readCapped(path string, limit int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	// A UTF-8 byte order mark from a Windows editor is not part of the value.
-	return bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")), nil
-}
-
-func readSecretFile(path string) (secret.Value, error) {
-	b, err := readCapped(path, maxSecretFile)
-	if err != nil {
-		return "", fmt.Errorf("%s: %v", EnvAPISecretFile, err)
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return "", fmt.Errorf("%s: %s is empty", EnvAPISecretFile, path)
-	}
-	if _, err := checkSecret(EnvAPISecretFile, string(b)); err != nil {
-		return "", fmt.Errorf("%s: %s: the file must hold just the secret; it contains spaces, more than one line or non-printable/non-ASCII characters", EnvAPISecretFile, path)
-	}
-	return secret.Value(strings.TrimSpace(string(b))), nil
-}
-
-// readAPIKeys parses the keys file: one key per line, surrounding whitespace
-// trimmed, blank lines and lines starting with # ignored. Errors give line
-// numbers, never content.
-func readAPIKeys(src, path string) ([]secret.Value, error) {
-	b, err := readCapped(path, maxAPIKeysFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", src, err)
-	}
-	var keys []secret.Value
-	for i, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if !isTokenChars(line) {
-			return nil, fmt.Errorf("%s: %s line %d: a key must be printable ASCII without spaces (it is sent as authorization: Bearer <key>; comments need their own line)", src, path, i+1)
-		}
-		keys = append(keys, secret.Value(line))
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s: %s holds no keys (blank lines and lines starting with # are ignored)", src, path)
-	}
-	return keys, nil
-}
-
-// serverTLS loads the key pair and client CA now, so a bad file stops the
-// start rather than the first handshake.
-func (in *input) serverTLS(c *Config) (*tls.Config, error) {
-	certSrc, keySrc := in.blame(fTLSCert), in.blame(fTLSKey)
-	certPEM, err := readCapped(c.TLSCertFile, maxPEMFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", certSrc, err)
-	}
-	keyPEM, err := readCapped(c.TLSKeyFile, maxPEMFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", keySrc, err)
-	}
-	// X509KeyPair's errors describe PEM block types and parse failures,
-	// never key material.
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("%s/%s: %s and %s are not a usable key pair: %v", certSrc, keySrc, c.TLSCertFile, c.TLSKeyFile, err)
-	}
-	tc := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{pair},
-	}
-	if c.TLSClientCAFile == "" {
-		return tc, nil
-	}
-	caSrc := in.blame(fTLSClientCA)
-	caPEM, err := readCapped(c.TLSClientCAFile, maxPEMFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", caSrc, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s: %s holds no PEM certificates", caSrc, c.TLSClientCAFile)
-	}
-	tc.ClientCAs = pool
-	tc.ClientAuth = tls.RequireAndVerifyClientCert
-	if c.APIKeysFile != "" {
-		// A caller with an API key and no certificate must get through the
-		// handshake; one that sends a certificate must still have it verify.
-		tc.ClientAuth = tls.VerifyClientCertIfGiven
-	}
-	return tc, nil
 }

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -104,13 +103,12 @@ func TestDefaults(t *testing.T) {
 				{"GRPCAddr", c.GRPCAddr, ":9090"},
 				{"HTTPAddr", c.HTTPAddr, ":8080"},
 				{"Upstream", c.Upstream.String(), "https://api.chatbotkit.com"},
-				{"UpstreamSecret", c.UpstreamSecret, secret.Value("")},
-				{"APIKeys", len(c.APIKeys), 0},
+				{"APISecret", c.APISecret, secret.Value("")},
+				{"APISecretFile", c.APISecretFile, ""},
 				{"APIKeysFile", c.APIKeysFile, ""},
 				{"TLSCertFile", c.TLSCertFile, ""},
 				{"TLSKeyFile", c.TLSKeyFile, ""},
 				{"TLSClientCAFile", c.TLSClientCAFile, ""},
-				{"TLS", c.TLS == nil, true},
 				{"AllowUnauthenticated", c.AllowUnauthenticated, false},
 				{"CORSOrigins", len(c.CORSOrigins), 0},
 				{"Emulator", c.Emulator, false},
@@ -120,9 +118,6 @@ func TestDefaults(t *testing.T) {
 				{"LogFormat", c.LogFormat, LogJSON},
 				{"ShutdownTimeout", c.ShutdownTimeout, 20 * time.Second},
 				{"MaxConnectionAge", c.MaxConnectionAge, 5 * time.Minute},
-				{"AuthMode", c.AuthMode(), AuthPassThrough},
-				{"AcceptsAPIKeys", c.AcceptsAPIKeys(), false},
-				{"AcceptsClientCerts", c.AcceptsClientCerts(), false},
 			}
 			for _, ch := range checks {
 				if ch.got != ch.want {
@@ -164,12 +159,12 @@ func TestFlagAndEnv(t *testing.T) {
 			wantFlag: "localhost:1234 http://localhost:1234", wantEnv: "[::1]:4321 http://[::1]:4321",
 			extraArgs: []string{"--emulator"}},
 		{flag: "emulator-secret", env: "CBKGATE_EMULATOR_SECRET", flagVal: "dev-flag", envVal: "dev-env",
-			get:      func(c *Config) string { return c.EmulatorSecret.Reveal() + " " + c.UpstreamSecret.Reveal() },
-			wantFlag: "dev-flag dev-flag", wantEnv: "dev-env dev-env",
+			get:      func(c *Config) string { return c.EmulatorSecret.Reveal() },
+			wantFlag: "dev-flag", wantEnv: "dev-env",
 			extraArgs: []string{"--emulator"}},
 		{flag: "allow-unauthenticated", env: "CBKGATE_ALLOW_UNAUTHENTICATED", flagVal: "true", envVal: "1",
-			get:      func(c *Config) string { return fmt.Sprint(c.AllowUnauthenticated, " ", c.AuthMode()) },
-			wantFlag: "true unauthenticated", wantEnv: "true unauthenticated",
+			get:      func(c *Config) string { return fmt.Sprint(c.AllowUnauthenticated) },
+			wantFlag: "true", wantEnv: "true",
 			extraEnv: []string{EnvAPISecret, distinct}},
 		{flag: "emulator", env: "CBKGATE_EMULATOR", flagVal: "true", envVal: "TRUE",
 			get:      func(c *Config) string { return fmt.Sprint(c.Emulator, " ", c.Upstream) },
@@ -214,17 +209,17 @@ func TestFlagBeatsEnvSpecialCases(t *testing.T) {
 	t.Run("empty flag switches off env", func(t *testing.T) {
 		c := mustLoad(t, []string{"--cors-origins=", "--api-keys-file="},
 			held("CBKGATE_CORS_ORIGINS", "*", "CBKGATE_API_KEYS_FILE", keys)...)
-		if len(c.CORSOrigins) != 0 || c.APIKeysFile != "" || len(c.APIKeys) != 0 {
+		if len(c.CORSOrigins) != 0 || c.APIKeysFile != "" || c.Auth().KeysFile != "" {
 			t.Fatalf("CORS %q, keys file %q: want both empty", c.CORSOrigins, c.APIKeysFile)
 		}
 	})
 	t.Run("api keys file", func(t *testing.T) {
 		env := []string{EnvAPISecret, distinct, "CBKGATE_API_KEYS_FILE", other}
-		if c := mustLoad(t, []string{"--api-keys-file", keys}, env...); c.APIKeysFile != keys || c.APIKeys[0] != "k1" {
-			t.Fatalf("flag: got %q %v", c.APIKeysFile, c.APIKeys)
+		if c := mustLoad(t, []string{"--api-keys-file", keys}, env...); c.APIKeysFile != keys || c.Source("api-keys-file") != "--api-keys-file" {
+			t.Fatalf("flag: got %q from %s", c.APIKeysFile, c.Source("api-keys-file"))
 		}
-		if c := mustLoad(t, nil, env...); c.APIKeysFile != other || c.APIKeys[0] != "k2" {
-			t.Fatalf("env: got %q %v", c.APIKeysFile, c.APIKeys)
+		if c := mustLoad(t, nil, env...); c.APIKeysFile != other || c.Source("api-keys-file") != "CBKGATE_API_KEYS_FILE" {
+			t.Fatalf("env: got %q from %s", c.APIKeysFile, c.Source("api-keys-file"))
 		}
 	})
 	t.Run("single dash flags", func(t *testing.T) {
@@ -235,62 +230,23 @@ func TestFlagBeatsEnvSpecialCases(t *testing.T) {
 	})
 }
 
-func TestSecret(t *testing.T) {
-	dir := t.TempDir()
-	cases := []struct {
-		name string
-		env  []string
-		want string
-	}{
-		{"env", []string{EnvAPISecret, distinct}, distinct},
-		{"env trimmed", []string{EnvAPISecret, " " + distinct + "\n"}, distinct},
-		{"file with newline", []string{EnvAPISecretFile, writeFile(t, dir, "a", distinct+"\n")}, distinct},
-		{"file without newline", []string{EnvAPISecretFile, writeFile(t, dir, "b", distinct)}, distinct},
-		{"file with CRLF", []string{EnvAPISecretFile, writeFile(t, dir, "c", distinct+"\r\n")}, distinct},
-		{"file with surrounding blanks", []string{EnvAPISecretFile, writeFile(t, dir, "d", "\n  "+distinct+" \t\n\n")}, distinct},
-		{"file with BOM", []string{EnvAPISecretFile, writeFile(t, dir, "e", "\xef\xbb\xbf"+distinct+"\n")}, distinct},
+// TestAuthSettings: the authentication settings are passed on as given, for
+// internal/auth to check and read (its tests cover what they mean).
+func TestAuthSettings(t *testing.T) {
+	c := mustLoad(t, []string{"--api-keys-file", "/k", "--tls-cert", "/c", "--tls-key", "/k2", "--tls-client-ca", "/ca",
+		"--allow-unauthenticated", "--cors-origins", "*"},
+		EnvAPISecret, " "+distinct+"\n", EnvAPISecretFile, "/s")
+	a := c.Auth()
+	if a.Secret.Reveal() != " "+distinct+"\n" || a.SecretFile != "/s" || a.KeysFile != "/k" || a.TLSCertFile != "/c" || a.TLSKeyFile != "/k2" ||
+		a.TLSClientCAFile != "/ca" || !a.AllowUnauthenticated || a.Emulator || !a.AnyOrigin {
+		t.Fatalf("auth settings %+v", a)
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := mustLoad(t, []string{"--allow-unauthenticated"}, tc.env...)
-			if got := c.UpstreamSecret.Reveal(); got != tc.want {
-				t.Fatalf("secret = %q, want %q", got, tc.want)
-			}
-			if c.AuthMode() != AuthNone {
-				t.Fatalf("AuthMode = %q", c.AuthMode())
-			}
-		})
+	if src := a.Source("tls-client-ca"); src != "--tls-client-ca" {
+		t.Errorf("Source(tls-client-ca) = %q", src)
 	}
-}
-
-func TestAPIKeysFile(t *testing.T) {
-	dir := t.TempDir()
-	cases := []struct {
-		name, content string
-		want          []string
-	}{
-		{"one", "k1", []string{"k1"}},
-		{"comments and blanks", "# prod keys\n\nk1\n  # indented comment\n\t k2 \t\n\n", []string{"k1", "k2"}},
-		{"CRLF", "k1\r\nk2\r\n", []string{"k1", "k2"}},
-		{"duplicates kept", "k1\nk1\n", []string{"k1", "k1"}},
-		{"hash inside a key", "a#b\n", []string{"a#b"}},
-		{"BOM", "\xef\xbb\xbfk1\n", []string{"k1"}},
-	}
-	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			path := writeFile(t, dir, fmt.Sprint("keys", i), tc.content)
-			c := mustLoad(t, []string{"--api-keys-file", path}, EnvAPISecret, distinct)
-			var got []string
-			for _, k := range c.APIKeys {
-				got = append(got, k.Reveal())
-			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("keys = %q, want %q", got, tc.want)
-			}
-			if c.APIKeysFile != path || c.AuthMode() != AuthAPIKeys || !c.AcceptsAPIKeys() || c.AcceptsClientCerts() {
-				t.Fatalf("file %q, mode %q", c.APIKeysFile, c.AuthMode())
-			}
-		})
+	c = mustLoad(t, []string{"--emulator", "--emulator-secret", "dev"}, "CBKGATE_API_KEYS_FILE", "/env-k")
+	if a := c.Auth(); !a.Emulator || a.EmulatorSecret.Reveal() != "dev" || a.KeysFile != "/env-k" || a.Source("api-keys-file") != "CBKGATE_API_KEYS_FILE" || a.AnyOrigin {
+		t.Fatalf("dev auth settings %+v from %s", a, a.Source("api-keys-file"))
 	}
 }
 
@@ -337,138 +293,18 @@ func TestDevMode(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := mustLoad(t, tc.args, tc.env...)
-			if !c.Emulator || c.Upstream.String() != tc.wantUpstream || c.UpstreamSecret.Reveal() != tc.wantSecret || c.EmulatorSecret != c.UpstreamSecret {
-				t.Fatalf("emulator %v upstream %q secret %q", c.Emulator, c.Upstream, c.UpstreamSecret.Reveal())
-			}
-			if c.AuthMode() != AuthNone || c.AcceptsAPIKeys() || c.AcceptsClientCerts() {
-				t.Fatalf("AuthMode = %q", c.AuthMode())
+			if !c.Emulator || c.Upstream.String() != tc.wantUpstream || c.EmulatorSecret.Reveal() != tc.wantSecret {
+				t.Fatalf("emulator %v upstream %q secret %q", c.Emulator, c.Upstream, c.EmulatorSecret.Reveal())
 			}
 		})
 	}
 }
 
-func TestTLS(t *testing.T) {
-	p := newPKI(t)
-	keys := writeFile(t, t.TempDir(), "keys", "k1\n")
-	pair := []string{"--tls-cert", p.certFile, "--tls-key", p.keyFile}
-
-	t.Run("server only", func(t *testing.T) {
-		c := mustLoad(t, pair)
-		if c.TLS == nil || c.TLS.MinVersion != tls.VersionTLS12 || len(c.TLS.Certificates) != 1 ||
-			c.TLS.ClientAuth != tls.NoClientCert || c.TLS.ClientCAs != nil {
-			t.Fatalf("TLS = %+v", c.TLS)
-		}
-		if c.TLSCertFile != p.certFile || c.TLSKeyFile != p.keyFile || c.AuthMode() != AuthPassThrough || c.AcceptsClientCerts() {
-			t.Fatalf("files %q %q mode %q", c.TLSCertFile, c.TLSKeyFile, c.AuthMode())
-		}
-		handshake(t, c.TLS, p, false, true)
-	})
-	t.Run("from env", func(t *testing.T) {
-		c := mustLoad(t, nil, "CBKGATE_TLS_CERT", p.certFile, "CBKGATE_TLS_KEY", p.keyFile,
-			"CBKGATE_TLS_CLIENT_CA", p.caFile, EnvAPISecret, distinct)
-		if c.TLS == nil || c.TLSClientCAFile != p.caFile || c.AuthMode() != AuthClientCert {
-			t.Fatalf("TLS %v CA %q mode %q", c.TLS != nil, c.TLSClientCAFile, c.AuthMode())
-		}
-	})
-	t.Run("client certs required", func(t *testing.T) {
-		c := mustLoad(t, append(pair, "--tls-client-ca", p.caFile), EnvAPISecret, distinct)
-		if c.TLS.ClientAuth != tls.RequireAndVerifyClientCert || c.TLS.ClientCAs == nil {
-			t.Fatalf("ClientAuth = %v", c.TLS.ClientAuth)
-		}
-		if c.AuthMode() != AuthClientCert || !c.AcceptsClientCerts() || c.AcceptsAPIKeys() {
-			t.Fatalf("AuthMode = %q", c.AuthMode())
-		}
-		handshake(t, c.TLS, p, true, true)
-		handshake(t, c.TLS, p, false, false)
-	})
-	t.Run("client certs or keys", func(t *testing.T) {
-		c := mustLoad(t, append(pair, "--tls-client-ca", p.caFile, "--api-keys-file", keys), EnvAPISecret, distinct)
-		if c.TLS.ClientAuth != tls.VerifyClientCertIfGiven {
-			t.Fatalf("ClientAuth = %v", c.TLS.ClientAuth)
-		}
-		if c.AuthMode() != AuthAPIKeysOrClientCert || !c.AcceptsClientCerts() || !c.AcceptsAPIKeys() {
-			t.Fatalf("AuthMode = %q", c.AuthMode())
-		}
-		handshake(t, c.TLS, p, true, true)
-		handshake(t, c.TLS, p, false, true)
-	})
-}
-
-// handshake runs a real TLS handshake against cfg over loopback TCP and
-// checks whether the server accepts it. Judged on the server side: under TLS
-// 1.3 the client finishes before the server has checked its certificate.
-func handshake(t *testing.T, cfg *tls.Config, p *pki, withClientCert, wantOK bool) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	result := make(chan error, 1)
-	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			result <- err
-			return
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		result <- tls.Server(conn, cfg).Handshake()
-	}()
-	cc := &tls.Config{RootCAs: p.caPool, ServerName: "localhost"}
-	if withClientCert {
-		cc.Certificates = []tls.Certificate{p.client}
-	}
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", ln.Addr().String(), cc)
-	if err == nil {
-		defer conn.Close()
-	}
-	if err := <-result; (err == nil) != wantOK {
-		t.Fatalf("client cert %v: server handshake error %v, want ok=%v", withClientCert, err, wantOK)
-	}
-}
-
-func TestAuthModes(t *testing.T) {
-	p := newPKI(t)
-	keys := writeFile(t, t.TempDir(), "keys", "k1\n")
-	pair := []string{"--tls-cert", p.certFile, "--tls-key", p.keyFile}
-	cases := []struct {
-		name             string
-		args, env        []string
-		want             AuthMode
-		wantKeys, wantCA bool
-	}{
-		{"pass-through", nil, nil, AuthPassThrough, false, false},
-		{"pass-through over TLS", pair, nil, AuthPassThrough, false, false},
-		{"api keys", []string{"--api-keys-file", keys}, []string{EnvAPISecret, distinct}, AuthAPIKeys, true, false},
-		{"client cert", append(pair, "--tls-client-ca", p.caFile), []string{EnvAPISecret, distinct}, AuthClientCert, false, true},
-		{"both", append(pair, "--tls-client-ca", p.caFile, "--api-keys-file", keys), []string{EnvAPISecret, distinct}, AuthAPIKeysOrClientCert, true, true},
-		{"allow unauthenticated", []string{"--allow-unauthenticated"}, []string{EnvAPISecret, distinct}, AuthNone, false, false},
-		{"dev mode", []string{"--emulator"}, nil, AuthNone, false, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := mustLoad(t, tc.args, tc.env...)
-			if c.AuthMode() != tc.want || c.AcceptsAPIKeys() != tc.wantKeys || c.AcceptsClientCerts() != tc.wantCA {
-				t.Fatalf("AuthMode %q keys %v certs %v; want %q %v %v",
-					c.AuthMode(), c.AcceptsAPIKeys(), c.AcceptsClientCerts(), tc.want, tc.wantKeys, tc.wantCA)
-			}
-		})
-	}
-	if m := (&Config{}).AuthMode(); m != AuthPassThrough {
-		t.Errorf("zero Config: AuthMode %q", m)
-	}
-}
-
+// TestErrors: values that do not parse. (Which authentication settings go
+// together, and what the credential files hold, is internal/auth's:
+// see its TestLoadErrors.)
 func TestErrors(t *testing.T) {
-	p := newPKI(t)
-	dir := t.TempDir()
-	missing := filepath.Join(dir, "missing")
-	keys := writeFile(t, dir, "keys", "k1\n")
 	split := distinct[:8] + " " + distinct[8:]
-	secretFile := writeFile(t, dir, "secret", distinct+"\n")
-	pair := []string{"--tls-cert", p.certFile, "--tls-key", p.keyFile}
-	withPair := func(a ...string) []string { return append(append([]string{}, pair...), a...) }
 
 	cases := []struct {
 		name  string
@@ -532,62 +368,9 @@ func TestErrors(t *testing.T) {
 		{"cors fragment", []string{"--cors-origins", "https://a.example#"}, held(), []string{"--cors-origins"}},
 		{"cors userinfo", []string{"--cors-origins", "https://u:" + distinct + "@a.example"}, held(), []string{"--cors-origins"}},
 
-		// upstream secret
-		{"both secret sources", []string{"--allow-unauthenticated"}, []string{EnvAPISecret, distinct, EnvAPISecretFile, secretFile}, []string{EnvAPISecret, EnvAPISecretFile}},
-		{"secret file missing", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, missing}, []string{EnvAPISecretFile}},
-		{"secret file is a directory", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, dir}, []string{EnvAPISecretFile}},
-		{"secret file empty", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, writeFile(t, dir, "empty", "")}, []string{EnvAPISecretFile, "empty"}},
-		{"secret file blank", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, writeFile(t, dir, "blank", " \n\n")}, []string{EnvAPISecretFile, "empty"}},
-		{"secret file two lines", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, writeFile(t, dir, "two", distinct+"\n"+distinct+"\n")}, []string{EnvAPISecretFile}},
-		{"secret file with space", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, writeFile(t, dir, "space", split+"\n")}, []string{EnvAPISecretFile}},
-		{"secret file non-ASCII", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, writeFile(t, dir, "utf", distinct+"é\n")}, []string{EnvAPISecretFile}},
-		{"secret file too big", []string{"--allow-unauthenticated"}, []string{EnvAPISecretFile, writeFile(t, dir, "big", strings.Repeat(distinct, 5000))}, []string{EnvAPISecretFile}},
-		{"secret env with space", []string{"--allow-unauthenticated"}, []string{EnvAPISecret, split}, []string{EnvAPISecret}},
-		{"secret env with control", []string{"--allow-unauthenticated"}, []string{EnvAPISecret, distinct + "\x00"}, []string{EnvAPISecret}},
-		{"secret env blank", []string{"--allow-unauthenticated"}, []string{EnvAPISecret, " \t "}, []string{EnvAPISecret}},
-
-		// authentication
-		{"held secret without auth", nil, []string{EnvAPISecret, distinct}, []string{EnvAPISecret, "--api-keys-file", "--tls-client-ca", "--allow-unauthenticated"}},
-		{"held secret file without auth", nil, []string{EnvAPISecretFile, secretFile}, []string{EnvAPISecretFile, "--api-keys-file", "--tls-client-ca", "--allow-unauthenticated"}},
-		{"held secret allow=false", nil, []string{EnvAPISecret, distinct, "CBKGATE_ALLOW_UNAUTHENTICATED", "false"}, []string{EnvAPISecret}},
-		{"keys in pass-through", []string{"--api-keys-file", keys}, nil, []string{"--api-keys-file", EnvAPISecret}},
-		{"keys env in pass-through", nil, []string{"CBKGATE_API_KEYS_FILE", keys}, []string{"CBKGATE_API_KEYS_FILE"}},
-		{"client CA in pass-through", withPair(), []string{"CBKGATE_TLS_CLIENT_CA", p.caFile}, []string{"CBKGATE_TLS_CLIENT_CA", EnvAPISecret}},
-		{"allow in pass-through", []string{"--allow-unauthenticated"}, nil, []string{"--allow-unauthenticated"}},
-		{"allow with keys", []string{"--allow-unauthenticated", "--api-keys-file", keys}, []string{EnvAPISecret, distinct}, []string{"--allow-unauthenticated", "--api-keys-file"}},
-		{"allow env with client CA", withPair("--tls-client-ca", p.caFile), held(), []string{"CBKGATE_ALLOW_UNAUTHENTICATED", "--tls-client-ca"}},
-
-		// API keys file
-		{"keys file missing", []string{"--api-keys-file", missing}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", missing}},
-		{"keys file env missing", nil, []string{EnvAPISecret, distinct, "CBKGATE_API_KEYS_FILE", missing}, []string{"CBKGATE_API_KEYS_FILE"}},
-		{"keys file is a directory", []string{"--api-keys-file", dir}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file"}},
-		{"keys file empty", []string{"--api-keys-file", writeFile(t, dir, "nokeys", "")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "no keys"}},
-		{"keys file only comments", []string{"--api-keys-file", writeFile(t, dir, "comments", "# a\n\n  # b\n")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "no keys"}},
-		{"keys file key with space", []string{"--api-keys-file", writeFile(t, dir, "spaced", "ok\n"+split+"\n")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "line 2"}},
-		{"keys file inline comment", []string{"--api-keys-file", writeFile(t, dir, "inline", distinct+" # prod\n")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "line 1"}},
-
-		// TLS
-		{"cert without key", []string{"--tls-cert", p.certFile}, held(), []string{"--tls-cert", "--tls-key"}},
-		{"key env without cert", nil, held("CBKGATE_TLS_KEY", p.keyFile), []string{"--tls-cert", "CBKGATE_TLS_KEY"}},
-		{"client CA without pair", []string{"--tls-client-ca", p.caFile}, []string{EnvAPISecret, distinct}, []string{"--tls-client-ca", "--tls-cert", "--tls-key"}},
-		{"cert missing", []string{"--tls-cert", missing, "--tls-key", p.keyFile}, held(), []string{"--tls-cert", missing}},
-		{"key missing", []string{"--tls-cert", p.certFile, "--tls-key", missing}, held(), []string{"--tls-key", missing}},
-		{"cert env missing", nil, held("CBKGATE_TLS_CERT", missing, "CBKGATE_TLS_KEY", p.keyFile), []string{"CBKGATE_TLS_CERT"}},
-		{"key does not match", []string{"--tls-cert", p.certFile, "--tls-key", p.otherKeyFile}, held(), []string{"--tls-cert", "--tls-key"}},
-		{"cert garbage", []string{"--tls-cert", writeFile(t, dir, "garbage.pem", distinct), "--tls-key", p.keyFile}, held(), []string{"--tls-cert", "--tls-key"}},
-		{"cert given as key", []string{"--tls-cert", p.certFile, "--tls-key", p.certFile}, held(), []string{"--tls-cert", "--tls-key"}},
-		{"client CA missing", withPair("--tls-client-ca", missing), []string{EnvAPISecret, distinct}, []string{"--tls-client-ca", missing}},
-		{"client CA garbage", withPair("--tls-client-ca", writeFile(t, dir, "ca-garbage.pem", distinct)), []string{EnvAPISecret, distinct}, []string{"--tls-client-ca"}},
-		{"client CA is a key", withPair("--tls-client-ca", p.keyFile), []string{EnvAPISecret, distinct}, []string{"--tls-client-ca"}},
-
 		// dev mode
-		{"emulator with secret", []string{"--emulator"}, []string{EnvAPISecret, distinct}, []string{"--emulator", EnvAPISecret}},
-		{"emulator with secret file", []string{"--emulator"}, []string{EnvAPISecretFile, secretFile}, []string{"--emulator", EnvAPISecretFile}},
-		{"emulator env with secret", nil, []string{"CBKGATE_EMULATOR", "true", EnvAPISecret, distinct}, []string{"CBKGATE_EMULATOR", EnvAPISecret}},
 		{"emulator with upstream flag", []string{"--emulator", "--upstream", "https://api.chatbotkit.com"}, nil, []string{"--emulator", "--upstream"}},
 		{"emulator with upstream env", []string{"--emulator"}, []string{"CHATBOTKIT_BASE_URL", "https://api.chatbotkit.com"}, []string{"--emulator", "CHATBOTKIT_BASE_URL"}},
-		{"emulator with keys", []string{"--emulator", "--api-keys-file", keys}, nil, []string{"--emulator", "--api-keys-file"}},
-		{"emulator with client CA", withPair("--emulator", "--tls-client-ca", p.caFile), nil, []string{"--emulator", "--tls-client-ca"}},
 		{"emulator all interfaces", []string{"--emulator", "--emulator-addr", "0.0.0.0:8787"}, nil, []string{"--emulator-addr", "loopback"}},
 		{"emulator empty host", []string{"--emulator", "--emulator-addr", ":8787"}, nil, []string{"--emulator-addr", "loopback"}},
 		{"emulator remote host", []string{"--emulator", "--emulator-addr", "10.0.0.1:8787"}, nil, []string{"--emulator-addr", "loopback"}},
@@ -603,7 +386,7 @@ func TestErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Load(tc.args, envOf(tc.env...))
 			if err == nil {
-				t.Fatalf("Load succeeded (auth mode %q), want an error", c.AuthMode())
+				t.Fatalf("Load succeeded (%+v), want an error", c)
 			}
 			msg := err.Error()
 			if strings.ContainsAny(msg, "\r\n") {
@@ -658,14 +441,31 @@ func TestUsage(t *testing.T) {
 // not reveal the held secret or the API keys.
 func TestPrintedConfigHidesSecrets(t *testing.T) {
 	keys := writeFile(t, t.TempDir(), "keys", distinct+"-key\n")
-	c := mustLoad(t, []string{"--api-keys-file", keys}, EnvAPISecret, distinct)
+	c := mustLoad(t, []string{"--api-keys-file", keys}, EnvAPISecret, distinct, EnvAPISecretFile, "/s")
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", c)
-	for _, s := range []string{fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", *c), fmt.Sprint(c.APIKeys), buf.String()} {
+	for _, s := range []string{fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", *c), fmt.Sprint(c.Auth()), fmt.Sprintf("%+v", c.Auth()), buf.String()} {
 		assertNoLeak(t, "printed config", s)
 	}
-	if !strings.Contains(buf.String(), `"auth_mode":"api-keys"`) || !strings.Contains(buf.String(), `"api_keys":1`) {
-		t.Errorf("log summary lacks auth mode or key count: %s", buf.String())
+	if !strings.Contains(buf.String(), `"api_keys_file":"`+keys+`"`) {
+		t.Errorf("log summary lacks the keys file: %s", buf.String())
+	}
+}
+
+// TestDevModeListensOnLoopback: dev mode lets every caller in, so unless
+// told otherwise it listens on loopback only; given addresses win.
+func TestDevModeListensOnLoopback(t *testing.T) {
+	c := mustLoad(t, []string{"--emulator"})
+	if c.GRPCAddr != "127.0.0.1:9090" || c.HTTPAddr != "127.0.0.1:8080" {
+		t.Errorf("dev mode listens on %q and %q, want 127.0.0.1:9090 and 127.0.0.1:8080", c.GRPCAddr, c.HTTPAddr)
+	}
+	c = mustLoad(t, []string{"--emulator", "--grpc-addr", ":9090"}, "CBKGATE_HTTP_ADDR", ":8080")
+	if c.GRPCAddr != ":9090" || c.HTTPAddr != ":8080" {
+		t.Errorf("dev mode with addresses given listens on %q and %q, want :9090 and :8080", c.GRPCAddr, c.HTTPAddr)
+	}
+	c = mustLoad(t, nil)
+	if c.GRPCAddr != ":9090" || c.HTTPAddr != ":8080" {
+		t.Errorf("outside dev mode the defaults are %q and %q, want :9090 and :8080", c.GRPCAddr, c.HTTPAddr)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/auth"
 )
 
 // Prefix is the path under which the Connect and gRPC-Web routes live.
@@ -92,6 +93,12 @@ func New(opts Options) (http.Handler, error) {
 				if !forwardedHeaders[textproto.CanonicalMIMEHeaderKey(k)] {
 					pr.Out.Header.Del(k)
 				}
+			}
+			// The caller the HTTP layer authenticated, as the JSON gateway
+			// hands it over (auth.GatewayMetadata); any client value went
+			// with the headers dropped above.
+			if id := auth.Caller(pr.In.Context()); id != "" {
+				pr.Out.Header.Set(auth.GatewayCallerKey, id)
 			}
 		},
 		Transport: transport,

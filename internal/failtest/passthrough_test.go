@@ -14,7 +14,7 @@ import (
 // TestFaultPassThroughUpstream401: in pass-through mode the caller's own
 // ChatBotKit secret goes upstream as is; when ChatBotKit rejects it with 401
 // and echoes it in its message, the caller sees UNAUTHENTICATED (HTTP 401
-// with WWW-Authenticate: Bearer) with ErrorInfo, the list is not retried,
+// with WWW-Authenticate: Bearer realm="cbkgate", for List too) with ErrorInfo, the list is not retried,
 // and the secret appears neither in the status message nor in cbkgate's
 // logs.
 func TestFaultPassThroughUpstream401(t *testing.T) {
@@ -36,13 +36,21 @@ func TestFaultPassThroughUpstream401(t *testing.T) {
 	}
 
 	res := g.do(g.ctx(), http.MethodPost, "/v1/users/u1/tokens", `{"name":"n"}`)
-	if res.status != http.StatusUnauthorized || res.header.Get("WWW-Authenticate") != "Bearer" {
+	if res.status != http.StatusUnauthorized || res.header.Get("WWW-Authenticate") != `Bearer realm="cbkgate"` {
 		t.Errorf("HTTP: %d, WWW-Authenticate %q; want 401, Bearer", res.status, res.header.Get("WWW-Authenticate"))
 	}
 	if strings.Contains(string(res.body), g.bearer) {
 		t.Errorf("HTTP body carries the caller's secret: %s", res.body)
 	}
 	wantCalls(t, up, fu.Create, 1)
+
+	// A List refused upstream before its first token carries the same
+	// challenge as every other 401.
+	res = g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens", "")
+	if wa := res.header.Values("WWW-Authenticate"); res.status != http.StatusUnauthorized || len(wa) != 1 || wa[0] != `Bearer realm="cbkgate"` {
+		t.Errorf("HTTP List: %d, WWW-Authenticate %q; want 401 and exactly one Bearer realm=\"cbkgate\"", res.status, wa)
+	}
+	wantCalls(t, up, fu.List, 2)
 	if strings.Contains(g.logs.String(), g.bearer) {
 		t.Error("cbkgate logged the caller's secret")
 	}

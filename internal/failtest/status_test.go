@@ -137,7 +137,7 @@ func TestFaultStatusHTTP(t *testing.T) {
 				t.Fatalf("POST: Status %s %q, want %s %q", st.Code(), st.Message(), c.grpc, c.message())
 			}
 			wantErrorInfo(t, st, c.code, strconv.Itoa(c.status))
-			if c.status == 401 && res.header.Get("WWW-Authenticate") != "Bearer" {
+			if c.status == 401 && res.header.Get("WWW-Authenticate") != `Bearer realm="cbkgate"` {
 				t.Errorf("POST: 401 without WWW-Authenticate: Bearer")
 			}
 			wantCalls(t, up, fu.Create, 1)

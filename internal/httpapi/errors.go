@@ -11,6 +11,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/cbkgate/cbkgate/internal/auth"
 )
 
 // errorHandler is runtime.DefaultHTTPErrorHandler (JSON google.rpc.Status,
@@ -18,8 +20,10 @@ import (
 // applied just before the status line is written:
 //   - Retry-After from a google.rpc.RetryInfo, so HTTP clients and proxies
 //     can back off without parsing the body;
-//   - "WWW-Authenticate: Bearer" on 401, where the default would put the
-//     status message, which is not a valid challenge (RFC 7235).
+//   - the one challenge, auth.Challenge, on 401 (whoever refused the
+//     call: cbkgate or, in pass-through mode, ChatBotKit), where the
+//     default would put the status message, which is not a valid challenge
+//     (RFC 7235).
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	inner := err
 	var hse *runtime.HTTPStatusError
@@ -38,7 +42,7 @@ type errorHeaderWriter struct {
 func (e *errorHeaderWriter) WriteHeader(code int) {
 	h := e.Header()
 	if code == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", "Bearer")
+		h.Set("WWW-Authenticate", auth.Challenge)
 	}
 	if v, ok := retryAfter(e.st); ok {
 		h.Set("Retry-After", v)
@@ -84,13 +88,17 @@ func withResponseHeader(next http.Handler) http.Handler {
 
 // streamErrorHandler turns a List failure into the status of the {"error"}
 // line. When the failure comes before the first token, the gateway then
-// writes the HTTP status, and the Retry-After set here goes out with it;
-// after the first token the headers are gone and net/http ignores the change.
+// writes the HTTP status, and the Retry-After or challenge set here goes
+// out with it; after the first token the headers are gone and net/http
+// ignores the change.
 func streamErrorHandler(ctx context.Context, err error) *status.Status {
 	st := status.Convert(err)
 	if h, ok := ctx.Value(responseHeaderKey{}).(http.Header); ok {
 		if v, ok := retryAfter(st); ok {
 			h.Set("Retry-After", v)
+		}
+		if st.Code() == codes.Unauthenticated {
+			h.Set("WWW-Authenticate", auth.Challenge)
 		}
 	}
 	return st

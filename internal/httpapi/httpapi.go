@@ -21,13 +21,16 @@
 //   - Every other error is a JSON google.rpc.Status, details included, with
 //     the HTTP status of its gRPC code. RESOURCE_EXHAUSTED (or UNAVAILABLE)
 //     with a google.rpc.RetryInfo also sets Retry-After, in whole seconds
-//     rounded up; UNAUTHENTICATED sets "WWW-Authenticate: Bearer". A known
+//     rounded up; UNAUTHENTICATED sets the one challenge, auth.Challenge
+//     (Bearer realm="cbkgate"). A known
 //     path with the wrong method is 405, an unknown one 404.
 //   - Request bodies over 1 MiB are refused with 413 before they reach gRPC.
 //   - Connect and gRPC-Web clients are served under
 //     /cbkgate.token.v1.TokenService/ (internal/connectapi), behind the same
 //     CORS, authentication and body cap.
 //   - /openapi.json answers CORS like the API.
+//   - Browsers: a request from an origin not on the CORS list is 403, and a
+//     POST or PATCH body that is not JSON is 415 (see browser.go).
 package httpapi
 
 import (
@@ -43,6 +46,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -72,6 +76,9 @@ type Options struct {
 	// AfterAuth, if not nil, wraps the API routes inside Auth: it sees
 	// only requests that authentication let through.
 	AfterAuth func(http.Handler) http.Handler
+	// Metadata, if not nil, adds gRPC metadata to every gateway call (the
+	// caller identity Auth established).
+	Metadata func(context.Context, *http.Request) metadata.MD
 }
 
 // maxBodyBytes caps request bodies. Token requests are small; the cap keeps
@@ -96,13 +103,17 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	guard, err := newOriginGuard(opts.CORSOrigins)
+	if err != nil {
+		return nil, err
+	}
 	ready := opts.Ready
 	if ready == nil {
 		ready = func() bool { return true }
 	}
 
 	m := newMarshaler()
-	gw := runtime.NewServeMux(
+	muxOpts := []runtime.ServeMuxOption{
 		// The wildcard is the only entry in the registry, so this marshaler
 		// serves every request whatever its Accept or Content-Type.
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, m),
@@ -118,7 +129,11 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		// that needs no preflight) run a GET route, and with it
 		// X-HTTP-Method-Override. No client of this API needs either.
 		runtime.WithDisablePathLengthFallback(),
-	)
+	}
+	if opts.Metadata != nil {
+		muxOpts = append(muxOpts, runtime.WithMetadata(opts.Metadata))
+	}
+	gw := runtime.NewServeMux(muxOpts...)
 	if err := tokenv1.RegisterTokenServiceHandler(ctx, gw, opts.Conn); err != nil {
 		return nil, fmt.Errorf("httpapi: register gateway: %w", err)
 	}
@@ -131,7 +146,9 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	if opts.Auth != nil {
 		api = opts.Auth(api)
 	}
+	api = requireJSONBody(gw, m, api)
 	api = cors.wrap(api)
+	api = guard.wrap(gw, m, api)
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
@@ -143,7 +160,10 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		if opts.Auth != nil {
 			rpc = opts.Auth(rpc)
 		}
-		mux.Handle(connectapi.Prefix, cors.wrap(rpc))
+		// The origin rule holds here too; the body rule does not: Connect
+		// and gRPC-Web name their own content types, and vanguard refuses
+		// any other.
+		mux.Handle(connectapi.Prefix, guard.wrap(gw, m, cors.wrap(rpc)))
 	}
 	// "GET" patterns also match HEAD; any other method gets 405 from
 	// http.ServeMux, with an Allow header.

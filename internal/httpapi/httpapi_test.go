@@ -429,7 +429,7 @@ func TestErrorStatuses(t *testing.T) {
 				t.Errorf("Retry-After = %q, want %q", ra, tc.retryAfter)
 			}
 			if tc.code == codes.Unauthenticated {
-				if wa := resp.Header.Get("WWW-Authenticate"); wa != "Bearer" {
+				if wa := resp.Header.Get("WWW-Authenticate"); wa != `Bearer realm="cbkgate"` {
 					t.Errorf("WWW-Authenticate = %q", wa)
 				}
 			}
@@ -571,8 +571,8 @@ func TestCORS(t *testing.T) {
 	t.Run("disallowed", func(t *testing.T) {
 		e := start(t, &fake{}, Options{CORSOrigins: []string{"https://app.example"}})
 		resp, _ := e.do(t, "DELETE", path, "", "Origin", "https://evil.example")
-		if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
-			t.Errorf("actual: %d %v", resp.StatusCode, resp.Header)
+		if resp.StatusCode != 403 || resp.Header.Get("Access-Control-Allow-Origin") != "" || len(e.fake.called()) != 0 {
+			t.Errorf("actual: %d %v, %d gateway calls; want 403 without CORS headers and none", resp.StatusCode, resp.Header, len(e.fake.called()))
 		}
 		resp, _ = e.do(t, "OPTIONS", path, "", withOrigin(preflight, "https://evil.example")...)
 		if resp.StatusCode != 403 || resp.Header.Get("Access-Control-Allow-Origin") != "" || resp.Header.Get("Access-Control-Allow-Methods") != "" {

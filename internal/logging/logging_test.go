@@ -132,7 +132,7 @@ func start(t *testing.T) *testEnv {
 	t.Helper()
 	e := &testEnv{logs: &syncBuffer{}}
 	l := New(e.logs, slog.LevelDebug, "json")
-	a, err := auth.New(auth.Options{PassThrough: true, TrustedPeer: e.trustedPeer})
+	a, err := auth.Load(auth.Config{TrustedPeer: e.trustedPeer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +224,9 @@ func TestCallLog(t *testing.T) {
 	// What the HTTP middleware sets on a request that goes on to gRPC.
 	httpRoute := []string{"x-cbkgate-http-route", "/v1/users/{user_id}/tokens", "x-cbkgate-http-method", "POST"}
 	bearer2 := append(append([]string{}, bearer...), httpRoute...)
+	// And the caller it authenticated, which the gateway hands over (and
+	// the authenticator ignores from any other peer).
+	bearer2 = append(bearer2, auth.GatewayCallerKey, "bearer:0123abcd")
 	type call func(ctx context.Context, c tokenv1.TokenServiceClient, conn *grpc.ClientConn) error
 	deleteWith := func(code codes.Code) call {
 		return func(ctx context.Context, c tokenv1.TokenServiceClient, _ *grpc.ClientConn) error {
