@@ -93,12 +93,12 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	authCfg := cfg.Auth()
 	authCfg.TrustedPeer = isGateway
 	authCfg.Log = log
-	authCfg.OnHTTPRefused = func(r *http.Request, reason string) {
+	authCfg.OnHTTPRefused = func(r *http.Request, reason, message string) {
 		// The refusal is logged (and audited) by the HTTP middleware,
 		// the one home of "http call refused" lines; it needs the
-		// reason.
-		telemetry.NoteHTTPAuthRefused(r.Context(), reason)
-		a.metrics.AuthFailure(telemetry.AuthReasonFromMessage(reason))
+		// message.
+		telemetry.NoteHTTPAuthRefused(r.Context(), message)
+		a.metrics.AuthFailure(reason)
 	}
 	authCfg.OnReload = func(_ string, err error) { a.metrics.ConfigReload(err) }
 	if a.auth, err = auth.Load(authCfg); err != nil {

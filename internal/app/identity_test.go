@@ -60,6 +60,12 @@ func TestCallerIdentity(t *testing.T) {
 	before := len(callLines(t, s))
 	wantAll(t, "bob over HTTP", everyRPC(t, s.httpCaller(bearer("key-bob-0123456789"))), codes.OK, "")
 	wantCallers("bob over HTTP", before, "key:bob")
+	// Connect and gRPC-Web reach gRPC through the same in-process hop.
+	for _, c := range []caller{s.connectCaller(bearer("key-alice-0123456789")), s.grpcWebCaller(bearer("key-bob-0123456789"))} {
+		before = len(callLines(t, s))
+		wantAll(t, c.String(), everyRPC(t, c), codes.OK, "")
+		wantCallers(c.String(), before, map[string]string{"connect": "key:alice", "grpcweb": "key:bob"}[c.String()])
+	}
 
 	// Spoofing: alice's key plus a claim to be someone else.
 	before = len(callLines(t, s))

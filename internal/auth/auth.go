@@ -93,10 +93,11 @@ type Config struct {
 	// authenticated. Nil means no peer is trusted.
 	TrustedPeer func(net.Addr) bool
 	// OnHTTPRefused, if set, is told of every HTTP request HTTPMiddleware
-	// refuses, with the reason it answered. Such a request never reaches
-	// the gRPC server, so this is where it can be logged. The reason never
-	// carries a presented credential.
-	OnHTTPRefused func(r *http.Request, reason string)
+	// refuses, with the ErrorInfo reason (MISSING_CREDENTIALS or
+	// INVALID_CREDENTIALS) and the message it answered. Such a request
+	// never reaches the gRPC server, so this is where it can be logged and
+	// counted. Neither carries a presented credential.
+	OnHTTPRefused func(r *http.Request, reason, message string)
 	// Log receives one line per reload (info when it worked, error when it
 	// did not). Nil discards them.
 	Log *slog.Logger
@@ -140,7 +141,7 @@ type Authenticator struct {
 	creds atomic.Pointer[credentials]
 
 	trustedPeer   func(net.Addr) bool
-	onHTTPRefused func(*http.Request, string)
+	onHTTPRefused func(*http.Request, string, string)
 	log           *slog.Logger
 	onReload      func(string, error)
 	reloadMu      sync.Mutex // one reload at a time

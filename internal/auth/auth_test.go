@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -579,8 +581,8 @@ func TestHTTPMiddlewareClientCert(t *testing.T) {
 
 func TestHTTPMiddlewareReportsRefusals(t *testing.T) {
 	var reasons []string
-	opts := auth.Options{APIKeys: testKeys, OnHTTPRefused: func(r *http.Request, reason string) {
-		reasons = append(reasons, r.Method+" "+r.URL.Path+": "+reason)
+	opts := auth.Options{APIKeys: testKeys, OnHTTPRefused: func(r *http.Request, reason, message string) {
+		reasons = append(reasons, r.Method+" "+r.URL.Path+": "+message+" ("+reason+")")
 	}}
 	h := mustNew(t, opts).HTTPMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	for _, key := range []string{keyOne, "wrong-http-key"} {
@@ -588,7 +590,7 @@ func TestHTTPMiddlewareReportsRefusals(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+key)
 		h.ServeHTTP(httptest.NewRecorder(), req)
 	}
-	if len(reasons) != 1 || !strings.HasPrefix(reasons[0], "POST /v1/users/u/tokens: invalid API key") {
+	if len(reasons) != 1 || reasons[0] != "POST /v1/users/u/tokens: invalid API key (INVALID_CREDENTIALS)" {
 		t.Fatalf("refusals reported = %q, want only the wrong key's", reasons)
 	}
 	if strings.Contains(reasons[0], "wrong-http-key") {
@@ -615,5 +617,68 @@ func checkErrorInfo(t *testing.T, st *spb.Status) {
 	}
 	if info.GetDomain() != apierr.Domain || info.GetReason() != want {
 		t.Errorf("ErrorInfo = %s/%s for %q, want %s/%s", info.GetDomain(), info.GetReason(), st.GetMessage(), apierr.Domain, want)
+	}
+}
+
+// TestCallerIdentity: each mode names an admitted caller as the contract
+// says, over gRPC (the HTTP side is HTTPMiddleware's test).
+func TestCallerIdentity(t *testing.T) {
+	p := newPKI(t)
+	const upstream = "cbk-secret-identity"
+	tests := []struct {
+		name   string
+		opts   auth.Options
+		cert   bool
+		authz  []string
+		caller string
+	}{
+		{"pass-through", auth.Options{PassThrough: true}, false, []string{"Bearer " + upstream}, bearerName(upstream)},
+		{"api key", auth.Options{APIKeys: testKeys}, false, []string{"Bearer " + keyTwo}, keyName(keyTwo)},
+		{"client certificate", auth.Options{AcceptClientCerts: true}, true, nil, "cert:good client"},
+		{"certificate wins over a key", auth.Options{AcceptClientCerts: true, APIKeys: testKeys}, true, []string{"Bearer " + keyOne}, "cert:good client"},
+		{"unauthenticated", auth.Options{AllowUnauthenticated: true}, false, []string{"Bearer " + keyOne}, auth.Anonymous},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, ts := startGRPC(t, mustNew(t, tt.opts), &tls.Config{
+				Certificates: []tls.Certificate{p.server}, ClientCAs: p.pool,
+				ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12,
+			})
+			clientTLS := &tls.Config{RootCAs: p.pool, MinVersion: tls.VersionTLS12}
+			if tt.cert {
+				clientTLS.Certificates = []tls.Certificate{p.client}
+			}
+			c := dial(t, addr, clientTLS)
+			if _, err := c.tokens().Create(callCtx(t, tt.authz...), &tokenv1.CreateRequest{UserId: "u"}); err != nil {
+				t.Fatal(err)
+			}
+			if calls := ts.seen(); len(calls) != 1 || calls[0].caller != tt.caller {
+				t.Fatalf("calls %v, want one as %q", calls, tt.caller)
+			}
+		})
+	}
+}
+
+// TestCertName: the common name, else the first DNS name, else the
+// certificate's fingerprint; never bytes that are not printable ASCII, and
+// never longer than 64 bytes.
+func TestCertName(t *testing.T) {
+	cn := func(n string, dns ...string) *x509.Certificate {
+		return &x509.Certificate{Subject: pkix.Name{CommonName: n}, DNSNames: dns, Raw: []byte("der of " + n)}
+	}
+	d := sha256.Sum256([]byte("der of "))
+	for _, tc := range []struct {
+		c    *x509.Certificate
+		want string
+	}{
+		{cn("billing-service", "billing.internal"), "billing-service"},
+		{cn("", "billing.internal", "other"), "billing.internal"},
+		{cn(""), "sha256:" + hex.EncodeToString(d[:4])},
+		{cn("tab\tand é"), "tab?and ??"},
+		{cn(strings.Repeat("x", 70)), strings.Repeat("x", 64)},
+	} {
+		if got := auth.CertName(tc.c); got != tc.want {
+			t.Errorf("certName(%q, %q) = %q, want %q", tc.c.Subject.CommonName, tc.c.DNSNames, got, tc.want)
+		}
 	}
 }

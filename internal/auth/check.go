@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpccreds "google.golang.org/grpc/credentials"
@@ -141,7 +142,7 @@ func (a *Authenticator) HTTPMiddleware(next http.Handler) http.Handler {
 		if d.refusal != nil {
 			writeUnauthenticated(w, d.refusal)
 			if a.onHTTPRefused != nil {
-				a.onHTTPRefused(r, d.refusal.Message())
+				a.onHTTPRefused(r, d.reason(), d.refusal.Message())
 			}
 			return
 		}
@@ -198,6 +199,16 @@ func (d decision) apply(ctx context.Context) context.Context {
 
 func refuse(reason, msg string) decision {
 	return decision{refusal: apierr.Status(codes.Unauthenticated, reason, msg)}
+}
+
+// reason is the ErrorInfo reason of a refusal.
+func (d decision) reason() string {
+	for _, det := range d.refusal.Details() {
+		if ei, ok := det.(*errdetails.ErrorInfo); ok {
+			return ei.GetReason()
+		}
+	}
+	return apierr.ReasonInvalidCredentials
 }
 
 // decide applies the mode to what a call presented, with the credentials

@@ -20,7 +20,7 @@ type Options struct {
 	AllowUnauthenticated bool
 	HeldSecret           secret.Value
 	TrustedPeer          func(net.Addr) bool
-	OnHTTPRefused        func(*http.Request, string)
+	OnHTTPRefused        func(*http.Request, string, string)
 }
 
 func New(o Options) (*Authenticator, error) {
@@ -40,3 +40,6 @@ func New(o Options) (*Authenticator, error) {
 	a.creds.Store(c)
 	return a, nil
 }
+
+// CertName is certName, for its fallbacks.
+var CertName = certName

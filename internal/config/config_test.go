@@ -457,15 +457,18 @@ func TestPrintedConfigHidesSecrets(t *testing.T) {
 // told otherwise it listens on loopback only; given addresses win.
 func TestDevModeListensOnLoopback(t *testing.T) {
 	c := mustLoad(t, []string{"--emulator"})
-	if c.GRPCAddr != "127.0.0.1:9090" || c.HTTPAddr != "127.0.0.1:8080" {
-		t.Errorf("dev mode listens on %q and %q, want 127.0.0.1:9090 and 127.0.0.1:8080", c.GRPCAddr, c.HTTPAddr)
+	if c.GRPCAddr != "127.0.0.1:9090" || c.HTTPAddr != "127.0.0.1:8080" || c.AdminAddr != "127.0.0.1:9091" {
+		t.Errorf("dev mode listens on %q, %q and %q, want 127.0.0.1:9090, 127.0.0.1:8080 and 127.0.0.1:9091", c.GRPCAddr, c.HTTPAddr, c.AdminAddr)
+	}
+	if c := mustLoad(t, []string{"--emulator", "--admin-addr="}); c.AdminAddr != "" {
+		t.Errorf("dev mode with --admin-addr= listens on %q for metrics, want none", c.AdminAddr)
 	}
 	c = mustLoad(t, []string{"--emulator", "--grpc-addr", ":9090"}, "CBKGATE_HTTP_ADDR", ":8080")
 	if c.GRPCAddr != ":9090" || c.HTTPAddr != ":8080" {
 		t.Errorf("dev mode with addresses given listens on %q and %q, want :9090 and :8080", c.GRPCAddr, c.HTTPAddr)
 	}
 	c = mustLoad(t, nil)
-	if c.GRPCAddr != ":9090" || c.HTTPAddr != ":8080" {
+	if c.GRPCAddr != ":9090" || c.HTTPAddr != ":8080" || c.AdminAddr != ":9091" {
 		t.Errorf("outside dev mode the defaults are %q and %q, want :9090 and :8080", c.GRPCAddr, c.HTTPAddr)
 	}
 }

@@ -1,0 +1,132 @@
+package app_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/k8ssecret"
+	"github.com/cbkgate/cbkgate/internal/testpki"
+)
+
+// secretRecorder stands in front of the emulator: it accepts either of two
+// held secrets, remembers which one each request spent, and passes the
+// request on with the emulator's own.
+type secretRecorder struct {
+	emu      http.Handler
+	emuToken string
+	accept   map[string]bool
+	mu       sync.Mutex
+	seen     []string
+}
+
+func (s *secretRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	s.mu.Lock()
+	s.seen = append(s.seen, got)
+	s.mu.Unlock()
+	if !s.accept[got] {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"message":"bad secret","code":"NOT_AUTHENTICATED"}`))
+		return
+	}
+	r.Header.Set("Authorization", "Bearer "+s.emuToken)
+	s.emu.ServeHTTP(w, r)
+}
+
+func (s *secretRecorder) last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.seen) == 0 {
+		return ""
+	}
+	return s.seen[len(s.seen)-1]
+}
+
+// TestTLSAndSecretRotate: the server certificate and the held upstream
+// secret, mounted as a Kubernetes Secret, are swapped and reloaded (as on
+// SIGHUP): new handshakes on both listeners get the new certificate, new
+// calls spend the new secret, and a connection made before keeps working.
+func TestTLSAndSecretRotate(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t, "rotation CA")
+	v1 := ca.Issue(t, "server-v1", x509.ExtKeyUsageServerAuth)
+	v2 := ca.Issue(t, "server-v2", x509.ExtKeyUsageServerAuth)
+	rec := &secretRecorder{emu: emulator.New(emulator.Options{Secret: "emu"}), emuToken: "emu",
+		accept: map[string]bool{"held-secret-one": true, "held-secret-two": true}}
+	up := upstream(t, rec)
+	files := func(cert *testpki.Cert, secret string) map[string]string {
+		return map[string]string{"tls.crt": string(cert.CertPEM()), "tls.key": string(cert.KeyPEM(t)),
+			"cbk-secret": secret + "\n", "keys.txt": "alice key-alice-0123456789\n"}
+	}
+	dir := k8ssecret.New(t, files(v1, "held-secret-one"))
+	clientTLS := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	s := startServer(t, up.URL, []string{
+		"--tls-cert=" + dir.Path("tls.crt"), "--tls-key=" + dir.Path("tls.key"), "--api-keys-file=" + dir.Path("keys.txt"),
+	}, map[string]string{"CHATBOTKIT_API_SECRET_FILE": dir.Path("cbk-secret")}, clientTLS)
+
+	served := func(addr string) string {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, clientTLS)
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", addr, err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	httpAddr := strings.TrimPrefix(s.httpURL, "https://")
+	create := func(c *grpcCaller) {
+		t.Helper()
+		if _, st := c.create(t, &tokenv1.CreateRequest{UserId: "rot", Name: "n"}); st.Code() != codes.OK {
+			t.Fatalf("Create: %v %s", st.Code(), st.Message())
+		}
+	}
+
+	old := s.grpcCaller(bearer("key-alice-0123456789"))
+	create(old)
+	if got := rec.last(); got != "held-secret-one" {
+		t.Fatalf("upstream saw %q, want the first secret", got)
+	}
+	for _, addr := range []string{s.grpc, httpAddr} {
+		if cn := served(addr); cn != "server-v1" {
+			t.Fatalf("%s serves %q before the rotation, want server-v1", addr, cn)
+		}
+	}
+
+	dir.Update(t, files(v2, "held-secret-two"))
+	if err := s.app.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{s.grpc, httpAddr} {
+		if cn := served(addr); cn != "server-v2" {
+			t.Errorf("%s serves %q after the rotation, want server-v2", addr, cn)
+		}
+	}
+	create(s.grpcCaller(bearer("key-alice-0123456789")))
+	if got := rec.last(); got != "held-secret-two" {
+		t.Errorf("a new call spent %q upstream, want the second secret", got)
+	}
+	// The connection made before the rotation is still good, and its new
+	// calls spend the new secret.
+	create(old)
+	if got := rec.last(); got != "held-secret-two" {
+		t.Errorf("a new call on the old connection spent %q, want the second secret", got)
+	}
+	h := s.httpCaller(bearer("key-alice-0123456789"))
+	if resp, b := h.do(t, http.MethodPost, tokensPath("rot"), []byte(`{"name":"n"}`)); resp.StatusCode != http.StatusOK || rec.last() != "held-secret-two" {
+		t.Errorf("HTTPS create after the rotation: %d %s, upstream saw %q", resp.StatusCode, b, rec.last())
+	}
+	if strings.Contains(s.logs.String(), "held-secret-") {
+		t.Error("the log carries the upstream secret")
+	}
+}
