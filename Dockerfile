@@ -18,9 +18,6 @@ ARG GO_VERSION=1.26.8
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
-# Modules first, so that a source change does not download them again.
-COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
 COPY . .
 # The version and revision go into the binary (cbkgate --version, the
 # cbkgate_build_info metric, the upstream User-Agent); without them the
@@ -28,8 +25,10 @@ COPY . .
 ARG VERSION=""
 ARG REVISION=""
 # Static (no cgo), so the runtime image needs no libc; -trimpath keeps build
-# paths out of the binary.
-RUN --mount=type=cache,target=/root/go/pkg/mod \
+# paths out of the binary. The cache mounts (the golang image's GOMODCACHE
+# and GOCACHE) keep modules and compiled packages between builds; only what
+# ./cmd/server imports is downloaded, not the code generators go.mod pins.
+RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath \
       -ldflags="-s -w -X github.com/cbkgate/cbkgate/internal/version.version=${VERSION} -X github.com/cbkgate/cbkgate/internal/version.revision=${REVISION}" \
