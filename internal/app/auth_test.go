@@ -95,6 +95,43 @@ func TestAuthPassThrough(t *testing.T) {
 			wantAll(t, "right secret", everyRPC(t, tr.mk(bearer(secret))), codes.OK, "")
 		})
 	}
+
+	// Every HTTP 401 carries the one challenge, whoever refused: cbkgate
+	// (no bearer) or ChatBotKit (a wrong one), on the JSON API and on the
+	// Connect routes alike.
+	for _, tc := range []struct{ name, path, contentType, body string }{
+		{"JSON create", tokensPath("u"), "application/json", `{"name":"n"}`},
+		{"JSON list", tokensPath("u"), "", ""},
+		{"Connect create", "/cbkgate.token.v1.TokenService/Create", "application/json", `{"user_id":"u"}`},
+	} {
+		for _, authz := range []string{"", bearer("not-the-secret")} {
+			method := http.MethodPost
+			if tc.body == "" {
+				method = http.MethodGet
+			}
+			req, err := http.NewRequestWithContext(callCtx(t), method, s.httpURL+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			if strings.HasPrefix(tc.path, "/cbkgate.") {
+				req.Header.Set("Connect-Protocol-Version", "1")
+			}
+			if authz != "" {
+				req.Header.Set("Authorization", authz)
+			}
+			resp, err := s.httpClient(nil).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if wa := resp.Header.Values("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || len(wa) != 1 || wa[0] != `Bearer realm="cbkgate"` {
+				t.Errorf("%s with %q: HTTP %d, WWW-Authenticate %q; want 401 and exactly Bearer realm=\"cbkgate\"", tc.name, authz, resp.StatusCode, wa)
+			}
+		}
+	}
 }
 
 // TestAuthAPIKeys: with a held secret and --api-keys-file, a listed key

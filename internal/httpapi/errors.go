@@ -53,6 +53,31 @@ func (e *errorHeaderWriter) WriteHeader(code int) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (e *errorHeaderWriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }
 
+// challengeOn401 adds the one challenge to every 401 next writes: the
+// Connect and gRPC-Web routes, where vanguard turns an UNAUTHENTICATED
+// from gRPC (ChatBotKit refusing a pass-through secret, say) into a 401 of
+// its own.
+func challengeOn401(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&challengeWriter{ResponseWriter: w}, r)
+	})
+}
+
+type challengeWriter struct{ http.ResponseWriter }
+
+func (c *challengeWriter) WriteHeader(code int) {
+	if code == http.StatusUnauthorized {
+		c.Header().Set("WWW-Authenticate", auth.Challenge)
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+// Flush keeps streamed answers streaming through the wrapper.
+func (c *challengeWriter) Flush() { _ = http.NewResponseController(c.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (c *challengeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
 // retryAfter renders the RetryInfo of a RESOURCE_EXHAUSTED or UNAVAILABLE
 // status as whole seconds, rounded up so a client never retries early.
 func retryAfter(st *status.Status) (string, bool) {

@@ -153,7 +153,7 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
 	if opts.Connect != nil {
-		var rpc http.Handler = capBody(opts.Connect)
+		var rpc http.Handler = challengeOn401(capBody(opts.Connect))
 		if opts.AfterAuth != nil {
 			rpc = opts.AfterAuth(rpc)
 		}
