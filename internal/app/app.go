@@ -343,9 +343,18 @@ func (a *App) Run(ctx context.Context) error {
 	if a.adminServer != nil {
 		go serve("admin", func() error { return a.adminServer.Serve(a.adminLis) })
 	}
+	// The credential files are watched while the server runs; Run returns
+	// only once the watcher has stopped.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
-	defer stopWatch()
-	go a.auth.Watch(watchCtx, 0)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		a.auth.Watch(watchCtx, 0)
+	}()
+	defer func() {
+		stopWatch()
+		<-watchDone
+	}()
 	go serve("grpc", func() error { return a.grpcServer.Serve(a.grpcLis) })
 	go serve("gateway", func() error { return a.grpcServer.Serve(a.gatewayLis) })
 	go serve("http", func() error {
