@@ -43,13 +43,23 @@ type server struct {
 	exited   chan struct{} // closed once the process has been reaped
 }
 
+// metricsOn and metricsOff are the values of startServer's metrics
+// argument: an admin listener on a free loopback port (cbkgate's default,
+// metrics collected), none (--admin-addr=, metrics off), or no
+// --admin-addr flag at all, for a binary that predates it.
+const (
+	metricsOn     = "on"
+	metricsOff    = "off"
+	metricsNoFlag = "no flag"
+)
+
 // startServer runs bin in front of upstream with the held secret and no
 // caller authentication, on free loopback ports, and waits until it serves.
 // env is added to the benchmark's own environment.
-func startServer(bin string, env []string, upstream, secret, logLevel, dir string) (*server, error) {
+func startServer(bin string, env []string, upstream, secret, logLevel, metrics, dir string) (*server, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a picked port can be taken meanwhile
-		s, err := tryStartServer(bin, env, upstream, secret, logLevel, dir, attempt)
+		s, err := tryStartServer(bin, env, upstream, secret, logLevel, metrics, dir, attempt)
 		if err == nil {
 			return s, nil
 		}
@@ -58,7 +68,7 @@ func startServer(bin string, env []string, upstream, secret, logLevel, dir strin
 	return nil, lastErr
 }
 
-func tryStartServer(bin string, env []string, upstream, secret, logLevel, dir string, attempt int) (*server, error) {
+func tryStartServer(bin string, env []string, upstream, secret, logLevel, metrics, dir string, attempt int) (*server, error) {
 	grpcAddr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -67,16 +77,28 @@ func tryStartServer(bin string, env []string, upstream, secret, logLevel, dir st
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", filepath.Base(bin), logLevel, attempt))
+	logPath := filepath.Join(dir, fmt.Sprintf("%s-%s-%s-%d.log", filepath.Base(bin), logLevel, strings.ReplaceAll(metrics, " ", ""), attempt))
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(bin,
-		"--grpc-addr="+grpcAddr, "--http-addr="+httpAddr, "--upstream="+upstream,
-		"--allow-unauthenticated", "--log-level="+logLevel, "--shutdown-timeout=2s")
-	cmd.Env = append(append(os.Environ(), env...), "CHATBOTKIT_API_SECRET="+secret)
+	args := []string{"--grpc-addr=" + grpcAddr, "--http-addr=" + httpAddr, "--upstream=" + upstream,
+		"--allow-unauthenticated", "--log-level=" + logLevel, "--shutdown-timeout=2s"}
+	switch metrics {
+	case metricsOn:
+		adminAddr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--admin-addr="+adminAddr)
+	case metricsOff:
+		args = append(args, "--admin-addr=")
+	}
+	cmd := exec.Command(bin, args...)
+	// Tracing stays off whatever the benchmark's own environment says: the
+	// figures are for cbkgate as it runs by default.
+	cmd.Env = append(append(os.Environ(), env...), "CHATBOTKIT_API_SECRET="+secret, "OTEL_SDK_DISABLED=true")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If the benchmark dies, so does the server.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -53,6 +53,7 @@ type options struct {
 	listTokens int
 	memTokens  int
 	serverBin  string
+	baseline   string
 	infoLog    bool
 	phases     map[string]bool
 }
@@ -73,13 +74,14 @@ func main() {
 	flag.IntVar(&o.listTokens, "list-tokens", 100_000, "tokens in the listing of the List pair")
 	flag.IntVar(&o.memTokens, "memory-tokens", 1_000_000, "tokens streamed while cbkgate's memory is sampled")
 	flag.StringVar(&o.serverBin, "server", "", "a built cbkgate binary (default: build ./cmd/server into a temporary directory)")
+	flag.StringVar(&o.baseline, "telemetry-baseline", "", "telemetry phase: compare against this cbkgate binary (run without --admin-addr, e.g. a build from before metrics) instead of this build with --admin-addr= (metrics off)")
 	flag.BoolVar(&o.infoLog, "info-logging", true, "also measure gRPC Create with cbkgate logging every call (--log-level=info, its default)")
-	phases := flag.String("phases", "memory,create,list,floor", "the parts to run, comma-separated: memory, create, list, floor (a bare grpc-go + net/http server, for scale)")
+	phases := flag.String("phases", "memory,create,list,telemetry,floor", "the parts to run, comma-separated: memory, create, list, telemetry (CPU per call, metrics on vs off), floor (a bare grpc-go + net/http server, for scale)")
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for p := range strings.SplitSeq(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "memory", "create", "list", "floor":
+		case "memory", "create", "list", "telemetry", "floor":
 			o.phases[p] = true
 		default:
 			fmt.Fprintf(os.Stderr, "bench: -phases: unknown phase %q\n", p)
@@ -129,7 +131,7 @@ func benchmark(ctx context.Context, o options) error {
 	defer hs.Close()
 	upstream := "http://" + lis.Addr().String()
 
-	srv, err := startServer(bin, nil, upstream, benchSecret, "warn", dir)
+	srv, err := startServer(bin, nil, upstream, benchSecret, "warn", metricsOn, dir)
 	if err != nil {
 		return err
 	}
@@ -165,6 +167,11 @@ func benchmark(ctx context.Context, o options) error {
 	}
 	if o.infoLog && o.phases["create"] {
 		if err := b.infoLogging(ctx, t, bin, dir); err != nil {
+			return err
+		}
+	}
+	if o.phases["telemetry"] {
+		if err := b.telemetry(ctx, t, bin, dir); err != nil {
 			return err
 		}
 	}
@@ -369,7 +376,11 @@ func (b *bench) floor(ctx context.Context, t *table, dir string) error {
 // logLevel), makes it the one measured while run runs, and hands run a
 // gRPC Create through it and the same Create sent directly.
 func (b *bench) withServer(bin string, env []string, logLevel, dir string, run func(grpcCall, direct call) error) error {
-	srv, err := startServer(bin, env, b.upstream, benchSecret, logLevel, dir)
+	metrics := metricsOn
+	if len(env) > 0 {
+		metrics = metricsNoFlag // the floor server takes no cbkgate flags
+	}
+	srv, err := startServer(bin, env, b.upstream, benchSecret, logLevel, metrics, dir)
 	if err != nil {
 		return err
 	}

@@ -130,10 +130,11 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// spend (the caller's, or the held one in force when the call began),
 	// so a rotated secret is used from the next call on.
 	client, err := chatbotkit.New(chatbotkit.Options{
-		BaseURL:   cfg.Upstream.String(),
-		UserAgent: "cbkgate/" + version.Version(),
-		Transport: telemetry.UpstreamTransport(a.tracing, chatbotkit.NewTransport()),
-		OnAttempt: a.metrics.UpstreamAttempts(),
+		BaseURL:        cfg.Upstream.String(),
+		UserAgent:      "cbkgate/" + version.Version(),
+		Transport:      telemetry.UpstreamTransport(a.tracing, chatbotkit.NewTransport()),
+		RequestHeaders: a.tracing.UpstreamHeaders,
+		OnAttempt:      a.metrics.UpstreamAttempts(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)

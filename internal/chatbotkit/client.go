@@ -74,6 +74,10 @@ type Options struct {
 	// Transport is the default client's transport; nil means
 	// NewTransport(). Ignored when HTTPClient is set.
 	Transport http.RoundTripper
+	// RequestHeaders, if set, adds headers to every attempt's request from
+	// the call's context (the request id, the trace context). It must not
+	// touch Authorization.
+	RequestHeaders func(ctx context.Context, h http.Header)
 	// OnAttempt, if set, is told of every attempt at an upstream request
 	// when its status line (or its failure) is known. It must be quick and
 	// safe for concurrent use.
@@ -102,6 +106,7 @@ type Client struct {
 	maxBody     int64
 	maxLine     int
 	onAttempt   func(Attempt)
+	reqHeaders  func(context.Context, http.Header)
 
 	// Seams for tests; set by New.
 	sleep func(ctx context.Context, d time.Duration) error
@@ -136,6 +141,7 @@ func New(opts Options) (*Client, error) {
 		maxBody:     opts.MaxBodyBytes,
 		maxLine:     opts.MaxLineBytes,
 		onAttempt:   opts.OnAttempt,
+		reqHeaders:  opts.RequestHeaders,
 		sleep:       sleepCtx,
 		randN:       rand.Int64N,
 	}
@@ -309,6 +315,9 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 	req.Header.Set("Accept", r.accept)
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.reqHeaders != nil {
+		c.reqHeaders(ctx, req.Header)
 	}
 	r.attempts++
 	start := time.Now()

@@ -42,7 +42,7 @@ func (g GRPC) UnaryInterceptors() []grpc.UnaryServerInterceptor {
 	}
 	return append(out, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx = g.callContext(ctx)
-		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDMetadata, RequestID(ctx)))
+		_ = grpc.SetHeader(ctx, metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
 		resp, err := handler(ctx, req)
 		g.Metrics.observeStatus(err)
 		return resp, err
@@ -58,7 +58,7 @@ func (g GRPC) StreamInterceptors() []grpc.StreamServerInterceptor {
 	}
 	return append(out, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := g.callContext(ss.Context())
-		_ = ss.SetHeader(metadata.Pairs(RequestIDMetadata, RequestID(ctx)))
+		_ = ss.SetHeader(metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
 		s := &callStream{ServerStream: ss, ctx: ctx}
 		if info.FullMethod == listMethod && g.Metrics != nil {
 			s.sent = g.Metrics.listTokensSent
@@ -73,10 +73,9 @@ func (g GRPC) StreamInterceptors() []grpc.StreamServerInterceptor {
 // traceparent or a fresh one) and its request id: the incoming
 // x-request-id when valid, else the trace id.
 func (g GRPC) callContext(ctx context.Context) context.Context {
-	md, _ := metadata.FromIncomingContext(ctx)
-	ctx = g.Tracing.withTraceContext(ctx, metadataCarrier(md))
+	ctx = g.Tracing.withTraceContext(ctx, incomingCarrier{ctx})
 	var incoming string
-	if v := md.Get(RequestIDMetadata); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, RequestIDMetadata); len(v) > 0 {
 		incoming = v[0]
 	}
 	return WithRequestID(ctx, chooseRequestID(ctx, incoming))
@@ -162,21 +161,23 @@ func AuthReasonFromMessage(msg string) string {
 	return "INVALID_CREDENTIALS"
 }
 
-// metadataCarrier reads a trace context from incoming gRPC metadata.
-type metadataCarrier metadata.MD
+// incomingCarrier reads a trace context from a call's incoming metadata,
+// key by key, without copying all of it.
+type incomingCarrier struct{ ctx context.Context }
 
-func (c metadataCarrier) Get(k string) string {
-	if v := metadata.MD(c).Get(k); len(v) > 0 {
+func (c incomingCarrier) Get(k string) string {
+	if v := metadata.ValueFromIncomingContext(c.ctx, k); len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
 
-func (c metadataCarrier) Set(k, v string) { metadata.MD(c).Set(k, v) }
+func (incomingCarrier) Set(string, string) {} // incoming metadata is read-only
 
-func (c metadataCarrier) Keys() []string {
-	out := make([]string, 0, len(c))
-	for k := range c {
+func (c incomingCarrier) Keys() []string {
+	md, _ := metadata.FromIncomingContext(c.ctx)
+	out := make([]string, 0, len(md))
+	for k := range md {
 		out = append(out, k)
 	}
 	return out

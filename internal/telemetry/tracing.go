@@ -205,8 +205,9 @@ func (t *Tracing) withTraceContext(ctx context.Context, carrier propagation.Text
 	}
 	var tid trace.TraceID
 	var sid trace.SpanID
-	copy(tid[:], randomBytes(16))
-	copy(sid[:], randomBytes(8))
+	b := randomBytes(24)
+	copy(tid[:], b[:16])
+	copy(sid[:], b[16:])
 	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: tid, SpanID: sid, Remote: true,
 	}))

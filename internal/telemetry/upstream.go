@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"net/http"
 	"path"
 	"strconv"
@@ -10,34 +11,36 @@ import (
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
 
-// UpstreamTransport wraps the REST client's transport: every attempt
-// carries the call's X-Request-Id and a W3C traceparent, and with tracing
-// on is a client span of its own. base keeps the connection pool, and
-// CloseIdleConnections reaches it.
+// UpstreamTransport wraps the REST client's transport: with tracing on,
+// every attempt is a client span of its own, whose traceparent it sends.
+// base keeps the connection pool, and CloseIdleConnections reaches it.
 func UpstreamTransport(t *Tracing, base *http.Transport) http.RoundTripper {
-	return &upstreamTransport{next: t.clientTransport(base), base: base, tracing: t}
+	if !t.Enabled() {
+		return base
+	}
+	return &upstreamTransport{next: t.clientTransport(base), base: base}
 }
 
 type upstreamTransport struct {
-	next    http.RoundTripper
-	base    *http.Transport
-	tracing *Tracing
+	next http.RoundTripper
+	base *http.Transport
 }
 
 func (u *upstreamTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	// A RoundTripper must not change the caller's request: headers are
-	// set on a copy.
-	r2 := new(http.Request)
-	*r2 = *r
-	r2.Header = r.Header.Clone()
-	if id := RequestID(r.Context()); id != "" {
-		r2.Header.Set(RequestIDHeader, id)
-	}
-	u.tracing.injectOff(r.Context(), propagation.HeaderCarrier(r2.Header))
-	return u.next.RoundTrip(r2)
+	return u.next.RoundTrip(r)
 }
 
 func (u *upstreamTransport) CloseIdleConnections() { u.base.CloseIdleConnections() }
+
+// UpstreamHeaders is the REST client's request hook: every attempt carries
+// the call's X-Request-Id and, with tracing off, the call's W3C traceparent
+// (on, the client span's is set by the transport).
+func (t *Tracing) UpstreamHeaders(ctx context.Context, h http.Header) {
+	if id := RequestID(ctx); id != "" {
+		h[RequestIDHeader] = []string{id}
+	}
+	t.injectOff(ctx, propagation.HeaderCarrier(h))
+}
 
 // UpstreamAttempts is the REST client's per-attempt hook: each attempt is
 // counted by operation and status ("error" when no answer came) and timed;
