@@ -45,8 +45,19 @@ func (in *ingress) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.H
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token/create") {
 		in.createRequests.Add(1)
 	}
+	if strings.Contains(r.URL.Path, "/user/"+slowUser+"/") {
+		time.Sleep(slowPageDelay)
+	}
 	next.ServeHTTP(w, r)
 }
+
+// slowUser's list pages each take slowPageDelay upstream, so that a List of
+// slowTokens one per page is still running when its replica gets SIGTERM.
+const (
+	slowUser      = "slow-lister"
+	slowTokens    = 12
+	slowPageDelay = 250 * time.Millisecond
+)
 
 // replica is one cbkgate process with fixed ports, so that it can be
 // restarted where HAProxy expects it.
@@ -394,6 +405,7 @@ func cleanEnv(extra ...string) []string {
 // stop sends sig and waits, bounded, for the exit; it returns the exit code.
 func (p *process) stop(t testing.TB, sig os.Signal, within time.Duration) int {
 	t.Helper()
+	p.signalled.Store(true)
 	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		t.Fatalf("signal %s: %v", p.name, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -117,6 +118,8 @@ type process struct {
 	log  *tailBuffer
 	done chan struct{}
 	err  error
+	// signalled is set just before stop sends its signal.
+	signalled atomic.Bool
 }
 
 // startProcess starts cmd, logging into a bounded buffer. It is killed at
