@@ -19,7 +19,7 @@ func TestAuditTrail(t *testing.T) {
 	held := unique("cbk-held-SECRET")
 	key := unique("cbkgate-key-SECRET")
 	_, _, up := newEmulator(t, held)
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + writeKeys(t, key)},
+	s := startServer(t, up.URL, []string{"--api-keys-file=" + writeKeys(t, "auditor "+key)},
 		map[string]string{"CHATBOTKIT_API_SECRET": held}, nil)
 	g, h := s.grpcCaller(bearer(key)), s.httpCaller(bearer(key))
 	wrongG, wrongH := s.grpcCaller(bearer("wrong-"+key)), s.httpCaller(bearer("wrong-"+key))
@@ -106,10 +106,8 @@ func TestAuditTrail(t *testing.T) {
 			t.Errorf("audit line %d without request_id: %v", i, a)
 		}
 		caller, _ := a["caller"].(string)
-		if w.allowed && caller == "" {
-			// The identity is auth.Caller's (key:NAME here) once the
-			// authenticator sets it.
-			t.Errorf("audit line %d of an authenticated call names no caller", i)
+		if w.allowed && caller != "key:auditor" {
+			t.Errorf("audit line %d of an authenticated call names caller %q, want key:auditor", i, caller)
 		}
 		if !w.allowed && caller != "unauthenticated" {
 			t.Errorf("audit line %d of a refused call names caller %q, want unauthenticated", i, caller)

@@ -189,6 +189,24 @@ func TestRequestIDs(t *testing.T) {
 		})
 	}
 
+	t.Run("connect", func(t *testing.T) {
+		h.header = http.Header{"X-Request-Id": {"connect-1"}, "Connect-Protocol-Version": {"1"}}
+		resp, b := h.do(t, http.MethodPost, "/cbkgate.token.v1.TokenService/Create", []byte(`{"user_id":"rid-user"}`))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("Connect create: HTTP %d %s", resp.StatusCode, b)
+		}
+		if v := resp.Header.Values("X-Request-Id"); len(v) != 1 || v[0] != "connect-1" {
+			t.Errorf("X-Request-Id %q, want exactly the incoming id", v)
+		}
+		if got := rec.last(t).Get("X-Request-Id"); got != "connect-1" {
+			t.Errorf("upstream X-Request-Id %q", got)
+		}
+		lines := linesWith(t, s, "connect-1")
+		if got := msgs(lines); got != "grpc call,audit" || lines[0]["transport"] != "http" || lines[0]["route"] != "/cbkgate.token.v1.TokenService/Create" {
+			t.Errorf("lines of the Connect call: %v", lines)
+		}
+	})
+
 	t.Run("http/refused before gRPC", func(t *testing.T) {
 		h.header = http.Header{"X-Request-Id": {"refused-1"}}
 		resp, _ := h.do(t, http.MethodPut, tokensPath("rid-user"), []byte("{}"))

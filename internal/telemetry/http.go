@@ -148,7 +148,7 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		opts.Tracing.inject(ctx, propagation.HeaderCarrier(r.Header))
 		w.Header().Set(RequestIDHeader, id)
 
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, requestID: id}
 		next.ServeHTTP(sw, r)
 
 		status := sw.status
@@ -192,28 +192,34 @@ func dropMetadataHeaders(h http.Header) {
 
 // statusWriter records the status code. It keeps Flush (the streamed List
 // needs it) and Unwrap (for http.ResponseController).
+//
+// It also keeps X-Request-Id to the one value: a layer inside may copy the
+// gRPC call's x-request-id header metadata into the answer too (Connect
+// and gRPC-Web do).
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status    int
+	requestID string
 }
 
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 && code >= 200 {
 		s.status = code
+		s.Header()[RequestIDHeader] = []string{s.requestID}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	return s.ResponseWriter.Write(b)
 }
 
 func (s *statusWriter) Flush() {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
