@@ -499,3 +499,27 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestConnectionsRebalance: gRPC connections have a maximum age, or every
+// client of kube-proxy's L4 balancing stays on its first pod for good and
+// new replicas from the autoscaler get none of its calls.
+func TestConnectionsRebalance(t *testing.T) {
+	forEachVariant(t, func(t *testing.T, variant string, m *manifests) {
+		c := container(t, m.deployment)
+		age := 5 * time.Minute // --max-connection-age's default
+		if v, ok := envValue(c, "CBKGATE_MAX_CONNECTION_AGE"); ok {
+			if v == "0" {
+				age = 0
+			} else {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					t.Fatalf("CBKGATE_MAX_CONNECTION_AGE=%q: %v", v, err)
+				}
+				age = d
+			}
+		}
+		if age <= 0 {
+			t.Error("CBKGATE_MAX_CONNECTION_AGE is unlimited: clients behind kube-proxy never rebalance")
+		}
+	})
+}
