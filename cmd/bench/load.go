@@ -109,11 +109,28 @@ func grpcCreate(c tokenv1.TokenServiceClient, user string) (call, error) {
 	}, nil
 }
 
+// connectCreateBody is createBody as a Connect unary JSON request, which
+// carries the user id in the body rather than the path.
+var connectCreateBody = []byte(`{"user_id":"` + createUser + `",` + string(createBody[1:]))
+
 // httpCreate posts createBody to url: the emulator's REST route (with the
 // upstream secret) or cbkgate's gateway route (no credential needed).
 func httpCreate(hc *http.Client, url, bearer string) call {
+	return postCreate(hc, url, bearer, createBody)
+}
+
+// connectCreate is Create through cbkgate's Connect route (Connect unary,
+// JSON): the same HTTP/1.1 request as the gateway's, transcoded by vanguard.
+func connectCreate(hc *http.Client, url string) call {
+	return postCreate(hc, url, "", connectCreateBody)
+}
+
+// postCreate posts body as JSON to url and checks that the answer names
+// the new token's id and secret (the gateway and Connect both answer
+// {"id", "token", ...}).
+func postCreate(hc *http.Client, url, bearer string, body []byte) call {
 	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(createBody))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}

@@ -3,8 +3,9 @@
 // cbkgate as a child process in front of it, and compares, pair by pair,
 // calls through cbkgate with the same calls sent straight to the emulator:
 //
-//   - Create through gRPC and through the JSON gateway vs a direct REST
-//     create, at concurrency 16 (throughput) and 1 (latency added);
+//   - Create through gRPC, through the JSON gateway and through Connect vs
+//     a direct REST create, at concurrency 16 (throughput) and 1 (latency
+//     added);
 //   - List of a user's tokens through gRPC vs the emulator's JSONL stream;
 //   - cbkgate's resident memory while it streams a very long listing;
 //   - cbkgate's own CPU time per create and per listed token.
@@ -257,7 +258,7 @@ func (b *bench) memory(ctx context.Context, t *table) error {
 	return nil
 }
 
-// creates runs the four create pairs.
+// creates runs the six create pairs.
 func (b *bench) creates(ctx context.Context, t *table) error {
 	grpcCall, err := grpcCreate(b.grpc, createUser)
 	if err != nil {
@@ -265,6 +266,7 @@ func (b *bench) creates(ctx context.Context, t *table) error {
 	}
 	direct := httpCreate(b.direct, b.directCreateURL(), benchSecret)
 	gateway := httpCreate(b.gateway, "http://"+b.srv.httpAddr+"/v1/users/"+createUser+"/tokens", "")
+	connectCall := connectCreate(b.gateway, "http://"+b.srv.httpAddr+"/cbkgate.token.v1.TokenService/Create")
 	c := b.o.conc
 
 	p, err := b.pair(ctx, fmt.Sprintf("Create gRPC, c=%d", c), c, grpcCall, direct)
@@ -281,6 +283,13 @@ func (b *bench) creates(ctx context.Context, t *table) error {
 	t.ratioRow(fmt.Sprintf("Create JSON gateway ÷ direct REST, c=%d (calls/s)", c), p, "≥ 0.30", 0.30)
 	gatewayCPU := p
 
+	p, err = b.pair(ctx, fmt.Sprintf("Create Connect, c=%d", c), c, connectCall, direct)
+	if err != nil {
+		return err
+	}
+	t.ratioRow(fmt.Sprintf("Create Connect (JSON) ÷ direct REST, c=%d (calls/s)", c), p, "", 0)
+	connectCPU := p
+
 	p, err = b.pair(ctx, "Create gRPC, c=1", 1, grpcCall, direct)
 	if err != nil {
 		return err
@@ -293,8 +302,15 @@ func (b *bench) creates(ctx context.Context, t *table) error {
 	}
 	t.latencyRows("Create JSON gateway vs direct REST, c=1", p, 0)
 
+	p, err = b.pair(ctx, "Create Connect, c=1", 1, connectCall, direct)
+	if err != nil {
+		return err
+	}
+	t.latencyRows("Create Connect (JSON) vs direct REST, c=1", p, 0)
+
 	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, gRPC, c=%d", c), grpcCPU.cpu(), grpcCPU.calls())
 	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, JSON gateway, c=%d", c), gatewayCPU.cpu(), gatewayCPU.calls())
+	t.cpuRow(fmt.Sprintf("cbkgate CPU per Create, Connect (JSON), c=%d", c), connectCPU.cpu(), connectCPU.calls())
 	return nil
 }
 

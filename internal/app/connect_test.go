@@ -100,6 +100,15 @@ func TestConnectHTTP(t *testing.T) {
 		}
 	})
 
+	t.Run("Connect without Connect-Protocol-Version, as curl sends it", func(t *testing.T) {
+		resp, body := send(t, http.MethodPost, []byte(`{"user_id":"u-curl","name":"n"}`), map[string]string{
+			"Content-Type": "application/json", "Authorization": bearer(secret),
+		})
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"token"`)) {
+			t.Fatalf("HTTP %d %s", resp.StatusCode, body)
+		}
+	})
+
 	t.Run("call from the allowed origin", func(t *testing.T) {
 		resp, body := send(t, http.MethodPost, []byte(`{"user_id":"u-connect","name":"n"}`), map[string]string{
 			"Origin": origin, "Content-Type": "application/json", "Connect-Protocol-Version": "1",
@@ -119,12 +128,66 @@ func TestConnectHTTP(t *testing.T) {
 	t.Run("oversized body", func(t *testing.T) {
 		before := count.count()
 		big := `{"user_id":"u","name":"` + strings.Repeat("x", 2<<20) + `"}`
-		resp, body := send(t, http.MethodPost, []byte(big), map[string]string{"Content-Type": "application/json"})
-		if resp.StatusCode == http.StatusOK {
-			t.Fatalf("a 2 MiB Connect body was accepted: %s", body)
+		resp, body := send(t, http.MethodPost, []byte(big), map[string]string{"Content-Type": "application/json", "Authorization": bearer(secret)})
+		// Connect's answer for a message over the cap: resource_exhausted
+		// (HTTP 429 in the Connect unary protocol), never a 2xx or a 404.
+		if resp.StatusCode != http.StatusTooManyRequests || !bytes.Contains(body, []byte(`"resource_exhausted"`)) {
+			t.Fatalf("a 2 MiB Connect body: HTTP %d %.300s", resp.StatusCode, body)
 		}
 		if n := count.count() - before; n != 0 {
 			t.Errorf("%d upstream requests, want none", n)
 		}
 	})
+}
+
+// TestConnectRefusals: a call the HTTP layer refuses before gRPC
+// (authentication) reaches Connect and gRPC-Web clients in their own
+// protocol with the same status as REST clients get: code, message and
+// details; the Connect unary answer is a 401 with the challenge.
+func TestConnectRefusals(t *testing.T) {
+	t.Parallel()
+	const secret = "held-secret-connect-refusals"
+	_, count, up := newEmulator(t, secret)
+	keys := writeKeys(t, "key-connect-0123456789")
+	s := startServer(t, up.URL, []string{"--api-keys-file=" + keys}, map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
+
+	_, want := s.httpCaller("").create(t, &tokenv1.CreateRequest{UserId: "u", Name: "n"})
+	if want == nil || want.Code() != codes.Unauthenticated {
+		t.Fatalf("REST without a key: %v, want UNAUTHENTICATED", want)
+	}
+	for _, c := range []*connectCaller{s.connectCaller(""), s.grpcWebCaller(""), s.connectCaller("Bearer wrong-key")} {
+		_, got := c.create(t, &tokenv1.CreateRequest{UserId: "u", Name: "n"})
+		if got == nil || got.Code() != codes.Unauthenticated {
+			t.Errorf("%v: %v, want UNAUTHENTICATED", c, got)
+			continue
+		}
+		if c.authz == "" && (got.Message() != want.Message() || len(got.Details()) != len(want.Details())) {
+			t.Errorf("%v: %q %v, want the REST refusal's %q %v", c, got.Message(), got.Details(), want.Message(), want.Details())
+		}
+		for i, d := range got.Details() {
+			if _, ok := d.(error); ok {
+				t.Errorf("%v: detail %d does not decode: %v", c, i, d)
+			}
+		}
+	}
+
+	req, err := http.NewRequestWithContext(callCtx(t), http.MethodPost, s.httpURL+"/cbkgate.token.v1.TokenService/Create",
+		strings.NewReader(`{"user_id":"u"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.httpClient(nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" ||
+		!bytes.Contains(body, []byte(`"code":"unauthenticated"`)) {
+		t.Errorf("Connect unary refusal: HTTP %d, WWW-Authenticate %q, body %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+	if n := count.count(); n != 0 {
+		t.Errorf("%d upstream requests, want none", n)
+	}
 }

@@ -18,6 +18,7 @@ package connectapi
 import (
 	"context"
 	"errors"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -122,7 +123,23 @@ func New(opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t, nil
+	return connectByDefault(t), nil
+}
+
+// connectByDefault marks a POST with a Connect unary content type as the
+// Connect protocol when the client left out Connect-Protocol-Version, as
+// connect-go's own servers accept it: vanguard would otherwise take it for
+// a REST call, and no REST route lives under Prefix. So
+// `curl -H 'Content-Type: application/json' -d '{...}' .../Create` works.
+func connectByDefault(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.Header.Get("Connect-Protocol-Version") == "" {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && (mt == "application/json" || mt == "application/proto") {
+				r.Header.Set("Connect-Protocol-Version", "1")
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // unavailable answers in the gRPC protocol (which vanguard turns into the

@@ -158,7 +158,11 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 			rpc = opts.AfterAuth(rpc)
 		}
 		if opts.Auth != nil {
-			rpc = opts.Auth(rpc)
+			// Auth's refusals reach Connect and gRPC-Web clients in their
+			// own protocol, details included.
+			if rpc, err = connectapi.Guard(opts.Auth, rpc); err != nil {
+				return nil, fmt.Errorf("httpapi: connect: %w", err)
+			}
 		}
 		// The origin rule holds here too; the body rule does not: Connect
 		// and gRPC-Web name their own content types, and vanguard refuses
