@@ -79,7 +79,30 @@ func TestCallerIdentity(t *testing.T) {
 	if _, err := spoofGRPC.c.Create(spoofCtx(t), &tokenv1.CreateRequest{UserId: "u", Name: "n"}); err != nil {
 		t.Errorf("alice over gRPC claiming key:admin: %v", err)
 	}
-	for _, l := range callLines(t, s)[before:] {
+	// And over Connect, in the header the in-process hop carries it in.
+	req, err := http.NewRequestWithContext(callCtx(t), http.MethodPost, s.httpURL+"/cbkgate.token.v1.TokenService/Create",
+		bytes.NewReader([]byte(`{"user_id":"u","name":"n"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connect-Protocol-Version", "1")
+	req.Header.Set("Authorization", bearer("key-alice-0123456789"))
+	req.Header.Set(auth.GatewayCallerKey, "key:admin")
+	req.Header.Set("Grpc-Metadata-"+auth.GatewayCallerKey, "key:admin")
+	resp, err := s.httpClient(nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("alice over Connect claiming key:admin: HTTP %d", resp.StatusCode)
+	}
+	spoofed := callLines(t, s)[before:]
+	if len(spoofed) < 6 {
+		t.Errorf("%d call lines for the spoofing calls, want 6", len(spoofed))
+	}
+	for _, l := range spoofed {
 		if l["caller"] != "key:alice" {
 			t.Errorf("spoofed call logged as %v, want key:alice: %v", l["caller"], l)
 		}
