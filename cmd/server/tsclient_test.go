@@ -58,6 +58,21 @@ func wantSummary(t *testing.T, name string, out []byte) {
 	}
 }
 
+// TestTSClientTypes: the checks and the generated code they import
+// type-check with tsc in strict mode (esbuild, which bundles them, does
+// not type-check): gen/ts fits @bufbuild/protobuf and @connectrpc/connect
+// as pinned.
+func TestTSClientTypes(t *testing.T) {
+	tsc := filepath.Join("tsclient", "node_modules", ".bin", "tsc")
+	if _, err := os.Stat(tsc); err != nil {
+		t.Fatalf("typescript is not installed; run: npm ci --prefix cmd/server/tsclient (%v)", err)
+	}
+	cmd := exec.Command(tsc, "-p", "tsclient")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tsc: %v\n%s", err, out)
+	}
+}
+
 // TestTSClientNode: the generated client over Connect from Node
 // (connect-node), against the binary in dev mode.
 func TestTSClientNode(t *testing.T) {

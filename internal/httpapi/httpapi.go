@@ -47,12 +47,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/gen/openapiv2"
+	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
 )
 
@@ -297,7 +297,8 @@ func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) htt
 		tooLarge := func() {
 			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
 				HTTPStatus: http.StatusRequestEntityTooLarge,
-				Err:        status.Errorf(codes.InvalidArgument, "request body larger than %d bytes", maxBodyBytes),
+				Err: apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument,
+					fmt.Sprintf("request body larger than %d bytes", maxBodyBytes)),
 			})
 		}
 		if r.ContentLength > maxBodyBytes {
@@ -308,7 +309,7 @@ func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) htt
 		_ = r.Body.Close()
 		if err != nil {
 			runtime.HTTPError(r.Context(), gw, m, w, r,
-				status.Error(codes.InvalidArgument, "reading request body: "+err.Error()))
+				apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "reading request body: "+err.Error()))
 			return
 		}
 		if len(body) > maxBodyBytes {
