@@ -117,7 +117,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		}
 	}
 
-	if a.tracing, err = telemetry.NewTracing(context.Background()); err != nil {
+	if a.tracing, err = telemetry.NewTracing(context.Background(), log); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
 	if cfg.AdminAddr != "" {
@@ -147,7 +147,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// and audit lines, so that every call, refused ones included, is
 	// counted and logged under its request id; the caller interceptors
 	// right after authentication report the identity back out.
-	tel := telemetry.GRPC{Metrics: a.metrics, Tracing: a.tracing}
+	tel := telemetry.GRPC{Metrics: a.metrics, Tracing: a.tracing, Gateway: isGateway}
 	unary := append(tel.UnaryInterceptors(),
 		logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor())
 	stream := append(tel.StreamInterceptors(),

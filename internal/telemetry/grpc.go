@@ -2,12 +2,14 @@ package telemetry
 
 import (
 	"context"
+	"net"
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/cbkgate/cbkgate/internal/apierr"
@@ -20,6 +22,9 @@ const listMethod = "/cbkgate.token.v1.TokenService/List"
 type GRPC struct {
 	Metrics *Metrics // nil: no metrics
 	Tracing *Tracing // nil: tracing off
+	// Gateway reports whether a peer is cbkgate's own in-process HTTP
+	// side, whose answer carries X-Request-Id already (nil: none is).
+	Gateway func(net.Addr) bool
 }
 
 // ServerOptions are the gRPC server's options: the tracing stats handler
@@ -42,7 +47,9 @@ func (g GRPC) UnaryInterceptors() []grpc.UnaryServerInterceptor {
 	}
 	return append(out, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		ctx = g.callContext(ctx)
-		_ = grpc.SetHeader(ctx, metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
+		if !g.fromGateway(ctx) {
+			_ = grpc.SetHeader(ctx, metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
+		}
 		resp, err := handler(ctx, req)
 		g.Metrics.observeStatus(err)
 		return resp, err
@@ -58,7 +65,9 @@ func (g GRPC) StreamInterceptors() []grpc.StreamServerInterceptor {
 	}
 	return append(out, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx := g.callContext(ss.Context())
-		_ = ss.SetHeader(metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
+		if !g.fromGateway(ctx) {
+			_ = ss.SetHeader(metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
+		}
 		s := &callStream{ServerStream: ss, ctx: ctx}
 		if info.FullMethod == listMethod && g.Metrics != nil {
 			s.sent = g.Metrics.listTokensSent
@@ -79,6 +88,17 @@ func (g GRPC) callContext(ctx context.Context) context.Context {
 		incoming = v[0]
 	}
 	return WithRequestID(ctx, chooseRequestID(ctx, incoming))
+}
+
+// fromGateway: the call came over HTTP through cbkgate itself, whose HTTP
+// middleware puts the request id on the answer; header metadata with it
+// would only be dropped again (and costs a header per call on the hop).
+func (g GRPC) fromGateway(ctx context.Context) bool {
+	if g.Gateway == nil {
+		return false
+	}
+	p, ok := peer.FromContext(ctx)
+	return ok && p.Addr != nil && g.Gateway(p.Addr)
 }
 
 type counter interface{ Inc() }

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
 
+	"github.com/go-logr/logr"
+
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -55,11 +59,18 @@ var traceContext = propagation.TraceContext{}
 // =grpc), and reads its endpoint, headers, timeout and TLS settings from
 // the same variables. Sampling follows OTEL_TRACES_SAMPLER (default:
 // parent-based, always on), batching OTEL_BSP_*.
-func NewTracing(ctx context.Context) (*Tracing, error) {
+//
+// The SDK's own complaints (a collector that cannot be reached, spans
+// dropped) go to log, in its format, at warn.
+func NewTracing(ctx context.Context, log *slog.Logger) (*Tracing, error) {
 	t := &Tracing{propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
 	if !tracingWanted(os.Getenv) {
 		return t, nil
 	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("opentelemetry", "err", err)
+	}))
+	otel.SetLogger(logr.FromSlogHandler(log.Handler()))
 	var exp sdktrace.SpanExporter
 	var err error
 	switch p := otlpProtocol(os.Getenv); p {
