@@ -7,6 +7,8 @@
 package apierr
 
 import (
+	"errors"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,6 +29,12 @@ const (
 	ReasonUpstreamMalformed   = "UPSTREAM_MALFORMED"
 	// ReasonCrossOrigin: a web page on an origin not on --cors-origins.
 	ReasonCrossOrigin = "CROSS_ORIGIN"
+	// ReasonTooManyStreams: a process-wide cap on streams that need no
+	// credentials (Health Watch, reflection) is reached.
+	ReasonTooManyStreams = "TOO_MANY_STREAMS"
+	// ReasonReaderStalled: a streamed List was cut off because its reader
+	// took no message for too long.
+	ReasonReaderStalled = "READER_STALLED"
 )
 
 // New returns a status error with code and message whose first detail is
@@ -49,3 +57,32 @@ func Status(code codes.Code, reason, message string, extra ...protoadapt.Message
 	}
 	return withDetails
 }
+
+// WithLogDetail returns st as an error that also carries detail, for the
+// call's log line only: the caller gets st (a short, generic message), the
+// log gets what actually went wrong (an address, a parse error). Read it
+// back with LogDetail.
+func WithLogDetail(st *status.Status, detail string) error {
+	return &detailedError{st: st, detail: detail}
+}
+
+// LogDetail returns the detail WithLogDetail attached to err, or "".
+func LogDetail(err error) string {
+	var d *detailedError
+	if errors.As(err, &d) {
+		return d.detail
+	}
+	return ""
+}
+
+type detailedError struct {
+	st     *status.Status
+	detail string
+}
+
+// Error is the status's error string: never the detail, which is for the
+// log alone.
+func (e *detailedError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus makes grpc-go (and status.FromError) send st as it is.
+func (e *detailedError) GRPCStatus() *status.Status { return e.st }

@@ -151,16 +151,21 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	unary := append(tel.UnaryInterceptors(),
 		logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor())
 	stream := append(tel.StreamInterceptors(),
-		logging.StreamInterceptor(log, isGateway), recoverStream(log), authn.StreamInterceptor(), logging.CallerStreamInterceptor())
+		logging.StreamInterceptor(log, isGateway), recoverStream(log), watchStreamLimit(MaxWatchStreams),
+		authn.StreamInterceptor(), logging.CallerStreamInterceptor(), stallGuard())
 	grpcOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+		grpc.InTapHandle(stallTap),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxSendMsgSize(maxSendMsgBytes),
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConn),
 		// Clients may ping no more often than every 10s (pings at a higher
-		// rate cost the server and are cut off with GOAWAY); idle
-		// connections are kept open, pinged every 2 minutes, and dropped
-		// when the peer stops answering.
+		// rate cost the server and are cut off with GOAWAY). Connections
+		// are pinged every 2 minutes and dropped when the peer stops
+		// answering; one with no call for IdleConnTimeout is closed with
+		// GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    2 * time.Minute,
@@ -178,6 +183,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 			// any client does, which costs nothing.
 			MaxConnectionAge:      cfg.MaxConnectionAge,
 			MaxConnectionAgeGrace: connectionAgeGrace(cfg),
+			MaxConnectionIdle:     timeouts.idle,
 		}),
 		// Static receive windows: with the default dynamic ones, grpc-go
 		// answers nearly every small request with a BDP ping that the client
@@ -251,12 +257,17 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		OnRefused: logging.HTTPRefused(log),
 	}, handler)
 	a.httpServer = &http.Server{
-		Handler:           handler,
+		Handler:           httpLimits(handler),
 		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: headerTimeout,
+		// HTTP/1 keep-alive and HTTP/2 connections alike: net/http's
+		// HTTP/2 server takes its idle timeout from here.
+		IdleTimeout:    timeouts.idle,
+		MaxHeaderBytes: maxHTTPHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: MaxStreamsPerConn,
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
 	if a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {

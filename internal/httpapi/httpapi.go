@@ -41,6 +41,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -307,9 +308,19 @@ func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) htt
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
 		_ = r.Body.Close()
-		if err != nil {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The server's body deadline passed (see internal/app).
+			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
+				HTTPStatus: http.StatusRequestTimeout,
+				Err:        apierr.New(codes.DeadlineExceeded, apierr.ReasonInvalidArgument, "the request body did not arrive in time"),
+			})
+			return
+		case err != nil:
+			// The client went away or broke off its body; what the read
+			// error says (addresses) is none of the answer's business.
 			runtime.HTTPError(r.Context(), gw, m, w, r,
-				apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "reading request body: "+err.Error()))
+				apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "the request body could not be read"))
 			return
 		}
 		if len(body) > maxBodyBytes {
