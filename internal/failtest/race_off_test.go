@@ -1,0 +1,5 @@
+//go:build !race
+
+package failtest
+
+const raceEnabled = false
