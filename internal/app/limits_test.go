@@ -311,8 +311,9 @@ func TestStalledHTTPListIsCutOff(t *testing.T) {
 	if pages > 200 {
 		t.Fatalf("%d upstream pages fetched for a reader that stopped", pages)
 	}
-	c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.Copy(io.Discard, c); err != nil && !strings.Contains(err.Error(), "reset") {
-		t.Fatalf("the server did not close the stalled connection: %v", err)
+	// What the kernel buffered before the cut drains first; then EOF.
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if n, err := io.Copy(io.Discard, c); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("the server did not close the stalled connection (%d bytes read): %v", n, err)
 	}
 }

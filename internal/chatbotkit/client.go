@@ -378,13 +378,28 @@ func (c *Client) readAPIError(ctx context.Context, r *request, resp *http.Respon
 	if e.Message == "" {
 		e.Message = fallbackMessage(e.Status)
 	}
-	// An upstream that echoes the credential back must not put it into our
-	// error strings. Very short secrets are left alone: replacing them would
-	// mangle ordinary words, and they are test values, not credentials.
-	if len(r.cred) >= 8 {
-		e.Message = strings.ReplaceAll(e.Message, r.cred, secret.Redacted)
-	}
+	// An upstream that echoes a credential back must not put it into our
+	// error strings, nor through them to the caller or the log.
+	e.Code = c.redact(e.Code, r.cred)
+	e.Message = c.redact(e.Message, r.cred)
 	return e
+}
+
+// Redact returns s with every secret in play for a call replaced by
+// secret.Redacted: the held secret and cred, the call's own credential (a
+// caller's pass-through bearer). Any length counts: a short secret is still
+// a secret, and a word it mangles in an upstream message is the lesser harm.
+func (c *Client) Redact(s string, cred secret.Value) string {
+	return c.redact(s, cred.Reveal())
+}
+
+func (c *Client) redact(s, cred string) string {
+	for _, v := range [...]string{cred, c.secret.Reveal()} {
+		if v != "" {
+			s = strings.ReplaceAll(s, v, secret.Redacted)
+		}
+	}
+	return s
 }
 
 // readJSON reads a 2xx body of at most maxBody bytes and decodes it into v.

@@ -246,15 +246,17 @@ func TestPagination(t *testing.T) {
 
 func TestMsTime(t *testing.T) {
 	cases := map[string]time.Time{
-		`0`:                 time.Unix(0, 0),
-		`1700000000000`:     time.UnixMilli(1700000000000),
-		`1700000000000.0`:   time.UnixMilli(1700000000000),
-		`1700000000000.25`:  time.UnixMilli(1700000000000).Add(250 * time.Microsecond),
-		`1.7e12`:            time.UnixMilli(1700000000000),
-		`-1.5`:              time.UnixMilli(-2).Add(500 * time.Microsecond),
-		`null`:              {},
-		`9007199254740993`:  time.UnixMilli(9007199254740993),
-		`-9007199254740993`: time.UnixMilli(-9007199254740993),
+		`0`:                time.Unix(0, 0),
+		`1700000000000`:    time.UnixMilli(1700000000000),
+		`1700000000000.0`:  time.UnixMilli(1700000000000),
+		`1700000000000.25`: time.UnixMilli(1700000000000).Add(250 * time.Microsecond),
+		`1.7e12`:           time.UnixMilli(1700000000000),
+		`-1.5`:             time.UnixMilli(-2).Add(500 * time.Microsecond),
+		`null`:             {},
+		// The ends of what a google.protobuf.Timestamp holds.
+		`253402300799999`:   time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC),
+		`-62135596800000`:   time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		`253402300799999.5`: time.Date(9999, 12, 31, 23, 59, 59, 999e6+5e5, time.UTC),
 	}
 	for in, want := range cases {
 		var m msTime
@@ -266,7 +268,10 @@ func TestMsTime(t *testing.T) {
 			t.Errorf("%s: %v, want %v", in, m.t, want)
 		}
 	}
-	for _, in := range []string{`"1"`, `true`, `{}`, `1e300`, `9007199254740993.5`} {
+	// Past the years 1 to 9999 (CONTRACT.md "Validation": a malformed
+	// answer), and what is no number of milliseconds.
+	for _, in := range []string{`"1"`, `true`, `{}`, `1e300`, `9007199254740993.5`,
+		`253402300800000`, `-62135596800001`, `253402300800000.0`, `9007199254740993`, `-9007199254740993`} {
 		var m msTime
 		if err := m.UnmarshalJSON([]byte(in)); err == nil {
 			t.Errorf("%s accepted as %v", in, m.t)

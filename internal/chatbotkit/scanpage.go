@@ -18,7 +18,10 @@ import (
 //
 // items is where the tokens go (emptied first), so that a page of the size
 // asked for needs no new room.
-func scanPage(b []byte, items []wireToken) ([]wireToken, string, bool) {
+//
+// A page with more than limit items is not the usual shape either: the
+// scan gives up at the first item past it.
+func scanPage(b []byte, items []wireToken, limit int) ([]wireToken, string, bool) {
 	// From here on the page is well-formed JSON, which keeps the walk
 	// simple: it interprets, it does not check.
 	if !json.Valid(b) {
@@ -32,7 +35,7 @@ func scanPage(b []byte, items []wireToken) ([]wireToken, string, bool) {
 		switch string(key) {
 		case "items":
 			sawItems = true
-			items, ok = s.items(items[:0])
+			items, ok = s.items(items[:0], limit)
 		case "cursor":
 			cursor, ok = s.string()
 		default:
@@ -97,7 +100,7 @@ func (s *pageScanner) object(field func(key []byte) bool) bool {
 }
 
 // items decodes the array of tokens at the cursor.
-func (s *pageScanner) items(items []wireToken) ([]wireToken, bool) {
+func (s *pageScanner) items(items []wireToken, limit int) ([]wireToken, bool) {
 	if s.peek() != '[' {
 		return items, false // null, or not an array
 	}
@@ -109,6 +112,9 @@ func (s *pageScanner) items(items []wireToken) ([]wireToken, bool) {
 			return items, true
 		case ',':
 			s.i++
+		}
+		if len(items) >= limit {
+			return items, false
 		}
 		var w wireToken
 		ok := s.object(func(key []byte) bool {

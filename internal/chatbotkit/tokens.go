@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cbkgate/cbkgate/internal/secret"
@@ -98,22 +99,89 @@ func (c *Client) ListPage(ctx context.Context, cred secret.Value, userID string,
 // maxItemsHint bounds the items decodePage makes room for up front.
 const maxItemsHint = 256
 
+// MaxTake is the largest page a listing asks for (ChatBotKit's own
+// maximum). It also bounds the items of a page asked for with take 0.
+const MaxTake = 1000
+
+// errTooManyItems: a page with more items than asked for. Trimming it
+// would pass on a page the upstream did not mean, and decoding it whole
+// would let the upstream size cbkgate's memory (the issue measured 650 MB
+// for one page of a million small items, well under the body cap).
+var errTooManyItems = errors.New("more items than the take asked for")
+
 // decodePage decodes the body of one JSON page. take is the page size asked
 // for (0: the upstream's default): the items are decoded into a slice made
-// that size, so that decoding a full page never regrows it. scanPage takes
-// pages of the usual shape, encoding/json the rest.
+// that size, so that decoding a full page never regrows it. A page with
+// more items than take (MaxTake for 0) is refused before its items are
+// decoded. scanPage takes pages of the usual shape, encoding/json the rest.
 func decodePage(b []byte, take int) (*Page, error) {
-	if take <= 0 || take > maxItemsHint {
-		take = 100
+	limit := take
+	if limit <= 0 {
+		limit = MaxTake
 	}
-	items, cursor, ok := scanPage(b, make([]wireToken, 0, take))
+	hint := take
+	if hint <= 0 || hint > maxItemsHint {
+		hint = 100
+	}
+	items, cursor, ok := scanPage(b, make([]wireToken, 0, hint), limit)
 	if !ok {
+		if countItems(b, limit) > limit {
+			return nil, errTooManyItems
+		}
 		var err error
-		if items, cursor, err = unmarshalPage(b, make([]wireToken, 0, take)); err != nil {
+		if items, cursor, err = unmarshalPage(b, make([]wireToken, 0, hint)); err != nil {
 			return nil, err
 		}
 	}
 	return newPage(items, cursor)
+}
+
+// countItems returns how many elements the page's "items" array has (the
+// most of any key encoding/json would take for it, in any case or
+// spelling), counting no further than limit+1. It decodes no item.
+func countItems(b []byte, limit int) int {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0 // not an object: unmarshalPage says what is wrong
+	}
+	most := 0
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return most
+		}
+		key, _ := t.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return most
+		}
+		if strings.EqualFold(key, "items") {
+			most = max(most, countArray(raw, limit+1))
+		}
+	}
+	return most
+}
+
+// countArray counts the elements of the JSON array b (valid JSON), up to
+// stop; 0 when b is not an array.
+func countArray(b []byte, stop int) int {
+	s := &pageScanner{b: b}
+	if s.peek() != '[' {
+		return 0
+	}
+	s.i++
+	n := 0
+	for n < stop {
+		switch s.peek() {
+		case ']', 0:
+			return n
+		case ',':
+			s.i++
+		}
+		s.skipValue()
+		n++
+	}
+	return n
 }
 
 func newPage(items []wireToken, cursor string) (*Page, error) {
@@ -180,7 +248,7 @@ func (c *Client) ListStream(ctx context.Context, cred secret.Value, userID strin
 		if err != nil {
 			return false, err
 		}
-		err = c.readStream(ctx, r.op, resp.Body, yield, &yielded)
+		err = c.readStream(ctx, r.op, resp.Body, opts.Take, yield, &yielded)
 		if err != nil {
 			// A stream stopped early may have any amount left: close the
 			// connection rather than read on.
@@ -198,8 +266,8 @@ func (c *Client) listRequest(op string, cred secret.Value, userID string, opts L
 	default:
 		return nil, fmt.Errorf("%w: %s: unknown order %q", ErrInvalidArgument, op, opts.Order)
 	}
-	if opts.Take < 0 {
-		return nil, fmt.Errorf("%w: %s: negative take", ErrInvalidArgument, op)
+	if opts.Take < 0 || opts.Take > MaxTake {
+		return nil, fmt.Errorf("%w: %s: take must be 0 to %d", ErrInvalidArgument, op, MaxTake)
 	}
 	r, err := c.newRequest(op, http.MethodGet, cred, "list", userID)
 	if err != nil {
@@ -224,10 +292,13 @@ func (c *Client) listRequest(op string, cred secret.Value, userID string, opts L
 // errLineTooLong is what readLine reports for a line over the cap.
 var errLineTooLong = errors.New("line too long")
 
-func (c *Client) readStream(ctx context.Context, op string, body io.Reader, yield func(Token) error, yielded *bool) error {
+func (c *Client) readStream(ctx context.Context, op string, body io.Reader, take int, yield func(Token) error, yielded *bool) error {
 	br := bufio.NewReaderSize(body, streamBufferBytes)
+	if take <= 0 {
+		take = MaxTake
+	}
 	var line []byte
-	for {
+	for items := 0; ; {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("chatbotkit: %s: %w", op, err)
 		}
@@ -253,6 +324,9 @@ func (c *Client) readStream(ctx context.Context, op string, body io.Reader, yiel
 			}
 		}
 		if len(content) > 0 {
+			if items++; items > take {
+				return fmt.Errorf("%w: %s: %v", ErrMalformedResponse, op, errTooManyItems)
+			}
 			t, err := decodeStreamLine(content)
 			if err != nil {
 				return fmt.Errorf("%w: %s: %v", ErrMalformedResponse, op, err)
@@ -442,18 +516,35 @@ type msTime struct{ t time.Time }
 // exactly and int64 can take.
 const maxFloatMillis = 1 << 53
 
+// The range of a google.protobuf.Timestamp (years 1 to 9999) in
+// milliseconds. A time outside it cannot be passed on (protojson refuses to
+// write it, so the HTTP answer would break off), so it makes the answer
+// malformed, the same over gRPC and HTTP.
+const (
+	minTimestampMillis = -62135596800000
+	maxTimestampMillis = 253402300799999
+)
+
+var errTimeOutOfRange = errors.New("a timestamp is outside the years 1 to 9999")
+
 func (m *msTime) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if s == "null" {
 		return nil
 	}
 	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if ms < minTimestampMillis || ms > maxTimestampMillis {
+			return errTimeOutOfRange
+		}
 		m.t = time.UnixMilli(ms).UTC()
 		return nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsNaN(f) || math.Abs(f) > maxFloatMillis {
 		return errors.New("a timestamp is not a number of milliseconds")
+	}
+	if f < minTimestampMillis || f >= maxTimestampMillis+1 {
+		return errTimeOutOfRange
 	}
 	whole := math.Floor(f)
 	frac := time.Duration(math.Round((f - whole) * float64(time.Millisecond)))

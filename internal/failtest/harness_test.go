@@ -340,6 +340,13 @@ func errorInfo(st *status.Status) *errdetails.ErrorInfo {
 	return nil
 }
 
+// ownReason reports whether the status carries cbkgate's own ErrorInfo
+// with reason.
+func ownReason(st *status.Status, reason string) bool {
+	ei := errorInfo(st)
+	return ei.GetDomain() == "cbkgate" && ei.GetReason() == reason
+}
+
 // retryInfo returns the status's RetryInfo, or nil.
 func retryInfo(st *status.Status) *errdetails.RetryInfo {
 	for _, d := range st.Details() {

@@ -17,7 +17,8 @@ import (
 )
 
 // TestFaultConnectionRefused: with nothing listening upstream, every call
-// ends UNAVAILABLE, with no ErrorInfo (there was no upstream answer), over
+// ends UNAVAILABLE, with cbkgate's own ErrorInfo UPSTREAM_UNAVAILABLE
+// (there was no upstream answer to carry), over
 // gRPC and HTTP (503). Nothing reached the upstream, so the client's retries
 // (list reads, and writes that provably never left) change nothing here; they
 // are pinned by the REST client's TestWritesRetriedWhenConnectionRefused.
@@ -29,11 +30,11 @@ func TestFaultConnectionRefused(t *testing.T) {
 	g := startGate(t, refused)
 
 	_, err = g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
-	if st := wantCode(t, err, codes.Unavailable); errorInfo(st) != nil {
+	if st := wantCode(t, err, codes.Unavailable); !ownReason(st, "UPSTREAM_UNAVAILABLE") {
 		t.Errorf("list: ErrorInfo %v on a connection that never opened", errorInfo(st))
 	}
 	_, err = g.create(g.ctx())
-	if st := wantCode(t, err, codes.Unavailable); errorInfo(st) != nil {
+	if st := wantCode(t, err, codes.Unavailable); !ownReason(st, "UPSTREAM_UNAVAILABLE") {
 		t.Errorf("create: ErrorInfo %v on a connection that never opened", errorInfo(st))
 	}
 	res := g.do(g.ctx(), http.MethodPost, "/v1/users/u1/tokens", `{}`)
@@ -59,7 +60,7 @@ func TestFaultResetList(t *testing.T) {
 
 	up.SetDefault(fu.List, fu.Reset())
 	_, err = g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
-	if st := wantCode(t, err, codes.Unavailable); errorInfo(st) != nil {
+	if st := wantCode(t, err, codes.Unavailable); !ownReason(st, "UPSTREAM_UNAVAILABLE") {
 		t.Errorf("ErrorInfo %v for a reset", errorInfo(st))
 	}
 	wantCalls(t, up, fu.List, 2+maxAttempts)
@@ -226,8 +227,12 @@ func TestFaultOversizedBody(t *testing.T) {
 
 	_, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
 	st := wantCode(t, err, codes.Internal)
-	if !strings.Contains(st.Message(), "too large") {
-		t.Errorf("message %q does not say the answer was too large", st.Message())
+	if !ownReason(st, "UPSTREAM_MALFORMED") {
+		t.Errorf("ErrorInfo %v, want cbkgate UPSTREAM_MALFORMED", errorInfo(st))
+	}
+	// The caller gets a generic message; the call's log line says why.
+	if !strings.Contains(g.logs.String(), "too large") {
+		t.Errorf("the log does not say the answer was too large")
 	}
 	wantCalls(t, up, fu.List, 1)
 	if !up.Wait(callTimeout, func(rs []fu.Request) bool { return rs[0].Done }) {

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
@@ -79,6 +80,7 @@ const (
 	keyPeer         = "peer"
 	keyForwardedFor = "forwarded_for"
 	keyError        = "error"
+	keyDetail       = "detail"
 	keyMessagesSent = "messages_sent"
 	keyHTTPMethod   = "http_method"
 	keyRoute        = "route"
@@ -103,6 +105,8 @@ const (
 	maxForwardedFor = 256
 	maxErrorMessage = 512
 	maxID           = 256
+	// maxDetail leaves room for a panic's stack.
+	maxDetail = 8 << 10
 )
 
 // healthPrefix: load balancers probe health every few seconds; successful
@@ -241,6 +245,11 @@ func logCall(ctx context.Context, l *slog.Logger, trustedPeer func(net.Addr) boo
 	}
 	if code != codes.OK {
 		attrs = append(attrs, slog.String(keyError, truncate(st.Message(), maxErrorMessage)))
+		// What the caller was not told (an upstream address, a parse
+		// error), already cleaned of secrets where it was made.
+		if d := apierr.LogDetail(err); d != "" {
+			attrs = append(attrs, slog.String(keyDetail, truncate(d, maxDetail)))
+		}
 	}
 	l.LogAttrs(ctx, level, callMessage, attrs...)
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/cbkgate/cbkgate/internal/apierr"
+	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
 
@@ -40,13 +41,35 @@ var codeByHTTPStatus = map[int]codes.Code{
 	504: codes.Unavailable,
 }
 
+// status is toStatus with the redaction of the secrets in play for the
+// call: the held secret and the call's own upstream credential.
+func (s *Service) status(ctx context.Context, err error) error {
+	cred := auth.UpstreamSecret(ctx)
+	return toStatus(ctx, err, func(v string) string { return s.client.Redact(v, cred) })
+}
+
+// Messages of the errors cbkgate makes for upstream failures. They are
+// short and generic on purpose: what actually happened (the upstream URL,
+// an address, a dial or parse error, a cursor) is none of the caller's
+// business and goes to the call's log line instead (apierr.WithLogDetail).
+const (
+	msgUnreachable = "ChatBotKit could not be reached or did not finish its answer"
+	msgTimeout     = "ChatBotKit did not answer in time"
+	msgMalformed   = "ChatBotKit's answer could not be used"
+	msgInternal    = "internal error"
+)
+
 // toStatus turns an error of the REST client into the gRPC status the
 // contract names. ctx is the call's context: once the caller has gone or its
 // deadline has passed, that is what the status says, whatever error the
-// upstream request ended with.
-func toStatus(ctx context.Context, err error) error {
+// upstream request ended with. redact (nil: none) cleans every string that
+// came from upstream before it goes to the caller or the log.
+func toStatus(ctx context.Context, err error, redact func(string) string) error {
 	if err == nil {
 		return nil
+	}
+	if redact == nil {
+		redact = func(s string) string { return s }
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
@@ -57,42 +80,42 @@ func toStatus(ctx context.Context, err error) error {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "the call's deadline passed before ChatBotKit answered")
 	}
+	detail := func() string { return redact(err.Error()) }
 	var apiErr *chatbotkit.APIError
 	switch {
 	case errors.As(err, &apiErr):
-		return apiStatus(apiErr)
+		return apiStatus(apiErr, redact)
 	case errors.Is(err, context.DeadlineExceeded):
 		// The caller's deadline is still ahead, so cbkgate's own bound on
 		// an upstream call ran out: ChatBotKit did not answer in time.
-		return status.Error(codes.Unavailable, fmt.Sprintf("ChatBotKit did not answer within %s", upstreamTimeout))
+		return apierr.WithLogDetail(apierr.Status(codes.Unavailable, apierr.ReasonUpstreamUnavailable, msgTimeout),
+			fmt.Sprintf("no answer within %s: %s", upstreamTimeout, detail()))
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "the call was cancelled")
 	case errors.Is(err, chatbotkit.ErrUnavailable):
-		return status.Error(codes.Unavailable, "ChatBotKit could not be reached or did not finish its answer: "+err.Error())
+		return apierr.WithLogDetail(apierr.Status(codes.Unavailable, apierr.ReasonUpstreamUnavailable, msgUnreachable), detail())
 	case errors.Is(err, chatbotkit.ErrMalformedResponse), errors.Is(err, chatbotkit.ErrResponseTooLarge):
-		return status.Error(codes.Internal, "ChatBotKit's answer could not be used: "+err.Error())
+		return apierr.WithLogDetail(apierr.Status(codes.Internal, apierr.ReasonUpstreamMalformed, msgMalformed), detail())
 	case errors.Is(err, chatbotkit.ErrInvalidID), errors.Is(err, chatbotkit.ErrInvalidArgument):
-		// Validation catches these first; the REST client's own check is a
-		// second line, so its refusal still says it is cbkgate's.
-		return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, err.Error())
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, chatbotkit.ErrNoCredential):
 		return status.Error(codes.Unauthenticated, "no usable ChatBotKit credential for this call")
 	default:
-		return status.Error(codes.Internal, err.Error())
+		return apierr.WithLogDetail(status.New(codes.Internal, msgInternal), detail())
 	}
 }
 
 // apiStatus carries an upstream error response to the caller: the upstream
 // message as the status message, and its code and HTTP status in ErrorInfo
 // so callers can branch on ChatBotKit's own codes.
-func apiStatus(e *chatbotkit.APIError) error {
+func apiStatus(e *chatbotkit.APIError, redact func(string) string) error {
 	code, ok := codeByHTTPStatus[e.Status]
 	if !ok {
 		code = codes.Unknown
 	}
-	st := status.New(code, e.Message)
+	st := status.New(code, redact(e.Message))
 	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{
-		Reason:   e.Code,
+		Reason:   redact(e.Code),
 		Domain:   errorDomain,
 		Metadata: map[string]string{"http_status": strconv.Itoa(e.Status)},
 	}}

@@ -8,14 +8,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
@@ -24,6 +28,11 @@ import (
 // page_size at 0. ChatBotKit clamps larger takes, so bigger pages only mean
 // fewer round trips up to its maximum.
 const DefaultPageSize = 100
+
+// MaxPageSize is the largest upstream page a List asks for; a larger
+// page_size is clamped to it. With the client's refusal of pages longer
+// than asked for, a List holds at most two pages of this many tokens.
+const MaxPageSize = chatbotkit.MaxTake
 
 // upstreamTimeout bounds one upstream request (a unary call, or one page of
 // a listing) whose caller set no deadline, so a ChatBotKit that never
@@ -44,6 +53,9 @@ func upstreamContext(ctx context.Context) (context.Context, context.CancelFunc) 
 type Service struct {
 	tokenv1.UnimplementedTokenServiceServer
 	client *chatbotkit.Client
+	// pageFetched, when set (by tests), runs on the page-fetching
+	// goroutine after each upstream page.
+	pageFetched func()
 }
 
 // New returns a Service that calls ChatBotKit through client.
@@ -66,7 +78,7 @@ func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServ
 	pages := s.fetchPages(ctx, req)
 	for p := range pages {
 		if p.err != nil {
-			return toStatus(stream.Context(), p.err)
+			return s.status(stream.Context(), p.err)
 		}
 		// A page's messages are made together: one allocation of each kind
 		// per page rather than four per token.
@@ -78,7 +90,7 @@ func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServ
 			resp := &resps[i]
 			resp.Token = &toks[i]
 			if err := setToken(resp.Token, &times[i], &p.page.Items[i]); err != nil {
-				return toStatus(stream.Context(), err)
+				return s.status(stream.Context(), err)
 			}
 			if i == n-1 {
 				resp.Cursor = p.page.Cursor
@@ -93,7 +105,7 @@ func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServ
 	// The fetcher closes the channel early only when ctx ended; a listing
 	// cut short that way must not end OK.
 	if err := stream.Context().Err(); err != nil {
-		return toStatus(stream.Context(), err)
+		return s.status(stream.Context(), err)
 	}
 	return nil
 }
@@ -110,12 +122,29 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 	out := make(chan pageResult, 1)
 	go func() {
 		defer close(out)
+		// This goroutine serves the call but runs outside the recovery
+		// interceptor: a panic here would end the process. It ends the
+		// call with INTERNAL instead, the panic and its stack in the
+		// call's log line.
+		defer func() {
+			if r := recover(); r != nil {
+				err := apierr.WithLogDetail(status.New(codes.Internal, msgInternal),
+					fmt.Sprintf("panic while fetching pages: %v\n%s", r, debug.Stack()))
+				select {
+				case out <- pageResult{err: err}:
+				case <-ctx.Done():
+				}
+			}
+		}()
 		cred := auth.UpstreamSecret(ctx)
 		opts := chatbotkit.ListOptions{Cursor: req.GetCursor(), Order: upstreamOrder(req.GetOrder())}
 		pageSize := int(req.GetPageSize())
 		if pageSize == 0 {
 			pageSize = DefaultPageSize
 		}
+		// CONTRACT.md "Upstream calls": larger pages are clamped, not
+		// refused; ChatBotKit serves no more per page anyway.
+		pageSize = min(pageSize, MaxPageSize)
 		limit := int(req.GetLimit()) // 0: no limit
 		fetched := 0
 		for {
@@ -126,19 +155,14 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 			pageCtx, cancel := upstreamContext(ctx)
 			page, err := s.client.ListPage(pageCtx, cred, req.GetUserId(), opts)
 			cancel()
+			if s.pageFetched != nil {
+				s.pageFetched()
+			}
 			if err == nil && opts.Cursor != "" && page.Cursor == opts.Cursor && len(page.Items) > 0 {
 				// A cursor that does not move would repeat this page
 				// forever: duplicates, and a listing that never ends.
 				err = fmt.Errorf("%w: list: a page of tokens came back with the cursor it was asked for", chatbotkit.ErrMalformedResponse)
 				page = nil
-			}
-			if err == nil && limit > 0 && len(page.Items) > limit-fetched {
-				// An upstream that ignores take must not push the listing
-				// past the caller's limit. The page's cursor points past
-				// tokens that are now cut off, so resuming from it would
-				// skip them: it is dropped rather than passed on.
-				page.Items = page.Items[:limit-fetched]
-				page.Cursor = ""
 			}
 			select {
 			case out <- pageResult{page: page, err: err}:
@@ -185,7 +209,7 @@ func (s *Service) Create(ctx context.Context, req *tokenv1.CreateRequest) (*toke
 	defer cancel()
 	created, err := s.client.Create(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), in)
 	if err != nil {
-		return nil, toStatus(ctx, err)
+		return nil, s.status(ctx, err)
 	}
 	return &tokenv1.CreateResponse{
 		Id:         created.ID,
@@ -207,7 +231,7 @@ func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*toke
 	defer cancel()
 	id, err := s.client.Update(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), req.GetTokenId(), in)
 	if err != nil {
-		return nil, toStatus(ctx, err)
+		return nil, s.status(ctx, err)
 	}
 	return &tokenv1.UpdateResponse{Id: id}, nil
 }
@@ -221,7 +245,7 @@ func (s *Service) Delete(ctx context.Context, req *tokenv1.DeleteRequest) (*toke
 	defer cancel()
 	id, err := s.client.Delete(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), req.GetTokenId())
 	if err != nil {
-		return nil, toStatus(ctx, err)
+		return nil, s.status(ctx, err)
 	}
 	return &tokenv1.DeleteResponse{Id: id}, nil
 }

@@ -530,40 +530,41 @@ func TestCallerDeadlineAndCancel(t *testing.T) {
 func TestToStatusKeepsContextErrors(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if got := status.Code(toStatus(ctx, errors.New("whatever the transport said"))); got != codes.Canceled {
+	if got := status.Code(toStatus(ctx, errors.New("whatever the transport said"), nil)); got != codes.Canceled {
 		t.Fatalf("got %v, want CANCELLED once the caller is gone", got)
 	}
 	ctx, cancel = context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
-	if got := status.Code(toStatus(ctx, errors.New("whatever the transport said"))); got != codes.DeadlineExceeded {
+	if got := status.Code(toStatus(ctx, errors.New("whatever the transport said"), nil)); got != codes.DeadlineExceeded {
 		t.Fatalf("got %v, want DEADLINE_EXCEEDED once the caller's deadline passed", got)
 	}
 	// cbkgate's own bound on an upstream request ran out while the caller
 	// still waits: ChatBotKit is not answering.
-	if got := status.Code(toStatus(context.Background(), fmt.Errorf("x: %w", context.DeadlineExceeded))); got != codes.Unavailable {
+	if got := status.Code(toStatus(context.Background(), fmt.Errorf("x: %w", context.DeadlineExceeded), nil)); got != codes.Unavailable {
 		t.Fatalf("got %v, want UNAVAILABLE", got)
 	}
 }
 
-func TestListLimitNeverHandsOutACursorPastIt(t *testing.T) {
+func TestListPageLongerThanTakeIsMalformed(t *testing.T) {
 	// An upstream that ignores take: asked for 2, it answers 3 and a cursor
-	// after the third. Resuming from that cursor would skip the third token.
+	// after the third. CONTRACT.md "Upstream calls": a malformed answer,
+	// never trimmed (resuming from that cursor would skip the third token)
+	// nor passed on.
 	page := `{"items":[{"id":"a","createdAt":1,"updatedAt":1},{"id":"b","createdAt":2,"updatedAt":2},{"id":"c","createdAt":3,"updatedAt":3}],"cursor":"after-c"}`
 	c, _ := newTestService(t, pagedHandler(t, []string{page}, func(w http.ResponseWriter) {
 		t.Error("a second page was fetched past the limit")
 		w.WriteHeader(500)
 	}))
 	got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Limit: 2})
-	if err != nil {
-		t.Fatal(err)
+	if len(got) != 0 {
+		t.Fatalf("tokens %v handed out from a page longer than asked for", ids(got))
 	}
-	if fmt.Sprint(ids(got)) != "[a b]" {
-		t.Fatalf("got %v, want [a b]", ids(got))
+	st := status.Convert(err)
+	if st.Code() != codes.Internal {
+		t.Fatalf("got %v, want INTERNAL", err)
 	}
-	for _, r := range got {
-		if r.GetCursor() == "after-c" {
-			t.Fatalf("token %s carries the cursor after c, which would skip c on resume", r.GetToken().GetId())
-		}
+	if info, ok := st.Details()[0].(*errdetails.ErrorInfo); !ok || info.GetReason() != "UPSTREAM_MALFORMED" || info.GetDomain() != "cbkgate" {
+		t.Fatalf("details %v, want ErrorInfo{cbkgate, UPSTREAM_MALFORMED}", st.Details())
 	}
 }
 

@@ -1,0 +1,121 @@
+package chatbotkit
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/cbkgate/cbkgate/internal/secret"
+)
+
+// pageOf returns a JSON page of n items; escaped spells the items key
+// with an escape, which only encoding/json reads.
+func pageOf(n int, escaped bool) string {
+	var b strings.Builder
+	if escaped {
+		b.WriteString(`{"ite\u006ds":[`)
+	} else {
+		b.WriteString(`{"items":[`)
+	}
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":"t%d"}`, i)
+	}
+	b.WriteString(`],"cursor":"next"}`)
+	return b.String()
+}
+
+// A page with more items than its take is malformed, on the fast path and
+// on encoding/json's, and so is a JSONL stream with more lines; exactly
+// take items are fine.
+func TestPageLongerThanTakeIsMalformed(t *testing.T) {
+	for _, escaped := range []bool{false, true} {
+		for _, c := range []struct {
+			take, items int
+			ok          bool
+		}{{10, 10, true}, {10, 11, false}, {0, MaxTake, true}, {0, MaxTake + 1, false}, {1, 100000, false}} {
+			body := pageOf(c.items, escaped)
+			srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, body) })
+			cl, _ := newTestClient(t, srv.URL, nil)
+			p, err := cl.ListPage(context.Background(), "", "u", ListOptions{Take: c.take})
+			switch {
+			case c.ok && (err != nil || len(p.Items) != c.items):
+				t.Errorf("escaped=%v take %d, %d items: %v", escaped, c.take, c.items, err)
+			case !c.ok && !errors.Is(err, ErrMalformedResponse):
+				t.Errorf("escaped=%v take %d, %d items: %v, want ErrMalformedResponse", escaped, c.take, c.items, err)
+			}
+		}
+	}
+	lines := make([]string, 4)
+	for i := range lines {
+		lines[i] = fmt.Sprintf(`{"type":"item","data":{"id":"t%d"}}`, i)
+	}
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(jsonl(lines...))) })
+	cl, _ := newTestClient(t, srv.URL, nil)
+	got, err := collect(context.Background(), cl, "", "u", ListOptions{Take: 3})
+	if !errors.Is(err, ErrMalformedResponse) || len(got) != 3 {
+		t.Errorf("JSONL of 4 lines for take 3: %v after %v, want ErrMalformedResponse after 3", err, got)
+	}
+	if _, err := cl.ListPage(context.Background(), "", "u", ListOptions{Take: MaxTake + 1}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("take %d: %v, want ErrInvalidArgument", MaxTake+1, err)
+	}
+}
+
+// The body caps count decompressed bytes: a small gzip body that inflates
+// past the cap is refused, as an error body is cut at its own cap.
+func TestCapsHoldAfterDecompression(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"items":[],"pad":"`))
+	zw.Write(bytes.Repeat([]byte("a"), 64<<20)) // 64 MiB inflated
+	zw.Write([]byte(`"}`))
+	zw.Close()
+	t.Logf("gzip body: %d bytes, %d inflated", gz.Len(), 64<<20)
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			t.Error("the client does not ask for gzip; this test tests nothing")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Write(gz.Bytes())
+	})
+	cl, _ := newTestClient(t, srv.URL, nil)
+	if _, err := cl.ListPage(context.Background(), "", "u", ListOptions{Take: 10}); !errors.Is(err, ErrResponseTooLarge) {
+		t.Fatalf("gzip page inflating to 64 MiB: %v, want ErrResponseTooLarge", err)
+	}
+}
+
+// Every string upstream sends back in an error is cleaned of every secret
+// in play, whatever its length: the held secret and the call's own
+// credential (a pass-through bearer of 6 characters here).
+func TestUpstreamErrorsAreRedacted(t *testing.T) {
+	const bearer = "k6c8zq"
+	held := heldSecret.Reveal()
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 400, fmt.Sprintf(`{"code":"BAD_%s_%s","message":"you sent %s, we hold %s"}`, held, bearer, bearer, held))
+	})
+	cl, _ := newTestClient(t, srv.URL, nil)
+	_, err := cl.ListPage(context.Background(), secret.Value(bearer), "u", ListOptions{})
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		t.Fatalf("%v, want an APIError", err)
+	}
+	for _, s := range []string{ae.Code, ae.Message, err.Error()} {
+		if strings.Contains(s, bearer) || strings.Contains(s, held) {
+			t.Errorf("%q shows a secret", s)
+		}
+	}
+	if !strings.Contains(ae.Code, secret.Redacted) {
+		t.Errorf("code %q: the secret was not replaced", ae.Code)
+	}
+	if got := cl.Redact("x "+bearer+" "+held, secret.Value(bearer)); strings.Contains(got, bearer) || strings.Contains(got, held) {
+		t.Errorf("Redact left a secret: %q", got)
+	}
+}
