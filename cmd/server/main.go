@@ -60,6 +60,7 @@ func run() int {
 		return 2
 	}
 	log := logging.New(os.Stderr, cfg.LogLevel, string(cfg.LogFormat))
+	logging.InstallGRPCLogger(log)
 
 	a, err := app.New(cfg, log)
 	if err != nil {

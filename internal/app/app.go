@@ -27,6 +27,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/callerrate"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
@@ -200,7 +201,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
 	a.grpcServer = grpc.NewServer(grpcOpts...)
-	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client))
+	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client, service.WithCallerRate(callerrate.New(cfg.CallerRate, nil))))
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
 	reflection.Register(a.grpcServer)

@@ -219,10 +219,15 @@ func (s *stallWriter) Write(p []byte) (int, error) {
 	return s.ResponseWriter.Write(p)
 }
 
-// Flush is http.Flusher, which grpc-gateway needs to stream.
-func (s *stallWriter) Flush() {
+// Flush is http.Flusher, for handlers that stream with it.
+func (s *stallWriter) Flush() { _ = s.FlushError() }
+
+// FlushError is what http.ResponseController (grpc-gateway's streaming
+// uses one) calls to flush: it passes on the error of a flush that missed
+// its deadline, which ends the stream.
+func (s *stallWriter) FlushError() error {
 	s.extend()
-	_ = s.rc.Flush()
+	return s.rc.Flush()
 }
 
 // Unwrap lets http.ResponseController reach the connection.

@@ -84,6 +84,9 @@ type Config struct {
 	// so that clients behind an L4 balancer spread over new replicas. Zero
 	// means unlimited.
 	MaxConnectionAge time.Duration // >= 0
+	// CallerRate is how many upstream requests per second each caller
+	// identity may cause (burst twice that); 0 is no limit.
+	CallerRate int // >= 0
 
 	// sources maps each flag to where its value came from ("--flag" or
 	// the environment variable), for errors found after Load.
@@ -139,6 +142,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("log_format", string(c.LogFormat)),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("max_connection_age", c.MaxConnectionAge),
+		slog.Int("caller_rate", c.CallerRate),
 	)
 }
 
@@ -181,6 +185,7 @@ const (
 	fLogFormat       = "log-format"
 	fShutdownTimeout = "shutdown-timeout"
 	fMaxConnAge      = "max-connection-age"
+	fCallerRate      = "caller-rate"
 )
 
 var settings = []setting{
@@ -218,6 +223,8 @@ var settings = []setting{
 		help: "how long calls in flight may take to finish after SIGTERM/SIGINT"},
 	{flag: fMaxConnAge, env: "CBKGATE_MAX_CONNECTION_AGE", def: "5m", arg: "duration",
 		help: "close each gRPC connection gracefully after this long (±10% jitter), so clients rebalance; 0 is unlimited"},
+	{flag: fCallerRate, env: "CBKGATE_CALLER_RATE", def: "0", arg: "n",
+		help: "upstream requests per second each caller may cause (burst 2n; list pages count); 0 is no limit"},
 }
 
 // Usage returns the help text: every flag with its environment variable and
@@ -382,6 +389,9 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	if c.MaxConnectionAge, err = in.maxConnectionAge(); err != nil {
+		return nil, err
+	}
+	if c.CallerRate, err = in.callerRate(); err != nil {
 		return nil, err
 	}
 	if c.CORSOrigins, err = in.corsOrigins(); err != nil {
@@ -584,6 +594,19 @@ func (in *input) maxConnectionAge() (time.Duration, error) {
 		return 0, fmt.Errorf("%s: %q: must be 0 (unlimited) or at least %s", src, v, maxConnectionAgeFloor)
 	}
 	return d, nil
+}
+
+// maxCallerRate keeps 2n (the burst) far from overflowing and is beyond
+// any quota ChatBotKit grants.
+const maxCallerRate = 1_000_000
+
+func (in *input) callerRate() (int, error) {
+	v, src, _ := in.get(fCallerRate)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > maxCallerRate {
+		return 0, fmt.Errorf("%s: %q: not a whole number of requests per second from 0 (no limit) to %d", src, v, maxCallerRate)
+	}
+	return n, nil
 }
 
 func (in *input) corsOrigins() ([]string, error) {

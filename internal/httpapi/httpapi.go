@@ -42,7 +42,9 @@ import (
 	"net/http"
 	"net/textproto"
 	"os"
+	"path"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -193,7 +195,7 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiv2.JSON)
 	})))
-	return mux, nil
+	return canonicalPaths(gw, m, mux), nil
 }
 
 // plain writes a short, uncacheable text answer: probes must see the state
@@ -216,7 +218,7 @@ func newMarshaler() *marshaler {
 		MarshalOptions: protojson.MarshalOptions{UseProtoNames: true},
 		// DiscardUnknown stays false: an unknown field is a client bug,
 		// answered with 400 rather than ignored.
-		UnmarshalOptions: protojson.UnmarshalOptions{},
+		UnmarshalOptions: protojson.UnmarshalOptions{RecursionLimit: maxJSONDepth},
 	}}
 }
 
@@ -238,11 +240,16 @@ func streamContentType(ctx context.Context, w http.ResponseWriter, m proto.Messa
 	return nil
 }
 
-// incomingHeaderMatcher is the gateway default minus Authorization and
-// Cookie. The gateway forwards Authorization as "authorization" metadata on
-// its own; the default would also copy it as "grpcgateway-authorization",
-// a second copy of a secret that nothing reads and something might log.
-// Cookies carry no credentials for this API, so they are not forwarded.
+// incomingHeaderMatcher lets through, of all the HTTP headers, only the
+// metadata cbkgate needs (CONTRACT.md "Browsers and hostile clients"). The
+// gateway forwards Authorization as "authorization" metadata on its own
+// (the default matcher would also copy it as "grpcgateway-authorization",
+// a second copy of a secret), and sets x-forwarded-for and
+// x-forwarded-host itself. Anything else a client sends (Grpc-Metadata-*,
+// cookies, any other header) stays out of gRPC: the default matcher
+// forwarded every Grpc-Metadata-* header, and grpclog wrote a line for
+// each one that was not a valid metadata key (one request with 1,800 of
+// them wrote 1,801 lines).
 //
 // The request id and the W3C trace context go to the gRPC server as the
 // metadata it reads them from (x-request-id, traceparent, tracestate), so
@@ -250,14 +257,73 @@ func streamContentType(ctx context.Context, w http.ResponseWriter, m proto.Messa
 // request id header is the one cbkgate chose (see telemetry.HTTPMiddleware).
 func incomingHeaderMatcher(key string) (string, bool) {
 	switch textproto.CanonicalMIMEHeaderKey(key) {
-	case "Authorization", "Cookie":
-		return "", false
 	case "X-Request-Id", "Traceparent", "Tracestate",
 		// Set by cbkgate's HTTP middleware, never a client's value.
 		"X-Cbkgate-Http-Route", "X-Cbkgate-Http-Method":
 		return strings.ToLower(key), true
 	}
-	return runtime.DefaultHeaderMatcher(key)
+	return "", false
+}
+
+// maxJSONDepth bounds the nesting of a request body, in messages (a
+// google.protobuf.Struct level is two: Struct and Value). protojson's
+// default (10,000) admits bodies that the gRPC side cannot decode again
+// (its own limit is lower), which answered 500; past this the body is
+// refused with 400. Real config and meta objects are a few levels deep.
+const maxJSONDepth = 100
+
+// canonicalPaths answers 400 INVALID_ARGUMENT for a request path that
+// http.ServeMux would redirect (a "." or ".." segment, raw or escaped, or
+// an empty one) or that is not valid UTF-8 once unescaped (no proto string
+// can carry it, so the gateway failed with 500). Contract: bad input is a
+// clear error, never a 5xx and never a redirect.
+func canonicalPaths(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		var bad string
+		switch {
+		case !utf8.ValidString(p):
+			bad = "the request path is not valid UTF-8"
+		case p != cleanPath(p):
+			bad = "the request path has an empty, \".\" or \"..\" segment"
+		case !utf8.ValidString(r.URL.RawQuery) || !validQueryUTF8(r):
+			bad = "the query is not valid UTF-8"
+		}
+		if bad == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
+			HTTPStatus: http.StatusBadRequest,
+			Err:        apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, bad),
+		})
+	})
+}
+
+// cleanPath is the path http.ServeMux serves without a redirect.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func validQueryUTF8(r *http.Request) bool {
+	for k, vs := range r.URL.Query() {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // capBody bounds the bytes a Connect or gRPC-Web request body may carry.

@@ -73,6 +73,7 @@ func writeAudit(ctx context.Context, l *slog.Logger, action, user, token, caller
 // request id, and, for a create, update or delete, its audit line (with
 // the ids from the path), since the gRPC interceptors never see it.
 func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
+	refused := NewLimiter()
 	return func(ev telemetry.HTTPRequest) {
 		r := ev.Request
 		ctx := r.Context()
@@ -99,7 +100,7 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 			if ev.Reason != "" {
 				attrs = append(attrs, slog.String(keyError, truncate(ev.Reason, maxErrorMessage)))
 			}
-			l.LogAttrs(ctx, level, "http call refused", attrs...)
+			refused.Log(ctx, l, level, "http call refused", attrs...)
 		}
 		if action, user, token, ok := httpAuditTarget(r, ev.Route); ok {
 			writeAudit(ctx, l, action, user, token, caller, code)

@@ -125,11 +125,12 @@ type callKey struct{}
 // authentication interceptor, so that refused calls are logged and audited
 // too, and CallerUnaryInterceptor after it.
 func UnaryInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.UnaryServerInterceptor {
+	refused := NewLimiter()
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		c := &call{}
 		resp, err := handler(context.WithValue(ctx, callKey{}, c), req)
-		logCall(ctx, l, trustedPeer, info.FullMethod, start, err, c, nil)
+		logCall(ctx, l, refused, trustedPeer, info.FullMethod, start, err, c, nil)
 		audit(ctx, l, info.FullMethod, req, resp, err, c)
 		return resp, err
 	}
@@ -138,13 +139,14 @@ func UnaryInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.Unar
 // StreamInterceptor logs one line per streaming call when the handler
 // returns, with the number of messages sent to the client.
 func StreamInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.StreamServerInterceptor {
+	refused := NewLimiter()
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
 		c := &call{}
 		cs := &countingStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callKey{}, c)}
 		err := handler(srv, cs)
 		n := cs.sent.Load()
-		logCall(ss.Context(), l, trustedPeer, info.FullMethod, start, err, c, &n)
+		logCall(ss.Context(), l, refused, trustedPeer, info.FullMethod, start, err, c, &n)
 		return err
 	}
 }
@@ -196,7 +198,7 @@ func (s *countingStream) SendMsg(m any) error {
 	return err
 }
 
-func logCall(ctx context.Context, l *slog.Logger, trustedPeer func(net.Addr) bool, method string, start time.Time, err error, c *call, sent *int64) {
+func logCall(ctx context.Context, l *slog.Logger, refused *Limiter, trustedPeer func(net.Addr) bool, method string, start time.Time, err error, c *call, sent *int64) {
 	st := status.Convert(err)
 	code := st.Code()
 	level := levelFor(code)
@@ -251,7 +253,23 @@ func logCall(ctx context.Context, l *slog.Logger, trustedPeer func(net.Addr) boo
 			attrs = append(attrs, slog.String(keyDetail, truncate(d, maxDetail)))
 		}
 	}
+	if isRefusal(code) {
+		refused.Log(ctx, l, level, callMessage, attrs...)
+		return
+	}
 	l.LogAttrs(ctx, level, callMessage, attrs...)
+}
+
+// isRefusal reports whether a call ending with code was refused (no or
+// bad credentials, a request that does not validate, a rate or stream
+// limit, an unknown method): such lines are rate-limited, see Limiter.
+// Audit lines never are.
+func isRefusal(code codes.Code) bool {
+	switch code {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted, codes.Unimplemented:
+		return true
+	}
+	return false
 }
 
 // durationMS is a duration in milliseconds with microsecond precision: a

@@ -11,16 +11,19 @@ import (
 	"runtime/debug"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/callerrate"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
 
@@ -53,14 +56,43 @@ func upstreamContext(ctx context.Context) (context.Context, context.CancelFunc) 
 type Service struct {
 	tokenv1.UnimplementedTokenServiceServer
 	client *chatbotkit.Client
+	// callers is --caller-rate (nil: no limit).
+	callers *callerrate.Limiter
 	// pageFetched, when set (by tests), runs on the page-fetching
 	// goroutine after each upstream page.
 	pageFetched func()
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithCallerRate limits the upstream requests of each caller identity
+// (auth.Caller): a Create, Update or Delete over the rate is refused with
+// RESOURCE_EXHAUSTED (RATE_LIMITED, RetryInfo) before it goes upstream;
+// a List waits before each page instead. nil means no limit.
+func WithCallerRate(l *callerrate.Limiter) Option {
+	return func(s *Service) { s.callers = l }
+}
+
 // New returns a Service that calls ChatBotKit through client.
-func New(client *chatbotkit.Client) *Service {
-	return &Service{client: client}
+func New(client *chatbotkit.Client, opts ...Option) *Service {
+	s := &Service{client: client}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// admit takes one upstream request from the caller's rate, or returns the
+// RATE_LIMITED error that refuses the call.
+func (s *Service) admit(ctx context.Context) error {
+	ok, retryAfter := s.callers.Allow(auth.Caller(ctx))
+	if ok {
+		return nil
+	}
+	return apierr.New(codes.ResourceExhausted, apierr.ReasonRateLimited,
+		"this caller is over its rate of upstream requests (--caller-rate); retry later",
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 }
 
 // List streams every token of a user from the request's cursor on, page by
@@ -137,6 +169,7 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 			}
 		}()
 		cred := auth.UpstreamSecret(ctx)
+		caller := auth.Caller(ctx)
 		opts := chatbotkit.ListOptions{Cursor: req.GetCursor(), Order: upstreamOrder(req.GetOrder())}
 		pageSize := int(req.GetPageSize())
 		if pageSize == 0 {
@@ -151,6 +184,11 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 			opts.Take = pageSize
 			if limit > 0 {
 				opts.Take = min(pageSize, limit-fetched)
+			}
+			// Every page is an upstream request of its own: a List is
+			// paced by the caller's rate, never failed by it.
+			if err := s.callers.Wait(ctx, caller); err != nil {
+				return // ctx ended: List reports it
 			}
 			pageCtx, cancel := upstreamContext(ctx)
 			page, err := s.client.ListPage(pageCtx, cred, req.GetUserId(), opts)
@@ -205,6 +243,9 @@ func (s *Service) Create(ctx context.Context, req *tokenv1.CreateRequest) (*toke
 	if err != nil {
 		return nil, err
 	}
+	if err := s.admit(ctx); err != nil {
+		return nil, err
+	}
 	upCtx, cancel := upstreamContext(ctx)
 	defer cancel()
 	created, err := s.client.Create(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), in)
@@ -227,6 +268,9 @@ func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*toke
 	if err != nil {
 		return nil, err
 	}
+	if err := s.admit(ctx); err != nil {
+		return nil, err
+	}
 	upCtx, cancel := upstreamContext(ctx)
 	defer cancel()
 	id, err := s.client.Update(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), req.GetTokenId(), in)
@@ -239,6 +283,9 @@ func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*toke
 // Delete revokes a token.
 func (s *Service) Delete(ctx context.Context, req *tokenv1.DeleteRequest) (*tokenv1.DeleteResponse, error) {
 	if err := validateTokenRef(req.GetUserId(), req.GetTokenId()); err != nil {
+		return nil, err
+	}
+	if err := s.admit(ctx); err != nil {
 		return nil, err
 	}
 	upCtx, cancel := upstreamContext(ctx)

@@ -1,0 +1,53 @@
+package logging
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+)
+
+// Lines about refused or malformed calls are rate-limited: a client without
+// credentials can make them as fast as it can send (the issue measured
+// 50,000 lines, 14 MB, in 0.55 s of rapid-reset List attempts), and the
+// log must not become the cheapest way to fill a disk or drown the lines
+// that matter. A line let through after some were dropped says how many
+// with "suppressed".
+const (
+	// RefusedLinesPerSecond and RefusedLinesBurst are the rate of each kind
+	// of such line (each Limiter).
+	RefusedLinesPerSecond = 10
+	RefusedLinesBurst     = 20
+	keySuppressed         = "suppressed"
+)
+
+// Limiter rate-limits one kind of log line. It is the one limiter used
+// wherever lines about refused or malformed calls are written. Safe for
+// concurrent use.
+type Limiter struct {
+	lim        *rate.Limiter
+	suppressed atomic.Int64
+}
+
+// NewLimiter lets through RefusedLinesPerSecond lines a second, in bursts
+// of RefusedLinesBurst.
+func NewLimiter() *Limiter {
+	return &Limiter{lim: rate.NewLimiter(RefusedLinesPerSecond, RefusedLinesBurst)}
+}
+
+// Log writes the line unless the rate is exceeded, in which case it is
+// counted; the next line written carries the count of those dropped.
+func (lm *Limiter) Log(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	if !l.Enabled(ctx, level) {
+		return
+	}
+	if !lm.lim.Allow() {
+		lm.suppressed.Add(1)
+		return
+	}
+	if n := lm.suppressed.Swap(0); n > 0 {
+		attrs = append(attrs, slog.Int64(keySuppressed, n))
+	}
+	l.LogAttrs(ctx, level, msg, attrs...)
+}
