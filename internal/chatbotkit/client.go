@@ -425,7 +425,7 @@ func (c *Client) readBody(ctx context.Context, r *request, resp *http.Response) 
 		resp.Body.Close()
 		return nil, fmt.Errorf("%w: %s: Content-Length %d exceeds the %d-byte cap", ErrResponseTooLarge, r.op, resp.ContentLength, c.maxBody)
 	}
-	b, err := readAll(io.LimitReader(resp.Body, c.maxBody+1), resp.ContentLength)
+	b, err := readAll(io.LimitReader(resp.Body, c.maxBody+1), resp.ContentLength, c.maxBody+1)
 	if err != nil {
 		resp.Body.Close()
 		return nil, c.bodyError(ctx, r.op, err)
@@ -441,8 +441,10 @@ func (c *Client) readBody(ctx context.Context, r *request, resp *http.Response) 
 // readAll is io.ReadAll starting with room for size bytes (the body's
 // Content-Length, -1 when unknown), so that a page of a listing is read
 // without regrowing the buffer on the way. Room is made up front only up to
-// maxSizeHint: beyond that, memory follows the bytes that actually arrive.
-func readAll(r io.Reader, size int64) ([]byte, error) {
+// maxSizeHint: beyond that, memory follows the bytes that actually arrive,
+// and the buffer never grows past limit (the most r can yield), so a body
+// at the cap costs the cap, not twice it.
+func readAll(r io.Reader, size, limit int64) ([]byte, error) {
 	b := make([]byte, 0, min(max(512, size+1), maxSizeHint)) // +1: room to read the EOF
 	for {
 		n, err := r.Read(b[len(b):cap(b)])
@@ -454,6 +456,12 @@ func readAll(r io.Reader, size int64) ([]byte, error) {
 			return b, err
 		}
 		if len(b) == cap(b) {
+			if next := int64(2 * cap(b)); next > limit {
+				grown := make([]byte, len(b), max(limit, int64(len(b))+1))
+				copy(grown, b)
+				b = grown
+				continue
+			}
 			b = append(b, 0)[:len(b)] // let append pick the next size
 		}
 	}

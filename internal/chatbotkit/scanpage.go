@@ -21,16 +21,16 @@ import (
 //
 // A page with more than limit items is not the usual shape either: the
 // scan gives up at the first item past it.
-func scanPage(b []byte, items []wireToken, limit int) ([]wireToken, string, bool) {
+// tooMany then says so: the scan has seen more than limit items.
+func scanPage(b []byte, items []wireToken, limit int) (_ []wireToken, cursor string, ok, tooMany bool) {
 	// From here on the page is well-formed JSON, which keeps the walk
 	// simple: it interprets, it does not check.
 	if !json.Valid(b) {
-		return nil, "", false
+		return nil, "", false, false
 	}
 	s := &pageScanner{b: b}
-	var cursor string
 	sawItems := false
-	ok := s.object(func(key []byte) bool {
+	ok = s.object(func(key []byte) bool {
 		var ok bool
 		switch string(key) {
 		case "items":
@@ -43,13 +43,15 @@ func scanPage(b []byte, items []wireToken, limit int) ([]wireToken, string, bool
 		}
 		return ok
 	})
-	return items, cursor, ok && sawItems
+	return items, cursor, ok && sawItems, s.tooMany
 }
 
 // pageScanner walks a well-formed JSON document.
 type pageScanner struct {
 	b []byte
 	i int
+	// tooMany: items gave up past its limit.
+	tooMany bool
 }
 
 func (s *pageScanner) ws() {
@@ -114,6 +116,7 @@ func (s *pageScanner) items(items []wireToken, limit int) ([]wireToken, bool) {
 			s.i++
 		}
 		if len(items) >= limit {
+			s.tooMany = true
 			return items, false
 		}
 		var w wireToken

@@ -81,11 +81,11 @@ func TestScanPageMatchesEncodingJSON(t *testing.T) {
 // The usual pages do take the fast path.
 func TestScanPageTakesUsualPages(t *testing.T) {
 	for _, body := range []string{string(benchPage(100, false)), string(benchPage(100, true)), scanPageSeeds[1], scanPageSeeds[3], scanPageSeeds[4]} {
-		if _, _, ok := scanPage([]byte(body), nil, MaxTake); !ok {
+		if _, _, ok, _ := scanPage([]byte(body), nil, MaxTake); !ok {
 			t.Errorf("fell back on %.80s...", body)
 		}
 	}
-	if _, _, ok := scanPage([]byte(strings.Replace(scanPageSeeds[1], `"t1"`, `"t\u0031"`, 1)), nil, MaxTake); ok {
+	if _, _, ok, _ := scanPage([]byte(strings.Replace(scanPageSeeds[1], `"t1"`, `"t\u0031"`, 1)), nil, MaxTake); ok {
 		t.Error("took a string with an escape")
 	}
 }

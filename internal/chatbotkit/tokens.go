@@ -123,7 +123,10 @@ func decodePage(b []byte, take int) (*Page, error) {
 	if hint <= 0 || hint > maxItemsHint {
 		hint = 100
 	}
-	items, cursor, ok := scanPage(b, make([]wireToken, 0, hint), limit)
+	items, cursor, ok, tooMany := scanPage(b, make([]wireToken, 0, hint), limit)
+	if tooMany {
+		return nil, errTooManyItems
+	}
 	if !ok {
 		if countItems(b, limit) > limit {
 			return nil, errTooManyItems
@@ -138,7 +141,8 @@ func decodePage(b []byte, take int) (*Page, error) {
 
 // countItems returns how many elements the page's "items" array has (the
 // most of any key encoding/json would take for it, in any case or
-// spelling), counting no further than limit+1. It decodes no item.
+// spelling), counting no further than limit+1. It decodes no item, and
+// holds no more than one element and one value of another key at a time.
 func countItems(b []byte, limit int) int {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
@@ -151,37 +155,51 @@ func countItems(b []byte, limit int) int {
 			return most
 		}
 		key, _ := t.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
+		if !strings.EqualFold(key, "items") {
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return most
+			}
+			continue
+		}
+		t, err = dec.Token()
+		if err != nil {
 			return most
 		}
-		if strings.EqualFold(key, "items") {
-			most = max(most, countArray(raw, limit+1))
+		switch t {
+		case json.Delim('['):
+			n := 0
+			for dec.More() && n <= limit {
+				var skip json.RawMessage
+				if dec.Decode(&skip) != nil {
+					return max(most, n)
+				}
+				n++
+			}
+			if n > limit {
+				return n
+			}
+			most = max(most, n)
+			if _, err := dec.Token(); err != nil { // the closing ]
+				return most
+			}
+		case json.Delim('{'):
+			// Not an array: skip the object, unmarshalPage refuses it.
+			for depth := 1; depth > 0; {
+				t, err := dec.Token()
+				if err != nil {
+					return most
+				}
+				switch t {
+				case json.Delim('{'), json.Delim('['):
+					depth++
+				case json.Delim('}'), json.Delim(']'):
+					depth--
+				}
+			}
 		}
 	}
 	return most
-}
-
-// countArray counts the elements of the JSON array b (valid JSON), up to
-// stop; 0 when b is not an array.
-func countArray(b []byte, stop int) int {
-	s := &pageScanner{b: b}
-	if s.peek() != '[' {
-		return 0
-	}
-	s.i++
-	n := 0
-	for n < stop {
-		switch s.peek() {
-		case ']', 0:
-			return n
-		case ',':
-			s.i++
-		}
-		s.skipValue()
-		n++
-	}
-	return n
 }
 
 func newPage(items []wireToken, cursor string) (*Page, error) {

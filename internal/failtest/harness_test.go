@@ -48,8 +48,9 @@ const callTimeout = 20 * time.Second
 // keeps the last logKeep bytes or so, so that a soak's call log does not
 // count as a leak.
 type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu    sync.Mutex
+	b     bytes.Buffer
+	lines int // every line ever written, kept or not
 }
 
 const logKeep = 64 << 10
@@ -62,7 +63,15 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 		l.b.Reset()
 		l.b.Write(tail)
 	}
+	l.lines += bytes.Count(p, []byte("\n"))
 	return l.b.Write(p)
+}
+
+// Lines is how many lines have been written so far.
+func (l *logBuffer) Lines() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lines
 }
 
 func (l *logBuffer) String() string {
@@ -89,6 +98,7 @@ type gate struct {
 }
 
 type gateConfig struct {
+	args            []string
 	passThrough     bool
 	shutdownTimeout string
 }
@@ -98,6 +108,12 @@ type gateOption func(*gateConfig)
 // passThrough runs cbkgate without a held secret: each call carries the
 // caller's own ChatBotKit secret.
 func passThrough() gateOption { return func(c *gateConfig) { c.passThrough = true } }
+
+// withArgs adds command-line arguments. With --api-keys-file among them,
+// callers must authenticate (no --allow-unauthenticated).
+func withArgs(args ...string) gateOption {
+	return func(c *gateConfig) { c.args = append(c.args, args...) }
+}
 
 // shutdownTimeout sets --shutdown-timeout.
 func shutdownTimeout(d time.Duration) gateOption {
@@ -118,9 +134,16 @@ func startGate(t *testing.T, upstreamURL string, opts ...gateOption) *gate {
 		"--shutdown-timeout=" + gc.shutdownTimeout,
 	}
 	env := map[string]string{}
+	keys := false
+	for _, a := range gc.args {
+		keys = keys || strings.HasPrefix(a, "--api-keys-file")
+	}
+	args = append(args, gc.args...)
 	if !gc.passThrough {
 		env[config.EnvAPISecret] = heldSecret
-		args = append(args, "--allow-unauthenticated")
+		if !keys {
+			args = append(args, "--allow-unauthenticated")
+		}
 	}
 	cfg, err := config.Load(args, func(k string) string { return env[k] })
 	if err != nil {
