@@ -9,6 +9,7 @@ package app_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -141,8 +142,15 @@ func TestIdleGRPCConnectionIsClosed(t *testing.T) {
 			}
 			break
 		}
-		if _, ok := f.(*http2.GoAwayFrame); ok {
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
 			sawGoAway = true
+		case *http2.PingFrame:
+			// As a live client would: grpc-go pings with its GOAWAY and
+			// closes once answered (else after a timeout of its own).
+			if !f.IsAck() {
+				fr.WritePing(true, f.Data)
+			}
 		}
 	}
 	if !sawGoAway {
@@ -168,6 +176,45 @@ func TestIdleHTTPConnectionIsClosed(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		t.Fatalf("idle keep-alive connection: read got %v, want EOF (closed by the server)", err)
+	}
+}
+
+// TestIdleHTTP2ConnectionIsClosed: over TLS the HTTP listener speaks
+// HTTP/2; a connection that opens no stream is closed (GOAWAY) when the
+// idle timeout passes.
+func TestIdleHTTP2ConnectionIsClosed(t *testing.T) {
+	p := newPKI(t)
+	restore := app.SetTimeouts(300*time.Millisecond, time.Minute, time.Minute)
+	s := startServer(t, upstream(t, &endlessList{}).URL,
+		[]string{"--allow-unauthenticated", "--tls-cert=" + p.certFile, "--tls-key=" + p.keyFile},
+		map[string]string{"CHATBOTKIT_API_SECRET": heldSecretForLimits}, p.clientTLS())
+	restore()
+	tc := p.clientTLS()
+	tc.NextProtos = []string{"h2"}
+	c, err := tls.Dial("tcp", strings.TrimPrefix(s.httpURL, "https://"), tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatalf("negotiated %q, want h2", c.ConnectionState().NegotiatedProtocol)
+	}
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	sawGoAway := false
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			if !sawGoAway {
+				t.Fatalf("idle HTTP/2 connection: %v before any GOAWAY", err)
+			}
+			break
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			sawGoAway = true
+		}
 	}
 }
 

@@ -72,15 +72,16 @@ func TestEntriesExpireAndAreBounded(t *testing.T) {
 
 func TestWaitPacesAndHonoursCancel(t *testing.T) {
 	paced := 0
-	l := New(1000, func() { paced++ })
+	l, _ := newTest(100) // the clock stands still: nothing refills
+	l.onPaced = func() { paced++ }
 	ctx := context.Background()
-	for range 2000 + 5 { // the burst, then a few paced at 1 ms each
+	for range 200 + 3 { // the burst, then three paced 10 ms apart
 		if err := l.Wait(ctx, "key:a"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if paced == 0 {
-		t.Fatal("nothing was paced past the burst")
+	if paced != 3 {
+		t.Fatalf("%d requests paced past the burst, want 3", paced)
 	}
 	slow := New(1, nil)
 	slow.Allow("key:a")
