@@ -268,7 +268,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: MaxStreamsPerConn,
 		},
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog: logging.ServerErrorLog(log),
 	}
 
 	if a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {

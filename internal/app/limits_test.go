@@ -396,3 +396,38 @@ func (t *tailBuffer) last() string {
 	lines := strings.Split(strings.TrimSpace(string(t.b)), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestBadHandshakeFloodIsRateLimited: net/http writes a line for every
+// failed TLS handshake; 300 of them, which need no credentials, write a
+// bounded number of lines, all in the process's JSON format.
+func TestBadHandshakeFloodIsRateLimited(t *testing.T) {
+	p := newPKI(t)
+	s := startServer(t, upstream(t, &endlessList{}).URL,
+		[]string{"--allow-unauthenticated", "--tls-cert=" + p.certFile, "--tls-key=" + p.keyFile},
+		map[string]string{"CHATBOTKIT_API_SECRET": heldSecretForLimits}, p.clientTLS())
+	before := strings.Count(s.logs.String(), "\n")
+	addr := strings.TrimPrefix(s.httpURL, "https://")
+	start := time.Now()
+	for range 300 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	elapsed := time.Since(start)
+	var lines int
+	waitFor(t, 5*time.Second, "the handshake lines written", func() bool {
+		lines = strings.Count(s.logs.String(), "\n") - before
+		return lines > 0
+	})
+	bound := 20 + int(10*elapsed.Seconds()) + 2
+	t.Logf("300 failed handshakes in %s wrote %d lines (bound %d)", elapsed.Round(time.Millisecond), lines, bound)
+	if lines > bound {
+		t.Fatalf("%d lines for 300 failed handshakes, want at most %d", lines, bound)
+	}
+	s.logs.lines(t) // every line is JSON
+}

@@ -2,7 +2,9 @@ package logging
 
 import (
 	"context"
+	"log"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
@@ -50,4 +52,24 @@ func (lm *Limiter) Log(ctx context.Context, l *slog.Logger, level slog.Level, ms
 		attrs = append(attrs, slog.Int64(keySuppressed, n))
 	}
 	l.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// ServerErrorLog is a *log.Logger for http.Server.ErrorLog: net/http writes
+// a line for every TLS handshake that fails and every connection that
+// breaks the protocol, which a client can make by the thousand. They go
+// through l at warn, as "http server" lines with the text in "detail",
+// rate-limited like the other lines about malformed calls.
+func ServerErrorLog(l *slog.Logger) *log.Logger {
+	return log.New(&serverErrorWriter{l: l, limit: NewLimiter()}, "", 0)
+}
+
+type serverErrorWriter struct {
+	l     *slog.Logger
+	limit *Limiter
+}
+
+func (w *serverErrorWriter) Write(p []byte) (int, error) {
+	w.limit.Log(context.Background(), w.l, slog.LevelWarn, "http server",
+		slog.String(keyDetail, truncate(strings.TrimSuffix(string(p), "\n"), maxDetail)))
+	return len(p), nil
 }
