@@ -35,6 +35,8 @@ const (
 	// ReasonReaderStalled: a streamed List was cut off because its reader
 	// took no message for too long.
 	ReasonReaderStalled = "READER_STALLED"
+	// ReasonBodyTimeout: an HTTP request body did not arrive in time.
+	ReasonBodyTimeout = "BODY_TIMEOUT"
 )
 
 // New returns a status error with code and message whose first detail is

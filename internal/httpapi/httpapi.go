@@ -379,7 +379,7 @@ func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) htt
 			// The server's body deadline passed (see internal/app).
 			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
 				HTTPStatus: http.StatusRequestTimeout,
-				Err:        apierr.New(codes.DeadlineExceeded, apierr.ReasonInvalidArgument, "the request body did not arrive in time"),
+				Err:        apierr.New(codes.DeadlineExceeded, apierr.ReasonBodyTimeout, "the request body did not arrive in time"),
 			})
 			return
 		case err != nil:
