@@ -84,7 +84,7 @@ func TestListUpstreamFailure(t *testing.T) {
 					wantTokens = 0
 				}
 				g, h, e := s.grpcCaller(""), s.httpCaller(""), s.sseCaller("")
-				for _, c := range []caller{g, h, e} {
+				for _, c := range []caller{g, h, e, s.connectCaller(""), s.grpcWebCaller("")} {
 					before := f.failures.Load()
 					var rs []*tokenv1.ListResponse
 					var st *status.Status
@@ -165,7 +165,7 @@ func TestUnaryUpstreamErrors(t *testing.T) {
 			up := upstream(t, f)
 			s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "held-secret"}, nil)
 			h := s.httpCaller("")
-			for _, c := range []caller{s.grpcCaller(""), h} {
+			for _, c := range []caller{s.grpcCaller(""), h, s.connectCaller(""), s.grpcWebCaller("")} {
 				for _, rpc := range []struct {
 					name string
 					run  func() *status.Status

@@ -1,5 +1,6 @@
 // A page on another origin than cbkgate's, in a real browser: the
-// generated TypeScript client over Connect streaming List (connect-web),
+// generated TypeScript client over Connect streaming List (connect-web, and
+// over gRPC-Web too),
 // fetch reading the NDJSON List incrementally, Server-Sent Events read
 // through fetch (and through EventSource), and an error shown with its
 // reason. Served and driven by ../tsclient_test.go through
@@ -7,7 +8,7 @@
 // parameter.
 
 import { ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-web";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { Order, TokenService } from "../../../gen/ts/cbkgate/token/v1/token_service_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../../../gen/ts/google/rpc/error_details_pb.js";
@@ -140,6 +141,23 @@ async function main() {
   const badSSE = await readSSE(await fetch(`${api}/v1/users/${user}/tokens?page_size=-1`, { headers: { Accept: "text/event-stream" } }));
   const badStatus = badSSE.length === 1 && badSSE[0].event === "error" ? JSON.parse(badSSE[0].data) : null;
   check("a failing SSE listing is one error event with the Status", badStatus?.details?.[0]?.reason === "INVALID_ARGUMENT", badSSE);
+
+  // 1b. The same client over gRPC-Web: a streamed List, and an error whose
+  // status and details come in gRPC-Web's trailer frame.
+  const web = createClient(TokenService, createGrpcWebTransport({ baseUrl: api }));
+  const viaGrpcWeb: string[] = [];
+  for await (const r of web.list({ userId: user, order: Order.ASC, pageSize: 2 })) {
+    viaGrpcWeb.push(r.token?.id ?? "");
+  }
+  check("TS client over gRPC-Web streams List", JSON.stringify(viaGrpcWeb) === JSON.stringify(ids), viaGrpcWeb);
+  try {
+    await web.delete({ userId: user, tokenId: ".." });
+    check("an invalid Delete over gRPC-Web fails", false, "it succeeded");
+  } catch (e) {
+    const err = ConnectError.from(e);
+    const [info] = err.findDetails(ErrorInfoSchema);
+    check("gRPC-Web error carries its code and reason", err.code === 3 && info?.reason === "INVALID_ARGUMENT", { code: err.code, info, msg: err.rawMessage });
+  }
 
   // 4. An error shown with its reason.
   try {
