@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 )
@@ -143,6 +145,22 @@ func TestRequestIDs(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("grpc/refused call", func(t *testing.T) {
+		// A call that ends with an error, before any upstream request,
+		// still answers with its id.
+		var hdr metadata.MD
+		ctx := metadata.AppendToOutgoingContext(callCtx(t), "x-request-id", "refused-grpc-1")
+		if _, err := client.Create(ctx, &tokenv1.CreateRequest{UserId: ".."}, grpc.Header(&hdr)); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("create with user id ..: %v, want InvalidArgument", err)
+		}
+		if got := hdr.Get("x-request-id"); len(got) != 1 || got[0] != "refused-grpc-1" {
+			t.Errorf("x-request-id header metadata of a refused call = %q", got)
+		}
+		if got := msgs(linesWith(t, s, "refused-grpc-1")); got != "grpc call,audit" {
+			t.Errorf("lines of the refused call: %q", got)
+		}
+	})
 
 	h := s.httpCaller("")
 	body := bodyJSON(t, &tokenv1.CreateRequest{Name: "n"})
