@@ -119,3 +119,31 @@ func TestUpstreamErrorsAreRedacted(t *testing.T) {
 		t.Errorf("Redact left a secret: %q", got)
 	}
 }
+
+// A retry gate is waited on before each retry, never before the first
+// attempt, and its error ends the retries.
+func TestRetryGate(t *testing.T) {
+	n := 0
+	srv, rec := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if n++; n <= 2 {
+			writeJSON(w, 503, `{"message":"busy","code":"SERVICE_UNAVAILABLE"}`)
+			return
+		}
+		writeJSON(w, 200, `{"items":[]}`)
+	})
+	cl, _ := newTestClient(t, srv.URL, nil)
+	gated := 0
+	ctx := WithRetryGate(context.Background(), func(context.Context) error { gated++; return nil })
+	if _, err := cl.ListPage(ctx, "", "u", ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if gated != 2 || rec.count() != 3 {
+		t.Fatalf("gate called %d times for %d requests, want 2 for 3", gated, rec.count())
+	}
+	n = 0
+	stop := errors.New("over the rate")
+	ctx = WithRetryGate(context.Background(), func(context.Context) error { return stop })
+	if _, err := cl.ListPage(ctx, "", "u", ListOptions{}); !errors.Is(err, stop) {
+		t.Fatalf("%v, want the gate's error", err)
+	}
+}

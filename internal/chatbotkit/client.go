@@ -513,7 +513,22 @@ func (c *Client) retry(ctx context.Context, r *request, idempotent bool, try fun
 		if serr := c.sleep(ctx, wait); serr != nil {
 			return fmt.Errorf("chatbotkit: %w (while waiting to retry after: %v)", serr, err)
 		}
+		if gate, ok := ctx.Value(retryGateKey{}).(func(context.Context) error); ok {
+			if gerr := gate(ctx); gerr != nil {
+				return fmt.Errorf("chatbotkit: %w (while waiting to retry after: %v)", gerr, err)
+			}
+		}
 	}
+}
+
+type retryGateKey struct{}
+
+// WithRetryGate returns ctx with gate, which the client calls before each
+// retry of a request (not before the first attempt) and waits on: a rate
+// limit that counts every request sent upstream, retries included, puts
+// itself there. An error from gate ends the retries with it.
+func WithRetryGate(ctx context.Context, gate func(context.Context) error) context.Context {
+	return context.WithValue(ctx, retryGateKey{}, gate)
 }
 
 // retryable reports whether err is worth another attempt, and the least

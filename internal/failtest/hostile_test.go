@@ -28,6 +28,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/cbkgate/cbkgate/internal/app"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 )
 
 // rawH2 is a bare HTTP/2 client connection to the gRPC listener, for what
@@ -282,4 +283,37 @@ func TestWatchStreamsAreCapped(t *testing.T) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal("ran out of time")
 	}
+}
+
+// TestHostileRapidReset: one connection without credentials opens List
+// calls and resets each at once, thousands of times (the issue: 50,000
+// attempts wrote 50,000 log lines, 14 MB, in 0.55 s). The log lines stay
+// bounded, the connection's memory too, and nothing reaches the upstream.
+func TestHostileRapidReset(t *testing.T) {
+	up := newUpstream(t)
+	g := startGate(t, up.URL, passThrough())
+	before := g.logs.Lines()
+	r := dialRawH2(t, g.app.GRPCAddr().String())
+	const attempts = 5000
+	start := time.Now()
+	for i := range attempts {
+		id := r.next
+		if err := r.open("/cbkgate.token.v1.TokenService/List", 0); err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		if err := r.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	r.sync()
+	elapsed := time.Since(start)
+	// Let the handlers of the last streams finish and log.
+	time.Sleep(200 * time.Millisecond)
+	lines := g.logs.Lines() - before
+	bound := 20 + int(10*(elapsed.Seconds()+0.2)) + 5
+	t.Logf("%d rapid-reset List attempts in %s wrote %d log lines (bound %d)", attempts, elapsed.Round(time.Millisecond), lines, bound)
+	if lines > bound {
+		t.Errorf("%d log lines, want at most %d", lines, bound)
+	}
+	wantCalls(t, up, fu.List, 0)
 }

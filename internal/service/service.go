@@ -191,6 +191,11 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 				return // ctx ended: List reports it
 			}
 			pageCtx, cancel := upstreamContext(ctx)
+			if s.callers != nil {
+				// A retried page is another upstream request: it waits its
+				// turn too.
+				pageCtx = chatbotkit.WithRetryGate(pageCtx, func(ctx context.Context) error { return s.callers.Wait(ctx, caller) })
+			}
 			page, err := s.client.ListPage(pageCtx, cred, req.GetUserId(), opts)
 			cancel()
 			if s.pageFetched != nil {
