@@ -4,6 +4,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cbkgate/cbkgate/internal/apierr"
 )
 
 func TestRoute(t *testing.T) {
@@ -56,5 +63,42 @@ func TestTracingWanted(t *testing.T) {
 		if got := tracingWanted(func(k string) string { return tc.env[k] }); got != tc.want {
 			t.Errorf("tracingWanted(%v) = %v, want %v", tc.env, got, tc.want)
 		}
+	}
+}
+
+// TestObserveStatus: the counters read from a call's final status count
+// cbkgate's own refusals, once each, and nothing from ChatBotKit.
+func TestObserveStatus(t *testing.T) {
+	m := NewMetrics()
+	upstream401, _ := status.New(codes.Unauthenticated, "bad secret").WithDetails(&errdetails.ErrorInfo{Domain: "chatbotkit.com", Reason: "UNAUTHENTICATED"})
+	for _, err := range []error{
+		nil,
+		apierr.New(codes.ResourceExhausted, apierr.ReasonRateLimited, "slow down"),
+		apierr.New(codes.ResourceExhausted, apierr.ReasonRateLimited, "slow down"),
+		apierr.New(codes.ResourceExhausted, apierr.ReasonTooManyStreams, "too many watches"),
+		apierr.New(codes.Unauthenticated, apierr.ReasonMissingCredentials, "missing"),
+		apierr.New(codes.Unauthenticated, apierr.ReasonInvalidCredentials, "invalid"),
+		apierr.New(codes.Unauthenticated, "SOMETHING_NEW", "new reason"),
+		status.Error(codes.Unauthenticated, "missing authorization metadata"),
+		upstream401.Err(),
+		status.Error(codes.NotFound, "nope"),
+	} {
+		m.observeStatus(err)
+	}
+	if got := testutil.ToFloat64(m.rateLimited); got != 2 {
+		t.Errorf("cbkgate_rate_limited_total = %v, want 2", got)
+	}
+	for reason, want := range map[string]float64{"MISSING_CREDENTIALS": 2, "INVALID_CREDENTIALS": 1, "OTHER": 1} {
+		if got := testutil.ToFloat64(m.authFailures.WithLabelValues(reason)); got != want {
+			t.Errorf("cbkgate_auth_failures_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	var nilMetrics *Metrics // metrics off: every hook is a no-op
+	nilMetrics.observeStatus(apierr.New(codes.ResourceExhausted, apierr.ReasonRateLimited, "x"))
+	nilMetrics.AuthFailure("MISSING_CREDENTIALS")
+	nilMetrics.ConfigReload(nil)
+	nilMetrics.RateLimited()
+	if nilMetrics.UpstreamAttempts() != nil {
+		t.Error("metrics off: an upstream hook")
 	}
 }
