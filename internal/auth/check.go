@@ -130,7 +130,7 @@ func verifiedPeerCert(ctx context.Context) *x509.Certificate {
 func (a *Authenticator) HTTPMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		dropGatewayHeaders(r.Header)
-		if isPreflight(r) {
+		if IsPreflight(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -157,7 +157,11 @@ func verifiedHTTPCert(r *http.Request) *x509.Certificate {
 	return r.TLS.VerifiedChains[0][0]
 }
 
-func isPreflight(r *http.Request) bool {
+// IsPreflight reports whether r is a CORS preflight: an OPTIONS request
+// from a browser page (Origin) asking about a method. It carries no
+// credentials, so authentication lets it through and the CORS layer
+// answers it.
+func IsPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions &&
 		r.Header.Get("Origin") != "" &&
 		r.Header.Get("Access-Control-Request-Method") != ""

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/cbkgate/cbkgate/internal/auth"
 )
 
 // CORS for the API routes. Callers authenticate with a bearer header, never
@@ -71,7 +73,7 @@ func (c *cors) wrap(next http.Handler) http.Handler {
 		origin := r.Header.Get("Origin")
 		ok := c.allowed(origin)
 
-		if r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
+		if auth.IsPreflight(r) {
 			h.Add("Vary", "Access-Control-Request-Method")
 			h.Add("Vary", "Access-Control-Request-Headers")
 			if !ok {
