@@ -115,24 +115,12 @@ type Client struct {
 
 // New validates opts and returns a Client.
 func New(opts Options) (*Client, error) {
-	u, err := url.Parse(opts.BaseURL)
+	u, err := ParseBaseURL(opts.BaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("chatbotkit: BaseURL: %w", err)
 	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, fmt.Errorf("chatbotkit: BaseURL %q: scheme must be http or https", opts.BaseURL)
-	case u.Host == "" || u.Opaque != "":
-		return nil, fmt.Errorf("chatbotkit: BaseURL %q: not an absolute URL with a host", opts.BaseURL)
-	case u.User != nil:
-		// Credentials go in the Authorization header, never in the URL,
-		// where they would travel into error strings.
-		return nil, errors.New("chatbotkit: BaseURL must not carry user information")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, fmt.Errorf("chatbotkit: BaseURL %q: must not carry a query or fragment", opts.BaseURL)
-	}
 	c := &Client{
-		base:        u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/"),
+		base:        u.Scheme + "://" + u.Host + u.EscapedPath(),
 		secret:      opts.Secret,
 		userAgent:   opts.UserAgent,
 		hc:          opts.HTTPClient,

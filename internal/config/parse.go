@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
 
 // adminAddr is --admin-addr: a listen address, or empty for none. In dev
@@ -55,39 +57,13 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// upstream is --upstream, under the REST client's own rule for a base URL.
 func (in *input) upstream() (*url.URL, error) {
 	v, src, _ := in.get(fUpstream)
-	u, err := url.Parse(v)
+	u, err := chatbotkit.ParseBaseURL(v)
 	if err != nil {
-		// The url.Error would quote the whole value, userinfo included;
-		// keep only the reason.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("%s: not a valid URL: %v", src, err)
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
-	// Checked before the value is ever quoted, so a password in it is
-	// never echoed.
-	if u.User != nil {
-		return nil, fmt.Errorf("%s: must not contain userinfo; the secret goes in %s", src, EnvAPISecret)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("%s: %q: must be an absolute http or https URL", src, v)
-	}
-	if u.Opaque != "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("%s: %q: has no host", src, v)
-	}
-	if u.Port() != "" {
-		if _, err := strconv.ParseUint(u.Port(), 10, 16); err != nil {
-			return nil, fmt.Errorf("%s: %q: port is not a number from 0 to 65535", src, v)
-		}
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.RawFragment != "" {
-		return nil, fmt.Errorf("%s: %q: must not have a query or fragment", src, v)
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = strings.TrimRight(u.RawPath, "/")
 	return u, nil
 }
 
