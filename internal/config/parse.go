@@ -130,7 +130,7 @@ func (in *input) callerRate() (int, error) {
 	v, src, _ := in.get(fCallerRate)
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 || n > maxCallerRate {
-		return 0, fmt.Errorf("%s: %q: not a whole number of requests per second from 0 (no limit) to %d", src, v, maxCallerRate)
+		return 0, fmt.Errorf("%s: %q: must be a whole number from 0 (no limit) to %d", src, v, maxCallerRate)
 	}
 	return n, nil
 }
