@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,7 @@ func TestDefaults(t *testing.T) {
 				{"LogFormat", c.LogFormat, LogJSON},
 				{"ShutdownTimeout", c.ShutdownTimeout, 20 * time.Second},
 				{"MaxConnectionAge", c.MaxConnectionAge, 5 * time.Minute},
+				{"CallerRate", c.CallerRate, 0},
 			}
 			for _, ch := range checks {
 				if ch.got != ch.want {
@@ -152,6 +154,8 @@ func TestFlagAndEnv(t *testing.T) {
 			get: func(c *Config) string { return c.ShutdownTimeout.String() }, wantFlag: "1m30s", wantEnv: "250ms"},
 		{flag: "max-connection-age", env: "CBKGATE_MAX_CONNECTION_AGE", flagVal: "0", envVal: "90s",
 			get: func(c *Config) string { return c.MaxConnectionAge.String() }, wantFlag: "0s", wantEnv: "1m30s"},
+		{flag: "caller-rate", env: "CBKGATE_CALLER_RATE", flagVal: "5", envVal: "20",
+			get: func(c *Config) string { return strconv.Itoa(c.CallerRate) }, wantFlag: "5", wantEnv: "20"},
 		{flag: "cors-origins", env: "CBKGATE_CORS_ORIGINS", flagVal: "https://a.example", envVal: "*",
 			get: func(c *Config) string { return strings.Join(c.CORSOrigins, ",") }, wantFlag: "https://a.example", wantEnv: "*"},
 		{flag: "emulator-addr", env: "CBKGATE_EMULATOR_ADDR", flagVal: "localhost:1234", envVal: "[::1]:4321",
@@ -355,6 +359,9 @@ func TestErrors(t *testing.T) {
 		{"max connection age unparseable", []string{"--max-connection-age", "often"}, held(), []string{"--max-connection-age"}},
 		{"max connection age negative env", nil, held("CBKGATE_MAX_CONNECTION_AGE", "-5m"), []string{"CBKGATE_MAX_CONNECTION_AGE"}},
 		{"max connection age below a second", []string{"--max-connection-age", "5ms"}, held(), []string{"--max-connection-age"}},
+		{"caller rate negative", []string{"--caller-rate", "-1"}, held(), []string{"--caller-rate"}},
+		{"caller rate not a number env", nil, held("CBKGATE_CALLER_RATE", "fast"), []string{"CBKGATE_CALLER_RATE"}},
+		{"caller rate fractional", []string{"--caller-rate", "2.5"}, held(), []string{"--caller-rate"}},
 
 		// CORS
 		{"cors star mixed", []string{"--cors-origins", "*,https://a.example"}, held(), []string{"--cors-origins"}},
@@ -430,7 +437,7 @@ func TestUsage(t *testing.T) {
 	}
 	// The table must cover every flag the contract names.
 	for _, f := range []string{"grpc-addr", "http-addr", "upstream", "api-keys-file", "tls-cert", "tls-key", "tls-client-ca",
-		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age"} {
+		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate"} {
 		if !strings.Contains(u, "--"+f+"\n") && !strings.Contains(u, "--"+f+" ") {
 			t.Errorf("Usage lacks --%s", f)
 		}
