@@ -23,8 +23,9 @@ const (
 	// MaxHeaderListBytes caps the decoded size of one gRPC request's
 	// header list (metadata). grpc-go's default is 16 MiB; the largest
 	// metadata a real caller sends (a bearer, a request id, a traceparent)
-	// is well under 1 KiB. A larger list is refused by the transport with
-	// RST_STREAM before it reaches any handler.
+	// is well under 1 KiB. A larger list is refused by the transport before
+	// it reaches any handler: its stream is reset or, far over the cap,
+	// the connection is closed (grpc-go clients refuse to send one).
 	MaxHeaderListBytes = 64 << 10
 	// MaxStreamsPerConn caps the concurrent streams (calls) of one gRPC or
 	// HTTP/2 connection, so one connection cannot hold an unbounded number
@@ -44,14 +45,16 @@ const (
 	// BodyTimeout is how long an HTTP request body may take to arrive,
 	// counted from the end of its headers (which must come within
 	// headerTimeout). A body trickled slower than that holds a connection
-	// and a goroutine for nothing; the connection is closed.
+	// and a goroutine for nothing: the request is answered 408 (or with
+	// whatever refused it before its body) and the connection is closed.
 	BodyTimeout = 30 * time.Second
 	// StalledReaderTimeout cuts off a streamed List whose reader takes no
 	// message for this long (gRPC flow control, or an HTTP client that
 	// stops reading): the server stops fetching pages for it and frees
 	// what it held. A gRPC caller gets what was already sent and then
-	// CANCELLED (the call's log line says READER_STALLED); an HTTP
-	// connection is closed.
+	// CANCELLED (the call's log line says READER_STALLED); an HTTP answer
+	// is cut: its connection closed, or a last {"error"} line when the
+	// gRPC side cut first.
 	StalledReaderTimeout = 60 * time.Second
 	// headerTimeout bounds the arrival of an HTTP request's headers.
 	headerTimeout = 10 * time.Second
