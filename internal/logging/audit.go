@@ -58,6 +58,9 @@ func audit(ctx context.Context, l *slog.Logger, method string, req, resp any, er
 }
 
 func writeAudit(ctx context.Context, l *slog.Logger, action, user, token, caller string, code codes.Code) {
+	if !l.Enabled(ctx, slog.LevelInfo) {
+		return // before the attributes are made
+	}
 	l.LogAttrs(ctx, slog.LevelInfo, auditMessage,
 		slog.String(keyAction, action),
 		slog.String(keyUserID, truncate(user, maxID)),
