@@ -244,3 +244,31 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsRateLimited: every call --caller-rate refuses counts once in
+// cbkgate_rate_limited_total, over both transports.
+func TestMetricsRateLimited(t *testing.T) {
+	t.Parallel()
+	_, _, up := newEmulator(t, "up-secret")
+	s := startServer(t, up.URL, []string{"--allow-unauthenticated", "--caller-rate=1"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
+	refused := 0
+	for _, c := range []caller{s.grpcCaller(""), s.httpCaller("")} {
+		for range 4 {
+			_, st := c.create(t, &tokenv1.CreateRequest{UserId: "rl-user"})
+			switch st.Code() {
+			case codes.OK:
+			case codes.ResourceExhausted:
+				refused++
+			default:
+				t.Fatalf("%v create: %v", c, st.Err())
+			}
+		}
+	}
+	if refused == 0 {
+		t.Fatal("8 creates within moments at --caller-rate=1 (burst 2): none refused")
+	}
+	all := scrape(t, "http://"+s.app.AdminAddr().String()+"/metrics")
+	if got := all["cbkgate_rate_limited_total{}"]; got != float64(refused) {
+		t.Errorf("cbkgate_rate_limited_total = %v, want %d (the calls refused)", got, refused)
+	}
+}
