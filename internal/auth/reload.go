@@ -66,10 +66,19 @@ func (a *Authenticator) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		if d := contentsDigest(paths); d != last {
-			last = d
-			_ = a.Reload("file change")
+		d := contentsDigest(paths)
+		if d == last {
+			continue
 		}
+		// A look that straddles Kubernetes' swap of "..data" sees some old
+		// files and some new ones (or an old one already removed). Act only
+		// on contents that read the same twice running; a swap in progress
+		// is settled by the next look.
+		if contentsDigest(paths) != d {
+			continue
+		}
+		last = d
+		_ = a.Reload("file change")
 	}
 }
 
