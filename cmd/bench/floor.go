@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"google.golang.org/grpc"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/app"
 )
 
 // floorEnv, set in its environment, makes this binary the floor server
@@ -31,14 +31,12 @@ const floorEnv = "CBKGATE_BENCH_FLOOR"
 // upstream with a plain net/http client and answers with the id and token.
 // No validation, auth, logging, retries, JSON handling of the request or
 // error mapping: what is left is the cost of grpc-go and net/http
-// themselves, tuned as cbkgate tunes them (GOGC=200, static flow-control
-// windows, kept handler goroutines). It takes cbkgate's flags so that
+// themselves, tuned as cbkgate tunes them (app.TuneGC and app.ServerTuning:
+// GOGC, static flow-control windows, kept handler goroutines). It takes cbkgate's flags so that
 // startServer can run it like cbkgate; only --grpc-addr and --upstream are
 // used.
 func floorServer() error {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
-	}
+	app.TuneGC()
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	grpcAddr := fs.String("grpc-addr", "", "")
 	upstream := fs.String("upstream", "", "")
@@ -53,11 +51,7 @@ func floorServer() error {
 	if err != nil {
 		return err
 	}
-	s := grpc.NewServer(
-		grpc.StaticStreamWindowSize(1<<20),
-		grpc.StaticConnWindowSize(1<<20),
-		grpc.NumStreamWorkers(64),
-	)
+	s := grpc.NewServer(app.ServerTuning()...)
 	tokenv1.RegisterTokenServiceServer(s, &floorService{
 		hc:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}},
 		url:    *upstream + "/v1/partner/user/",

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/cbkgate/cbkgate/internal/app"
@@ -23,18 +22,9 @@ import (
 )
 
 func main() {
-	if os.Getenv("GOGC") == "" {
-		// cbkgate's live heap is a few MiB, so at Go's default GOGC=100 the
-		// collector runs after every few MiB allocated and took ~16% of the
-		// CPU of a call in profiles. At 200 it runs half as often, for a few
-		// MiB more memory. GOGC set in the environment still decides.
-		debug.SetGCPercent(gcPercent)
-	}
+	app.TuneGC()
 	os.Exit(run())
 }
-
-// gcPercent is the GOGC cbkgate runs with unless the environment sets one.
-const gcPercent = 200
 
 func run() int {
 	if code, ok := runSubcommand(os.Args[1:]); ok {

@@ -45,12 +45,6 @@ import (
 const (
 	maxRecvMsgBytes = 1 << 20
 	maxSendMsgBytes = 4 << 20
-	// serverWindowBytes is the flow-control window of each connection and
-	// of each call's request stream: one request of the largest size.
-	serverWindowBytes = maxRecvMsgBytes
-	// streamWorkers is how many goroutines are kept to run handlers; a call
-	// that finds them all busy gets a goroutine of its own.
-	streamWorkers = 64
 )
 
 // App is one running cbkgate.
@@ -186,16 +180,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 			MaxConnectionAgeGrace: connectionAgeGrace(cfg),
 			MaxConnectionIdle:     timeouts.idle,
 		}),
-		// Static receive windows: with the default dynamic ones, grpc-go
-		// answers nearly every small request with a BDP ping that the client
-		// must acknowledge, two more frames (and wake-ups on both sides) per
-		// call. Requests are small, so the windows need not grow.
-		grpc.StaticStreamWindowSize(serverWindowBytes),
-		grpc.StaticConnWindowSize(serverWindowBytes),
-		// Handlers run on long-lived goroutines whose stacks have already
-		// grown, instead of a new goroutine per call.
-		grpc.NumStreamWorkers(streamWorkers),
 	}
+	grpcOpts = append(grpcOpts, ServerTuning()...)
 	if tlsConfig != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(gatewayCreds{credentials.NewTLS(tlsConfig)}))
 	}
