@@ -57,7 +57,7 @@ type App struct {
 	grpcServer       *grpc.Server
 	httpServer       *http.Server
 	health           *health.Server
-	gatewayConn      *grpc.ClientConn
+	gatewayClient    *grpc.ClientConn
 	ready            atomic.Bool
 
 	emulatorLis    net.Listener
@@ -204,7 +204,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		// server span's parent, so one trace runs HTTP → gRPC → upstream.
 		gatewayOpts = append(gatewayOpts, grpc.WithStatsHandler(h))
 	}
-	a.gatewayConn, err = grpc.NewClient("passthrough:///cbkgate-gateway", append(gatewayOpts,
+	a.gatewayClient, err = grpc.NewClient("passthrough:///cbkgate-gateway", append(gatewayOpts,
 		grpc.WithContextDialer(a.gatewayLis.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSendMsgBytes)),
@@ -227,7 +227,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	handler, err := httpapi.New(context.Background(), httpapi.Options{
-		Conn:        a.gatewayConn,
+		Conn:        a.gatewayClient,
 		Ready:       a.ready.Load,
 		CORSOrigins: cfg.CORSOrigins,
 		Auth:        authn.HTTPMiddleware,
@@ -413,7 +413,7 @@ func (a *App) shutdown() {
 	if err := a.httpServer.Shutdown(ctx); err != nil {
 		a.httpServer.Close()
 	}
-	a.gatewayConn.Close()
+	a.gatewayClient.Close()
 	// No call is left, so the upstream connections are idle: close them
 	// rather than leave them open until ChatBotKit or the idle timeout does.
 	a.upstream.CloseIdleConnections()
@@ -450,8 +450,8 @@ func (a *App) closeListeners() {
 			l.Close()
 		}
 	}
-	if a.gatewayConn != nil {
-		a.gatewayConn.Close()
+	if a.gatewayClient != nil {
+		a.gatewayClient.Close()
 	}
 	if a.tracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
