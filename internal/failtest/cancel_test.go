@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -123,7 +124,7 @@ func TestFaultDeadlineMidList(t *testing.T) {
 	deadline, _ := ctx.Deadline()
 	got, err := g.list(g.withAuth(ctx), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
 	wantCode(t, err, codes.DeadlineExceeded)
-	if !sameStrings(ids(got), tokenIDs(first)) {
+	if !slices.Equal(ids(got), tokenIDs(first)) {
 		t.Fatalf("listed %v, want %v before the deadline", ids(got), tokenIDs(first))
 	}
 	wantUpstreamCancelled(t, up, deadline)

@@ -1,6 +1,7 @@
 package failtest
 
 import (
+	"slices"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -35,7 +36,7 @@ func TestFaultListCursorStuck(t *testing.T) {
 			t.Fatalf("the listing goes round in circles: %v", got)
 		}
 	}
-	if !sameStrings(got, tokenIDs(page)) {
+	if !slices.Equal(got, tokenIDs(page)) {
 		t.Fatalf("listed %v, want %v once", got, tokenIDs(page))
 	}
 	wantCalls(t, up, fu.List, 2)

@@ -441,15 +441,3 @@ func tokenIDs(ts []faultyupstream.Token) []string {
 	}
 	return out
 }
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,7 +424,7 @@ func TestHostileCallerRate(t *testing.T) {
 	up.Script(fu.List, pages...)
 	start = time.Now()
 	got, err := g.list(ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 1})
-	if err != nil || !sameStrings(ids(got), tokenIDs(all)) {
+	if err != nil || !slices.Equal(ids(got), tokenIDs(all)) {
 		t.Fatalf("paced List: %v, %v", ids(got), err)
 	}
 	t.Logf("a List of 12 pages with the caller's burst spent took %s", time.Since(start).Round(time.Millisecond))

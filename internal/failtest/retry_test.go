@@ -3,6 +3,7 @@ package failtest
 import (
 	"context"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,7 +31,7 @@ func TestFaultList503TwiceThenOK(t *testing.T) {
 	if err != nil {
 		t.Fatalf("List: %v, want OK", err)
 	}
-	if !sameStrings(ids(got), tokenIDs(all)) {
+	if !slices.Equal(ids(got), tokenIDs(all)) {
 		t.Fatalf("listed %v, want %v", ids(got), tokenIDs(all))
 	}
 	wantCalls(t, up, fu.List, 4)
@@ -55,7 +56,7 @@ func TestFaultListRetriesExhausted(t *testing.T) {
 	got, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
 	st := wantCode(t, err, codes.Unavailable)
 	wantErrorInfo(t, st, "SERVICE_UNAVAILABLE", "503")
-	if !sameStrings(ids(got), tokenIDs(first)) {
+	if !slices.Equal(ids(got), tokenIDs(first)) {
 		t.Fatalf("listed %v before the error, want %v", ids(got), tokenIDs(first))
 	}
 	if c := got[len(got)-1].GetCursor(); c != "c1" {
@@ -71,7 +72,7 @@ func TestFaultListRetriesExhausted(t *testing.T) {
 		t.Fatalf("HTTP %d after tokens were sent, want 200", res.status)
 	}
 	results, errLine := ndjson(t, res.body)
-	if !sameStrings(ids(results), tokenIDs(first)) || errLine == nil || errLine.Code() != codes.Unavailable {
+	if !slices.Equal(ids(results), tokenIDs(first)) || errLine == nil || errLine.Code() != codes.Unavailable {
 		t.Fatalf("HTTP: results %v, error line %v; want %v then UNAVAILABLE", ids(results), errLine, tokenIDs(first))
 	}
 }
@@ -125,7 +126,7 @@ func TestFaultList429RetryAfterHonoured(t *testing.T) {
 	if err != nil {
 		t.Fatalf("List: %v, want OK", err)
 	}
-	if !sameStrings(ids(got), tokenIDs(all)) {
+	if !slices.Equal(ids(got), tokenIDs(all)) {
 		t.Fatalf("listed %v, want %v", ids(got), tokenIDs(all))
 	}
 	wantCalls(t, up, fu.List, 2)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -176,7 +177,7 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 
 	up.Release()
 	got, err = drainList(stream, got)
-	if err != nil || !sameStrings(ids(got), tokenIDs(all)) {
+	if err != nil || !slices.Equal(ids(got), tokenIDs(all)) {
 		t.Errorf("gRPC List across the drain: %v, %v; want %v, OK", ids(got), err, tokenIDs(all))
 	}
 	body, err := hl.rest()
@@ -185,7 +186,7 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 	}
 	results, errLine := ndjson(t, body)
 	// The first two lines were read by nobody yet: they are in body too.
-	if errLine != nil || !sameStrings(ids(results), tokenIDs(all)) {
+	if errLine != nil || !slices.Equal(ids(results), tokenIDs(all)) {
 		t.Errorf("HTTP List across the drain: %v, error line %v; want %v and no error", ids(results), errLine, tokenIDs(all))
 	}
 	if err := g.stop(10 * time.Second); err != nil {

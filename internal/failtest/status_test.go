@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 )
 
@@ -42,8 +43,9 @@ var statusCases = []statusCase{
 	{418, "TEAPOT", codes.Unknown, 500, false},
 }
 
-// maxAttempts is the REST client's bound on the attempts of a list read.
-const maxAttempts = 4
+// maxAttempts is the REST client's bound on the attempts of a list read
+// (cbkgate leaves it at the client's default).
+const maxAttempts = chatbotkit.DefaultMaxAttempts
 
 func (c statusCase) message() string {
 	return "upstream says " + strconv.Itoa(c.status) + " for this reason"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func TestFaultResetList(t *testing.T) {
 	up.Script(fu.List, fu.Reset(), fu.Page("", all...))
 
 	got, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
-	if err != nil || !sameStrings(ids(got), tokenIDs(all)) {
+	if err != nil || !slices.Equal(ids(got), tokenIDs(all)) {
 		t.Fatalf("List after one reset: %v, %v; want %v, OK", ids(got), err, tokenIDs(all))
 	}
 	wantCalls(t, up, fu.List, 2)
@@ -102,7 +103,7 @@ func TestFaultCutShortPage(t *testing.T) {
 		fu.Page("", all[2:]...),
 	)
 	got, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
-	if err != nil || !sameStrings(ids(got), tokenIDs(all)) {
+	if err != nil || !slices.Equal(ids(got), tokenIDs(all)) {
 		t.Fatalf("List with one page cut short once: %v, %v; want %v, OK", ids(got), err, tokenIDs(all))
 	}
 	wantCalls(t, up, fu.List, 3)
@@ -111,7 +112,7 @@ func TestFaultCutShortPage(t *testing.T) {
 	up.SetDefault(fu.List, fu.CutPage("", all[2:]...))
 	got, err = g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
 	wantCode(t, err, codes.Unavailable)
-	if !sameStrings(ids(got), tokenIDs(all[:2])) {
+	if !slices.Equal(ids(got), tokenIDs(all[:2])) {
 		t.Fatalf("listed %v before the error, want %v", ids(got), tokenIDs(all[:2]))
 	}
 	wantCalls(t, up, fu.List, 3+1+maxAttempts)
@@ -154,7 +155,7 @@ func TestFaultCutShortJSONL(t *testing.T) {
 	if !errors.Is(err, chatbotkit.ErrUnavailable) {
 		t.Fatalf("ListStream cut mid-line: %v, want ErrUnavailable", err)
 	}
-	if !sameStrings(got, tokenIDs(toks)) {
+	if !slices.Equal(got, tokenIDs(toks)) {
 		t.Fatalf("yielded %v, want the complete lines %v", got, tokenIDs(toks))
 	}
 	wantCalls(t, up, fu.List, 1)
@@ -168,7 +169,7 @@ func TestFaultCutShortJSONL(t *testing.T) {
 		got = append(got, tok.ID)
 		return nil
 	})
-	if err != nil || !sameStrings(got, tokenIDs(toks)) {
+	if err != nil || !slices.Equal(got, tokenIDs(toks)) {
 		t.Fatalf("ListStream cut before its first line, then whole: %v, %v; want %v, nil", got, err, tokenIDs(toks))
 	}
 	wantCalls(t, up, fu.List, 3)
@@ -260,7 +261,7 @@ func TestFaultSlowWithinDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(g.withAuth(context.Background()), 10*time.Second)
 	defer cancel()
 	got, err := g.list(ctx, &tokenv1.ListRequest{UserId: "u1"})
-	if err != nil || !sameStrings(ids(got), tokenIDs(all)) {
+	if err != nil || !slices.Equal(ids(got), tokenIDs(all)) {
 		t.Fatalf("List: %v, %v; want %v, OK", ids(got), err, tokenIDs(all))
 	}
 	wantCalls(t, up, fu.List, 1)
