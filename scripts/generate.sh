@@ -8,8 +8,19 @@
 # from the grpc-gateway Go module. buf and
 # the protoc plugins are Go tools pinned in go.mod, so nothing needs
 # installing by hand.
+#
+# With --deps-only it only gathers those third-party files, which is what
+# `go tool buf lint` and `buf build` need on a fresh clone (buf.yaml names
+# .cache/proto as a module), and generates nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+deps_only=0
+case "${1:-}" in
+  "") ;;
+  --deps-only) deps_only=1 ;;
+  *) echo "usage: $0 [--deps-only]" >&2; exit 2 ;;
+esac
 
 proto_files_version=6.0.1
 proto_files_sha256=711763f77ea15bbc7436aac53db013b421d2c7b86ae27f4013723970ce54a96e
@@ -36,6 +47,7 @@ gateway_dir=$(go list -m -f '{{.Dir}}' github.com/grpc-ecosystem/grpc-gateway/v2
 mkdir -p "$third_party/protoc-gen-openapiv2/options"
 cp "$gateway_dir"/protoc-gen-openapiv2/options/{annotations,openapiv2}.proto "$third_party/protoc-gen-openapiv2/options/"
 chmod u+w "$third_party"/protoc-gen-openapiv2/options/*.proto
+[ "$deps_only" = 1 ] && exit 0
 
 # protoc-gen-es, for gen/ts, comes from npm, pinned by its lock file.
 if [ ! -x scripts/protoc-gen-es/node_modules/.bin/protoc-gen-es ]; then
