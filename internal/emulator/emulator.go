@@ -65,7 +65,22 @@ type Options struct {
 	// gets a valid page and cursor, and a client that wrongly treats a page
 	// shorter than take as the end of the list is caught.
 	MaxTake int
+	// MaxTokens caps the tokens held across all users; 0 means
+	// DefaultMaxTokens. A create past it is refused with 422, so that a
+	// dev-mode server left running cannot be grown without bound by its
+	// callers. Seed is not counted against it (benchmarks seed millions).
+	MaxTokens int
 }
+
+// DefaultMaxTokens is the tokens an emulator holds unless Options says
+// otherwise: far more than any test or manual session creates, and at most
+// about 6 GiB even if every token carried maxStoredFieldBytes.
+const DefaultMaxTokens = 100_000
+
+// maxStoredFieldBytes caps what one token stores of config and meta
+// together (a create or update past it is refused with 413, as ChatBotKit
+// refuses content that is too large), so that MaxTokens bounds memory.
+const maxStoredFieldBytes = 64 << 10
 
 const (
 	defaultTake  = 25
@@ -83,9 +98,12 @@ type Emulator struct {
 	// idPrefix is random per instance, so ids from another run are unknown.
 	idPrefix string
 
-	mu    sync.RWMutex
-	seq   uint64             // last sequence number handed out, across users
-	users map[string][]token // per user, sorted by seq (creation order)
+	maxTokens int
+
+	mu      sync.RWMutex
+	created int                // tokens Create made, less those deleted (see delete)
+	seq     uint64             // last sequence number handed out, across users
+	users   map[string][]token // per user, sorted by seq (creation order)
 }
 
 // token is kept small (no id string, no map entry) so that millions fit in
@@ -112,11 +130,15 @@ func New(opts Options) *Emulator {
 		secretHash:  sha256.Sum256([]byte(opts.Secret)),
 		defaultTake: opts.DefaultTake,
 		maxTake:     opts.MaxTake,
+		maxTokens:   opts.MaxTokens,
 		idPrefix:    "tok_" + strings.ToLower(rand.Text()[:8]) + "_",
 		users:       make(map[string][]token),
 	}
 	if e.maxTake <= 0 {
 		e.maxTake = defaultMax
+	}
+	if e.maxTokens <= 0 {
+		e.maxTokens = DefaultMaxTokens
 	}
 	if e.defaultTake <= 0 {
 		e.defaultTake = defaultTake
@@ -488,8 +510,18 @@ func (e *Emulator) create(w http.ResponseWriter, r *http.Request, userID string)
 	if b.name != nil || b.description != nil || b.config != nil || b.meta != nil {
 		f = &fields{b.name, b.description, b.config, b.meta}
 	}
+	if !storable(w, b) {
+		return
+	}
 	now := time.Now().UnixMilli()
 	e.mu.Lock()
+	if e.created >= e.maxTokens {
+		e.mu.Unlock()
+		writeError(w, http.StatusUnprocessableEntity, "UNPROCESSABLE_ENTITY",
+			"Token limit reached: this emulator holds at most "+strconv.Itoa(e.maxTokens)+" created tokens")
+		return
+	}
+	e.created++
 	e.seq++
 	t := token{seq: e.seq, createdAt: now, updatedAt: now, fields: f}
 	e.users[userID] = append(e.users[userID], t)
@@ -504,7 +536,7 @@ func (e *Emulator) create(w http.ResponseWriter, r *http.Request, userID string)
 
 func (e *Emulator) update(w http.ResponseWriter, r *http.Request, userID, tokenID string) {
 	b, ok := readBody(w, r, false)
-	if !ok {
+	if !ok || !storable(w, b) {
 		return
 	}
 	now := time.Now().UnixMilli()
@@ -555,6 +587,9 @@ func (e *Emulator) delete(w http.ResponseWriter, r *http.Request, userID, tokenI
 		} else {
 			e.users[userID] = list
 		}
+		// A deleted seeded token frees room too: what is held stays at
+		// most the seeded tokens plus MaxTokens.
+		e.created = max(e.created-1, 0)
 	}
 	e.mu.Unlock()
 	if !found {
@@ -578,6 +613,18 @@ func (e *Emulator) index(list []token, tokenID string) (int, bool) {
 
 func writeTokenNotFound(w http.ResponseWriter) {
 	writeError(w, http.StatusNotFound, "NOT_FOUND", "Token not found")
+}
+
+// storable reports whether b's config and meta fit maxStoredFieldBytes,
+// answering 413 when they do not. (An update that keeps one of them as it
+// was is measured by what it sends.)
+func storable(w http.ResponseWriter, b body) bool {
+	if len(b.config)+len(b.meta) > maxStoredFieldBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, "CONTENT_TOO_LARGE",
+			"config and meta together are larger than "+strconv.Itoa(maxStoredFieldBytes>>10)+" KiB")
+		return false
+	}
+	return true
 }
 
 func writeError(w http.ResponseWriter, status int, code, message string) {

@@ -903,3 +903,41 @@ func BenchmarkStreamMillion(b *testing.B) {
 		}
 	}
 }
+
+// TestStoredBounds: what callers make the emulator hold is bounded. Config
+// and meta past 64 KiB are 413 and stored nowhere; creates past MaxTokens
+// are 422 and change nothing; a delete makes room again; Seed is not
+// counted.
+func TestStoredBounds(t *testing.T) {
+	e, srv := start(t, emulator.Options{MaxTokens: 3})
+	e.Seed("seeded", 10)
+	c := newClient(t, srv, "/v1")
+
+	big := `{"meta":{"k":"` + strings.Repeat("m", 40<<10) + `"},"config":{"k":"` + strings.Repeat("c", 30<<10) + `"}}`
+	if status, _, b := c.do("POST", userPath("u")+"/create", big); status != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "CONTENT_TOO_LARGE") {
+		t.Fatalf("create with 70 KiB of config and meta: status %d %s, want 413 CONTENT_TOO_LARGE", status, b)
+	}
+	var ids []string
+	for range 3 {
+		ids = append(ids, c.create("u", `{"meta":{"k":"`+strings.Repeat("m", 60<<10)+`"}}`).ID)
+	}
+	status, _, b := c.do("POST", userPath("u")+"/create", `{}`)
+	if status != http.StatusUnprocessableEntity || !strings.Contains(string(b), "UNPROCESSABLE_ENTITY") {
+		t.Fatalf("create past MaxTokens: status %d %s, want 422", status, b)
+	}
+	if status, _, b := c.do("POST", userPath("u")+"/"+url.PathEscape(ids[0])+"/update", big); status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("update with 70 KiB of config and meta: status %d %s, want 413", status, b)
+	}
+	var p page
+	c.ok("GET", userPath("u")+"/list?take=100", "", &p)
+	if len(p.Items) != 3 {
+		t.Fatalf("user holds %d tokens after refused creates, want 3", len(p.Items))
+	}
+	for _, it := range p.Items {
+		if len(it.Meta) < 60<<10 {
+			t.Fatalf("token %s meta %d bytes: a refused update changed it", it.ID, len(it.Meta))
+		}
+	}
+	c.ok("POST", userPath("u")+"/"+url.PathEscape(ids[0])+"/delete", "{}", &struct{}{})
+	c.create("u", `{}`) // room again
+}
