@@ -33,8 +33,7 @@ func pageOf(n int, escaped bool) string {
 }
 
 // A page with more items than its take is malformed, on the fast path and
-// on encoding/json's, and so is a JSONL stream with more lines; exactly
-// take items are fine.
+// on encoding/json's; exactly take items are fine.
 func TestPageLongerThanTakeIsMalformed(t *testing.T) {
 	for _, escaped := range []bool{false, true} {
 		for _, c := range []struct {
@@ -53,16 +52,7 @@ func TestPageLongerThanTakeIsMalformed(t *testing.T) {
 			}
 		}
 	}
-	lines := make([]string, 4)
-	for i := range lines {
-		lines[i] = fmt.Sprintf(`{"type":"item","data":{"id":"t%d"}}`, i)
-	}
-	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(jsonl(lines...))) })
-	cl, _ := newTestClient(t, srv.URL, nil)
-	got, err := collect(context.Background(), cl, "", "u", ListOptions{Take: 3})
-	if !errors.Is(err, ErrMalformedResponse) || len(got) != 3 {
-		t.Errorf("JSONL of 4 lines for take 3: %v after %v, want ErrMalformedResponse after 3", err, got)
-	}
+	cl, _ := newTestClient(t, "http://127.0.0.1:1", nil)
 	if _, err := cl.ListPage(context.Background(), "", "u", ListOptions{Take: MaxTake + 1}); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("take %d: %v, want ErrInvalidArgument", MaxTake+1, err)
 	}

@@ -1,5 +1,5 @@
 // Package chatbotkit is cbkgate's client for ChatBotKit's partner user token
-// REST API: list (one JSON page, or the JSONL stream), create, update and
+// REST API: list (one JSON page at a time), create, update and
 // delete. It knows nothing of gRPC.
 //
 // What it takes care of, once, for every caller: escaping each id as exactly
@@ -37,7 +37,6 @@ const (
 	DefaultMaxAttempts  = 4
 	DefaultMaxBackoff   = 2 * time.Second
 	DefaultMaxBodyBytes = 16 << 20
-	DefaultMaxLineBytes = 1 << 20
 )
 
 const (
@@ -55,8 +54,6 @@ const (
 	// maxSizeHint caps the buffer made up front for a body of announced
 	// length; a page of 100 tokens is tens of KiB.
 	maxSizeHint = 256 << 10
-	// streamBufferBytes is the read buffer of a JSONL stream.
-	streamBufferBytes = 32 << 10
 )
 
 // Options configures a Client. Only BaseURL is required.
@@ -91,8 +88,6 @@ type Options struct {
 	MaxBackoff time.Duration
 	// MaxBodyBytes caps a JSON response body. 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// MaxLineBytes caps one JSONL line. 0 means DefaultMaxLineBytes.
-	MaxLineBytes int
 }
 
 // Client calls the partner user token API. It is safe for concurrent use.
@@ -104,7 +99,6 @@ type Client struct {
 	maxAttempts int
 	maxBackoff  time.Duration
 	maxBody     int64
-	maxLine     int
 	onAttempt   func(Attempt)
 	reqHeaders  func(context.Context, http.Header)
 
@@ -127,7 +121,6 @@ func New(opts Options) (*Client, error) {
 		maxAttempts: opts.MaxAttempts,
 		maxBackoff:  opts.MaxBackoff,
 		maxBody:     opts.MaxBodyBytes,
-		maxLine:     opts.MaxLineBytes,
 		onAttempt:   opts.OnAttempt,
 		reqHeaders:  opts.RequestHeaders,
 		sleep:       sleepCtx,
@@ -150,8 +143,8 @@ func New(opts Options) (*Client, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	if c.maxAttempts < 0 || c.maxBackoff < 0 || c.maxBody < 0 || c.maxLine < 0 {
-		return nil, errors.New("chatbotkit: MaxAttempts, MaxBackoff, MaxBodyBytes and MaxLineBytes must not be negative")
+	if c.maxAttempts < 0 || c.maxBackoff < 0 || c.maxBody < 0 {
+		return nil, errors.New("chatbotkit: MaxAttempts, MaxBackoff and MaxBodyBytes must not be negative")
 	}
 	if c.maxAttempts == 0 {
 		c.maxAttempts = DefaultMaxAttempts
@@ -161,9 +154,6 @@ func New(opts Options) (*Client, error) {
 	}
 	if c.maxBody == 0 {
 		c.maxBody = DefaultMaxBodyBytes
-	}
-	if c.maxLine == 0 {
-		c.maxLine = DefaultMaxLineBytes
 	}
 	return c, nil
 }
@@ -213,7 +203,6 @@ type request struct {
 	attempts int
 	method   string
 	url      string
-	accept   string
 	body     []byte // nil: no body
 	cred     string
 	// sends counts the connections used to send this request, over all
@@ -256,7 +245,7 @@ func (c *Client) newRequest(op, method string, cred secret.Value, action string,
 	}
 	b.WriteByte('/')
 	b.WriteString(action)
-	return &request{op: op, operation: action, method: method, url: b.String(), accept: "application/json", cred: cred.Reveal()}, nil
+	return &request{op: op, operation: action, method: method, url: b.String(), cred: cred.Reveal()}, nil
 }
 
 func checkID(kind, id string) error {
@@ -300,7 +289,7 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 	}
 	req.Header.Set("Authorization", "Bearer "+r.cred)
 	req.Header.Set("User-Agent", c.userAgent)
-	req.Header.Set("Accept", r.accept)
+	req.Header.Set("Accept", "application/json")
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -479,13 +468,12 @@ func drainClose(body io.ReadCloser) {
 // send of r, see request.sends), the caller's deadline or maxRetryAfterWait
 // say stop. idempotent: try is a read,
 // retried on any transient failure; otherwise only failures that never
-// reached the upstream are retried. try returns stop=true to forbid a retry
-// whatever the error (a stream that already yielded an item).
-func (c *Client) retry(ctx context.Context, r *request, idempotent bool, try func() (stop bool, err error)) error {
+// reached the upstream are retried.
+func (c *Client) retry(ctx context.Context, r *request, idempotent bool, try func() error) error {
 	for attempt := 1; ; attempt++ {
-		stop, err := try()
+		err := try()
 		attempt = max(attempt, int(r.sends.Load()))
-		if err == nil || stop || attempt >= c.maxAttempts {
+		if err == nil || attempt >= c.maxAttempts {
 			return err
 		}
 		ok, retryAfter := retryable(err, idempotent)

@@ -1,7 +1,6 @@
 package chatbotkit
 
-// Micro-benchmarks of decoding what the upstream sends, per page and per
-// line. Run with: go test -run '^$' -bench . -benchmem ./internal/chatbotkit
+// Micro-benchmarks of decoding what the upstream sends, per page. Run with: go test -run '^$' -bench . -benchmem ./internal/chatbotkit
 
 import (
 	"fmt"
@@ -42,22 +41,6 @@ func BenchmarkDecodePage(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/token")
-		})
-	}
-}
-
-// BenchmarkDecodeStreamLine decodes one JSONL line.
-func BenchmarkDecodeStreamLine(b *testing.B) {
-	for _, rich := range []bool{false, true} {
-		line := []byte(`{"type":"item","data":` + benchItem(7, rich) + `}`)
-		b.Run(map[bool]string{false: "ids-only", true: "with-meta"}[rich], func(b *testing.B) {
-			b.SetBytes(int64(len(line)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := decodeStreamLine(line); err != nil {
-					b.Fatal(err)
-				}
-			}
 		})
 	}
 }

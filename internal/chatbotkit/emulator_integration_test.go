@@ -59,19 +59,6 @@ func walk(t *testing.T, c *chatbotkit.Client, userID string, opts chatbotkit.Lis
 	}
 }
 
-func stream(t *testing.T, c *chatbotkit.Client, userID string, opts chatbotkit.ListOptions) []chatbotkit.Token {
-	t.Helper()
-	var all []chatbotkit.Token
-	err := c.ListStream(context.Background(), "", userID, opts, func(tok chatbotkit.Token) error {
-		all = append(all, tok)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return all
-}
-
 func ids(toks []chatbotkit.Token) []string {
 	out := make([]string, len(toks))
 	for i, t := range toks {
@@ -130,7 +117,7 @@ func TestEmulatorRoundTrip(t *testing.T) {
 	if err != nil || id != cr.ID {
 		t.Fatalf("update: %q %v", id, err)
 	}
-	streamed := stream(t, c, "u1", chatbotkit.ListOptions{Order: chatbotkit.OrderAsc})
+	streamed := walk(t, c, "u1", chatbotkit.ListOptions{Order: chatbotkit.OrderAsc})
 	if len(streamed) != 2 || streamed[0].ID != cr.ID {
 		t.Fatalf("streamed %v", ids(streamed))
 	}
@@ -163,7 +150,7 @@ func TestEmulatorPagination(t *testing.T) {
 	emu.Seed("many", n)
 	emu.Seed("other", 5)
 
-	desc := stream(t, c, "many", chatbotkit.ListOptions{})
+	desc := walk(t, c, "many", chatbotkit.ListOptions{})
 	if len(desc) != n {
 		t.Fatalf("stream gave %d tokens, want %d", len(desc), n)
 	}
@@ -191,11 +178,11 @@ func TestEmulatorPagination(t *testing.T) {
 			}
 		}
 	}
-	if got := stream(t, c, "many", chatbotkit.ListOptions{Order: chatbotkit.OrderAsc}); !slices.Equal(ids(got), ids(asc)) {
+	if got := walk(t, c, "many", chatbotkit.ListOptions{Order: chatbotkit.OrderAsc}); !slices.Equal(ids(got), ids(asc)) {
 		t.Error("ascending stream differs from the reversed descending one")
 	}
 
-	// Resume from the cursor of the second page, by page and by stream.
+	// Resume from the cursor of the second page.
 	for _, tc := range []struct {
 		order chatbotkit.Order
 		want  []chatbotkit.Token
@@ -215,10 +202,6 @@ func TestEmulatorPagination(t *testing.T) {
 		if !slices.Equal(ids(rest), ids(tc.want[20:])) {
 			t.Errorf("%s: paged resume after 20 gave %d tokens", tc.order, len(rest))
 		}
-		rest = stream(t, c, "many", chatbotkit.ListOptions{Order: tc.order, Cursor: p2.Cursor})
-		if !slices.Equal(ids(rest), ids(tc.want[20:])) {
-			t.Errorf("%s: streamed resume after 20 gave %d tokens", tc.order, len(rest))
-		}
 	}
 
 	_, err := c.ListPage(context.Background(), "", "many", chatbotkit.ListOptions{Cursor: "not a cursor"})
@@ -233,7 +216,6 @@ func TestEmulatorAuthentication(t *testing.T) {
 	_, wrong, base := startEmulator(t, "not-the-secret")
 	errs := map[string]error{}
 	_, errs["list"] = wrong.ListPage(ctx, "", "u", chatbotkit.ListOptions{})
-	errs["stream"] = wrong.ListStream(ctx, "", "u", chatbotkit.ListOptions{}, func(chatbotkit.Token) error { return nil })
 	_, errs["create"] = wrong.Create(ctx, "", "u", chatbotkit.TokenInput{})
 	_, errs["update"] = wrong.Update(ctx, "", "u", "t", chatbotkit.TokenInput{})
 	_, errs["delete"] = wrong.Delete(ctx, "", "u", "t")
@@ -280,7 +262,7 @@ func TestEmulatorHostileIDs(t *testing.T) {
 		if len(got) != 1 || got[0].ID != created[u] || got[0].Name != "for "+u {
 			t.Errorf("user %q lists %+v", u, got)
 		}
-		if s := stream(t, c, u, chatbotkit.ListOptions{}); len(s) != 1 || s[0].ID != created[u] {
+		if s := walk(t, c, u, chatbotkit.ListOptions{}); len(s) != 1 || s[0].ID != created[u] {
 			t.Errorf("user %q streams %v", u, ids(s))
 		}
 		if id, err := c.Update(ctx, "", u, created[u], chatbotkit.TokenInput{Description: ptr("d")}); err != nil || id != created[u] {

@@ -13,16 +13,15 @@ import (
 )
 
 // Sentinel errors. Every error the client returns either is an *APIError,
-// wraps one of these, wraps context.Canceled or context.DeadlineExceeded, or
-// is the error a ListStream yield function returned.
+// wraps one of these, or wraps context.Canceled or context.DeadlineExceeded.
 var (
 	// ErrUnavailable: the upstream could not be reached or did not finish
 	// its answer (no connection, reset, TLS failure, a body cut short). The
 	// cause is wrapped too.
 	ErrUnavailable = errors.New("chatbotkit: upstream unavailable")
-	// ErrMalformedResponse: a 2xx body that is not the expected JSON or JSONL.
+	// ErrMalformedResponse: a 2xx body that is not the expected JSON.
 	ErrMalformedResponse = errors.New("chatbotkit: malformed upstream response")
-	// ErrResponseTooLarge: a body or a JSONL line over its cap.
+	// ErrResponseTooLarge: a body over its cap.
 	ErrResponseTooLarge = errors.New("chatbotkit: upstream response too large")
 	// ErrInvalidID: a user or token id that cannot be sent as one path
 	// segment (empty, "." or ".."). Nothing is sent.

@@ -76,7 +76,6 @@ func TestAPIErrors(t *testing.T) {
 				"update": func() error { _, err := c.Update(ctx, "", "u", "t", TokenInput{}); return err },
 				"delete": func() error { _, err := c.Delete(ctx, "", "u", "t"); return err },
 				"list":   func() error { _, err := c.ListPage(ctx, "", "u", ListOptions{}); return err },
-				"stream": func() error { _, err := collect(ctx, c, "", "u", ListOptions{}); return err },
 			}
 			for name, call := range calls {
 				before := rc.count()

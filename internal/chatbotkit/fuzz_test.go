@@ -2,13 +2,12 @@ package chatbotkit
 
 // Fuzz targets for what hostile input can reach in the REST client: ids and
 // cursors that become the upstream URL, and upstream bodies (JSON pages,
-// JSON answers to writes, JSONL lines, Retry-After). The seed corpus runs as
+// JSON answers to writes, Retry-After). The seed corpus runs as
 // an ordinary test; fuzz one target at a time with, e.g.,
 //
 //	go test -run='^$' -fuzz='^FuzzRequestPath$' -fuzztime=60s -parallel=1 ./internal/chatbotkit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -159,13 +158,12 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 
 // fuzzClient is a client whose upstream answers body, with small caps so
 // that the fuzzer reaches them, and retries that do not wait.
-func fuzzClient(t *testing.T, body []byte, chunk uint8, maxBody int64, maxLine int) *Client {
+func fuzzClient(t *testing.T, body []byte, chunk uint8, maxBody int64) *Client {
 	c, err := New(Options{
 		BaseURL:      fuzzBase,
 		Secret:       "sk-fuzz-0123456789",
 		HTTPClient:   &http.Client{Transport: fuzzTransport{body: body, chunk: int(chunk)%64 + 1}},
 		MaxBodyBytes: maxBody,
-		MaxLineBytes: maxLine,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +211,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	}
 	const maxBody = 512
 	f.Fuzz(func(t *testing.T, body []byte, chunk uint8) {
-		c := fuzzClient(t, body, chunk, maxBody, 0)
+		c := fuzzClient(t, body, chunk, maxBody)
 		ctx := context.Background()
 
 		page, err := c.ListPage(ctx, "", "u1", ListOptions{})
@@ -239,60 +237,6 @@ func FuzzDecodeJSON(f *testing.F) {
 		wantTyped(t, "Update", err, ErrMalformedResponse, ErrResponseTooLarge)
 		if err == nil && id == "" {
 			t.Fatal("Update accepted an answer without id")
-		}
-	})
-}
-
-var streamSeeds = []string{
-	"",
-	"\n\n",
-	`{"type":"item","data":{"id":"t1","createdAt":1,"updatedAt":1}}` + "\n",
-	`{"type":"item","data":{"id":"t1"}}` + "\n" + `{"type":"item","data":{"id":"t2"}}`,
-	`{"type":"item","data":{"id":"t1"}}` + "\r\n  \r\n" + `{"type":"item","data":{"id":"t2"}}` + "\r\n",
-	`{"type":"item","data":{"id":"t1"}}` + "\n" + `{"type":"item","da`,
-	`{"type":"error","data":{"message":"x"}}` + "\n",
-	`{"type":"item"}` + "\n", `{"type":"item","data":{}}` + "\n", `[]` + "\n", `"item"` + "\n",
-	`{"type":"item","data":{"id":"` + strings.Repeat("x", 100) + `"}}` + "\n",
-	strings.Repeat("x", 200),
-	strings.Repeat(" ", 100) + "\n",
-}
-
-// FuzzDecodeStream: whatever a JSONL body holds, however it is split into
-// reads, ListStream neither panics nor returns an untyped error; when it
-// succeeds, no line was over the line cap and it yielded one token with an
-// id for each non-blank line.
-func FuzzDecodeStream(f *testing.F) {
-	for i, s := range streamSeeds {
-		f.Add([]byte(s), uint8(i*7))
-	}
-	const maxLine = 64
-	f.Fuzz(func(t *testing.T, body []byte, chunk uint8) {
-		c := fuzzClient(t, body, chunk, 0, maxLine)
-		var got []Token
-		err := c.ListStream(context.Background(), "", "u1", ListOptions{}, func(tok Token) error {
-			got = append(got, tok)
-			return nil
-		})
-		wantTyped(t, "ListStream", err, ErrMalformedResponse, ErrResponseTooLarge, ErrUnavailable)
-		for i, tok := range got {
-			if tok.ID == "" {
-				t.Fatalf("token %d yielded without an id", i)
-			}
-		}
-		if err != nil {
-			return
-		}
-		lines := 0
-		for _, line := range bytes.Split(body, []byte("\n")) {
-			if len(line) > maxLine {
-				t.Fatalf("a %d-byte line passed the %d-byte cap", len(line), maxLine)
-			}
-			if len(bytes.TrimSpace(line)) > 0 {
-				lines++
-			}
-		}
-		if len(got) != lines {
-			t.Fatalf("%d tokens yielded for %d non-blank lines", len(got), lines)
 		}
 	})
 }

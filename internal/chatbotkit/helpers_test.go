@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,24 +154,4 @@ func closedAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
-}
-
-// jsonl joins lines with a newline after each.
-func jsonl(lines ...string) string {
-	var b strings.Builder
-	for _, l := range lines {
-		b.WriteString(l)
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
-// collect runs ListStream and returns the ids it yielded.
-func collect(ctx context.Context, c *Client, cred secret.Value, userID string, opts ListOptions) ([]string, error) {
-	var ids []string
-	err := c.ListStream(ctx, cred, userID, opts, func(tok Token) error {
-		ids = append(ids, tok.ID)
-		return nil
-	})
-	return ids, err
 }

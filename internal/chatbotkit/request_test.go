@@ -27,7 +27,6 @@ func TestNewValidatesOptions(t *testing.T) {
 		{BaseURL: "https://api.chatbotkit.com", MaxAttempts: -1},
 		{BaseURL: "https://api.chatbotkit.com", MaxBackoff: -1},
 		{BaseURL: "https://api.chatbotkit.com", MaxBodyBytes: -1},
-		{BaseURL: "https://api.chatbotkit.com", MaxLineBytes: -1},
 	}
 	for _, o := range bad {
 		if _, err := New(o); err == nil {
@@ -38,7 +37,7 @@ func TestNewValidatesOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.maxAttempts != 4 || c.maxBackoff != DefaultMaxBackoff || c.maxBody != 16<<20 || c.maxLine != 1<<20 || c.userAgent != "cbkgate/dev" {
+	if c.maxAttempts != 4 || c.maxBackoff != DefaultMaxBackoff || c.maxBody != 16<<20 || c.userAgent != "cbkgate/dev" {
 		t.Errorf("defaults: %+v", c)
 	}
 }
@@ -55,9 +54,6 @@ func TestNewTransport(t *testing.T) {
 func TestRequestShape(t *testing.T) {
 	srv, rc := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case strings.HasSuffix(r.URL.Path, "/list") && r.Header.Get("Accept") == "application/jsonl":
-			w.Header().Set("Content-Type", "application/jsonl")
-			w.Write([]byte(jsonl(`{"type":"item","data":{"id":"t1","createdAt":1,"updatedAt":2}}`)))
 		case strings.HasSuffix(r.URL.Path, "/list"):
 			writeJSON(w, 200, `{"items":[],"cursor":""}`)
 		case strings.HasSuffix(r.URL.Path, "/create"):
@@ -98,12 +94,12 @@ func TestRequestShape(t *testing.T) {
 			method: "GET", path: "/api/v1/partner/user/u1/token/list", accept: "application/json",
 		},
 		{
-			name: "list stream",
+			name: "list page, descending",
 			call: func() error {
-				_, err := collect(ctx, c, "", "u1", ListOptions{Order: OrderDesc})
+				_, err := c.ListPage(ctx, "", "u1", ListOptions{Order: OrderDesc})
 				return err
 			},
-			method: "GET", path: "/api/v1/partner/user/u1/token/list", query: "order=desc", accept: "application/jsonl",
+			method: "GET", path: "/api/v1/partner/user/u1/token/list", query: "order=desc", accept: "application/json",
 		},
 		{
 			name: "create, every field",
@@ -237,7 +233,6 @@ func TestInvalidIDsAreRefusedBeforeAnyRequest(t *testing.T) {
 	for _, id := range []string{"", ".", ".."} {
 		calls := map[string]error{}
 		_, calls["list"] = c.ListPage(ctx, "", id, ListOptions{})
-		calls["stream"] = c.ListStream(ctx, "", id, ListOptions{}, func(Token) error { return nil })
 		_, calls["create"] = c.Create(ctx, "", id, TokenInput{})
 		_, calls["update user"] = c.Update(ctx, "", id, "t", TokenInput{})
 		_, calls["update token"] = c.Update(ctx, "", "u", id, TokenInput{})
@@ -261,7 +256,6 @@ func TestInvalidArgumentsAreRefusedBeforeAnyRequest(t *testing.T) {
 	errs := map[string]error{}
 	_, errs["order"] = c.ListPage(ctx, "", "u", ListOptions{Order: "sideways"})
 	_, errs["take"] = c.ListPage(ctx, "", "u", ListOptions{Take: -1})
-	errs["nil yield"] = c.ListStream(ctx, "", "u", ListOptions{}, nil)
 	_, errs["config"] = c.Create(ctx, "", "u", TokenInput{Config: json.RawMessage(`{"a":`)})
 	_, errs["meta"] = c.Update(ctx, "", "u", "t", TokenInput{Meta: json.RawMessage(`nope`)})
 	for name, err := range errs {
@@ -296,7 +290,6 @@ func TestCredentialChoice(t *testing.T) {
 	before := rc.count()
 	errs := map[string]error{}
 	_, errs["list"] = passThrough.ListPage(ctx, "", "u", ListOptions{})
-	errs["stream"] = passThrough.ListStream(ctx, "", "u", ListOptions{}, func(Token) error { return nil })
 	_, errs["create"] = passThrough.Create(ctx, "", "u", TokenInput{})
 	_, errs["update"] = passThrough.Update(ctx, "", "u", "t", TokenInput{})
 	_, errs["delete"] = passThrough.Delete(ctx, "", "u", "t")

@@ -1,13 +1,11 @@
 package chatbotkit
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -77,21 +75,21 @@ func (c *Client) ListPage(ctx context.Context, cred secret.Value, userID string,
 		return nil, err
 	}
 	var page *Page
-	err = c.retry(ctx, r, true, func() (bool, error) {
+	err = c.retry(ctx, r, true, func() error {
 		resp, err := c.send(ctx, r)
 		if err != nil {
-			return false, err
+			return err
 		}
 		b, err := c.readBody(ctx, r, resp)
 		if err != nil {
-			return false, err
+			return err
 		}
 		p, err := decodePage(b, opts.Take)
 		if err != nil {
-			return false, fmt.Errorf("%w: list: %v", ErrMalformedResponse, err)
+			return fmt.Errorf("%w: list: %v", ErrMalformedResponse, err)
 		}
 		page = p
-		return false, nil
+		return nil
 	})
 	return page, err
 }
@@ -239,45 +237,6 @@ func unmarshalPage(b []byte, items []wireToken) ([]wireToken, string, error) {
 	return *wire.Items, wire.Cursor, nil
 }
 
-// ListStream reads the JSONL listing (Accept: application/jsonl) and calls
-// yield for each token as its line arrives. It is retried like ListPage, but
-// only until the first token has been handed to yield: after that a failure
-// is returned, never papered over by starting again. An error from yield
-// stops the listing and is returned as it is.
-//
-// Every line must be {"type":"item","data":{...}} with data.id present;
-// anything else, including a type other than "item", is
-// ErrMalformedResponse. The wire format defines no other type, and skipping
-// one (an error event, say) could end a listing cleanly with tokens missing.
-// Blank lines are skipped. The stream ending in the middle of a line (a last
-// line with no newline that is not valid JSON) is ErrUnavailable.
-func (c *Client) ListStream(ctx context.Context, cred secret.Value, userID string, opts ListOptions, yield func(Token) error) error {
-	if yield == nil {
-		return fmt.Errorf("%w: list stream: nil yield function", ErrInvalidArgument)
-	}
-	r, err := c.listRequest("list stream", cred, userID, opts)
-	if err != nil {
-		return err
-	}
-	r.accept = "application/jsonl"
-	yielded := false
-	return c.retry(ctx, r, true, func() (bool, error) {
-		resp, err := c.send(ctx, r)
-		if err != nil {
-			return false, err
-		}
-		err = c.readStream(ctx, r.op, resp.Body, opts.Take, yield, &yielded)
-		if err != nil {
-			// A stream stopped early may have any amount left: close the
-			// connection rather than read on.
-			resp.Body.Close()
-		} else {
-			drainClose(resp.Body)
-		}
-		return yielded, err
-	})
-}
-
 func (c *Client) listRequest(op string, cred secret.Value, userID string, opts ListOptions) (*request, error) {
 	switch opts.Order {
 	case OrderDefault, OrderAsc, OrderDesc:
@@ -307,98 +266,6 @@ func (c *Client) listRequest(op string, cred secret.Value, userID string, opts L
 	return r, nil
 }
 
-// errLineTooLong is what readLine reports for a line over the cap.
-var errLineTooLong = errors.New("line too long")
-
-func (c *Client) readStream(ctx context.Context, op string, body io.Reader, take int, yield func(Token) error, yielded *bool) error {
-	br := bufio.NewReaderSize(body, streamBufferBytes)
-	if take <= 0 {
-		take = MaxTake
-	}
-	var line []byte
-	for items := 0; ; {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("chatbotkit: %s: %w", op, err)
-		}
-		var complete bool
-		var err error
-		line, complete, err = readLine(br, line[:0], c.maxLine)
-		switch {
-		case errors.Is(err, errLineTooLong):
-			return fmt.Errorf("%w: %s: a line exceeds the %d-byte cap", ErrResponseTooLarge, op, c.maxLine)
-		case err != nil && err != io.EOF:
-			return c.bodyError(ctx, op, err)
-		}
-		content := bytes.TrimSpace(line)
-		if !complete {
-			// End of the body. Whatever follows the last newline is a final
-			// line only if it stands as JSON on its own; otherwise the
-			// stream was cut in the middle of a line.
-			if len(content) == 0 {
-				return nil
-			}
-			if !json.Valid(content) {
-				return &unavailableError{op: op, cause: fmt.Errorf("the stream ended in the middle of a line: %w", io.ErrUnexpectedEOF)}
-			}
-		}
-		if len(content) > 0 {
-			if items++; items > take {
-				return fmt.Errorf("%w: %s: %v", ErrMalformedResponse, op, errTooManyItems)
-			}
-			t, err := decodeStreamLine(content)
-			if err != nil {
-				return fmt.Errorf("%w: %s: %v", ErrMalformedResponse, op, err)
-			}
-			*yielded = true
-			if err := yield(t); err != nil {
-				return err
-			}
-		}
-		if !complete {
-			return nil
-		}
-	}
-}
-
-// readLine reads one line into buf, without its newline. complete is false
-// when the body ended first (err is then io.EOF or the read error). A line
-// longer than max is errLineTooLong; at most max plus one buffer is held.
-func readLine(r *bufio.Reader, buf []byte, max int) (line []byte, complete bool, err error) {
-	for {
-		frag, err := r.ReadSlice('\n')
-		buf = append(buf, frag...)
-		switch {
-		case err == nil:
-			buf = buf[:len(buf)-1]
-			if len(buf) > max {
-				return buf, true, errLineTooLong
-			}
-			return buf, true, nil
-		case len(buf) > max:
-			return buf, false, errLineTooLong
-		case err != bufio.ErrBufferFull:
-			return buf, false, err
-		}
-	}
-}
-
-func decodeStreamLine(line []byte) (Token, error) {
-	var ev struct {
-		Type string     `json:"type"`
-		Data *wireToken `json:"data"`
-	}
-	if err := json.Unmarshal(line, &ev); err != nil {
-		return Token{}, err
-	}
-	if ev.Type != "item" {
-		return Token{}, fmt.Errorf("unexpected line type %q", ev.Type)
-	}
-	if ev.Data == nil {
-		return Token{}, errors.New("item without data")
-	}
-	return ev.Data.token()
-}
-
 // Create creates a token. It is sent again only if the request provably
 // never reached the upstream; an answer of any kind, or a connection lost
 // after the request went out, is returned as it is, so that a retry can
@@ -412,10 +279,10 @@ func (c *Client) Create(ctx context.Context, cred secret.Value, userID string, i
 		return nil, err
 	}
 	var out *Created
-	err = c.retry(ctx, r, false, func() (bool, error) {
+	err = c.retry(ctx, r, false, func() error {
 		resp, err := c.send(ctx, r)
 		if err != nil {
-			return false, err
+			return err
 		}
 		var wire struct {
 			ID        string `json:"id"`
@@ -423,13 +290,13 @@ func (c *Client) Create(ctx context.Context, cred secret.Value, userID string, i
 			CreatedAt msTime `json:"createdAt"`
 		}
 		if err := c.readJSON(ctx, r, resp, &wire, true); err != nil {
-			return false, err
+			return err
 		}
 		if wire.ID == "" || wire.Token == "" {
-			return false, fmt.Errorf("%w: create: id or token missing", ErrMalformedResponse)
+			return fmt.Errorf("%w: create: id or token missing", ErrMalformedResponse)
 		}
 		out = &Created{ID: wire.ID, Token: secret.Value(wire.Token), CreatedAt: wire.CreatedAt.t}
-		return false, nil
+		return nil
 	})
 	return out, err
 }
@@ -460,22 +327,22 @@ func (c *Client) Delete(ctx context.Context, cred secret.Value, userID, tokenID 
 // writeForID sends a write whose answer is {"id": ...}.
 func (c *Client) writeForID(ctx context.Context, r *request) (string, error) {
 	var id string
-	err := c.retry(ctx, r, false, func() (bool, error) {
+	err := c.retry(ctx, r, false, func() error {
 		resp, err := c.send(ctx, r)
 		if err != nil {
-			return false, err
+			return err
 		}
 		var wire struct {
 			ID string `json:"id"`
 		}
 		if err := c.readJSON(ctx, r, resp, &wire, false); err != nil {
-			return false, err
+			return err
 		}
 		if wire.ID == "" {
-			return false, fmt.Errorf("%w: %s: id missing", ErrMalformedResponse, r.op)
+			return fmt.Errorf("%w: %s: id missing", ErrMalformedResponse, r.op)
 		}
 		id = wire.ID
-		return false, nil
+		return nil
 	})
 	return id, err
 }

@@ -2,7 +2,6 @@ package failtest
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
-	"github.com/cbkgate/cbkgate/internal/secret"
 )
 
 // TestFaultConnectionRefused: with nothing listening upstream, every call
@@ -128,51 +126,6 @@ func TestFaultCutShortCreate(t *testing.T) {
 	_, err := g.create(g.ctx())
 	wantCode(t, err, codes.Unavailable)
 	wantCalls(t, up, fu.Create, 1)
-}
-
-// TestFaultCutShortJSONL: the JSONL stream ending in the middle of a line.
-// cbkgate's List reads JSON pages, so this is the REST client's streamed
-// list (ListStream) against the same upstream: the complete lines arrive,
-// then ErrUnavailable; it is not retried once a token was handed over (that
-// would repeat tokens), and retried when the cut comes before the first.
-func TestFaultCutShortJSONL(t *testing.T) {
-	up := newUpstream(t)
-	c, err := chatbotkit.New(chatbotkit.Options{BaseURL: up.URL, Secret: secret.Value(heldSecret)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	toks := fu.Tokens("tok_", 3)
-
-	up.Script(fu.List, fu.CutLines("tok_cut", toks...))
-	var got []string
-	err = c.ListStream(ctx, "", "u1", chatbotkit.ListOptions{}, func(tok chatbotkit.Token) error {
-		got = append(got, tok.ID)
-		return nil
-	})
-	if !errors.Is(err, chatbotkit.ErrUnavailable) {
-		t.Fatalf("ListStream cut mid-line: %v, want ErrUnavailable", err)
-	}
-	if !slices.Equal(got, tokenIDs(toks)) {
-		t.Fatalf("yielded %v, want the complete lines %v", got, tokenIDs(toks))
-	}
-	wantCalls(t, up, fu.List, 1)
-	if a := up.Requests()[0].Header.Get("Accept"); a != "application/jsonl" {
-		t.Errorf("Accept %q, want application/jsonl", a)
-	}
-
-	up.Script(fu.List, fu.CutLines("tok_cut"), fu.Lines(toks...))
-	got = nil
-	err = c.ListStream(ctx, "", "u1", chatbotkit.ListOptions{}, func(tok chatbotkit.Token) error {
-		got = append(got, tok.ID)
-		return nil
-	})
-	if err != nil || !slices.Equal(got, tokenIDs(toks)) {
-		t.Fatalf("ListStream cut before its first line, then whole: %v, %v; want %v, nil", got, err, tokenIDs(toks))
-	}
-	wantCalls(t, up, fu.List, 3)
 }
 
 // TestFaultMalformedJSON: a 200 answer that is not JSON is INTERNAL and not

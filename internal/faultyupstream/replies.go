@@ -109,25 +109,6 @@ func ID(id string) Reply {
 	}
 }
 
-// Lines answers 200 with a well-formed JSONL stream of tokens.
-func Lines(tokens ...Token) Reply {
-	return Reply{
-		name: fmt.Sprintf("%d JSONL lines", len(tokens)),
-		serve: func(_ *Server, _ int, w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/jsonl")
-			w.WriteHeader(http.StatusOK)
-			for _, t := range tokens {
-				_, _ = w.Write(jsonLine(t))
-			}
-		},
-	}
-}
-
-func jsonLine(t Token) []byte {
-	b, _ := json.Marshal(map[string]any{"type": "item", "data": t})
-	return append(b, '\n')
-}
-
 // hijack takes the connection over from net/http; the caller closes it.
 func hijack(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter) {
 	c, rw, err := http.NewResponseController(w).Hijack()
@@ -169,29 +150,6 @@ func CutPage(cursor string, tokens ...Token) Reply {
 			defer c.Close()
 			fmt.Fprintf(rw, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(b))
 			_, _ = rw.Write(b[:len(b)/2])
-			_ = rw.Flush()
-		},
-	}
-}
-
-// CutLines answers 200 with a JSONL stream: the complete lines of tokens,
-// then the first half of one more line (for a token with id cutID), then
-// the connection closes in the middle of it.
-func CutLines(cutID string, tokens ...Token) Reply {
-	return Reply{
-		name: fmt.Sprintf("%d JSONL lines, then a line cut short", len(tokens)),
-		serve: func(_ *Server, _ int, w http.ResponseWriter, _ *http.Request) {
-			c, rw := hijack(w)
-			defer c.Close()
-			// Chunked, as a streaming server sends it; the stream then
-			// ends with no terminating chunk.
-			fmt.Fprintf(rw, "HTTP/1.1 200 OK\r\nContent-Type: application/jsonl\r\nTransfer-Encoding: chunked\r\n\r\n")
-			chunk := func(b []byte) { fmt.Fprintf(rw, "%x\r\n%s\r\n", len(b), b) }
-			for _, t := range tokens {
-				chunk(jsonLine(t))
-			}
-			last := jsonLine(Token{ID: cutID, CreatedAt: 1, UpdatedAt: 1})
-			chunk(last[:len(last)/2])
 			_ = rw.Flush()
 		},
 	}
