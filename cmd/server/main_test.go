@@ -41,6 +41,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/emulator"
 	"github.com/cbkgate/cbkgate/internal/k8ssecret"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
 // binDir holds the binary built once for all tests.
@@ -136,28 +137,11 @@ func (l *lineLog) String() string {
 	return strings.Join(l.lines, "\n") + "\n" + string(l.partial)
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // child is one running cbkgate process.
 type child struct {
 	cmd    *exec.Cmd
 	stderr *lineLog
-	stdout *lockedBuffer
+	stdout *testlog.Buffer
 
 	done     chan struct{} // closed when the process has exited
 	state    *os.ProcessState
@@ -174,7 +158,7 @@ func start(t *testing.T, args []string, env ...string) *child {
 	c := &child{
 		cmd:    exec.Command(binary(t), args...),
 		stderr: newLineLog(),
-		stdout: &lockedBuffer{},
+		stdout: &testlog.Buffer{},
 		done:   make(chan struct{}),
 	}
 	c.cmd.Env = childEnv(env...)

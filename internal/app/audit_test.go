@@ -87,7 +87,7 @@ func TestAuditTrail(t *testing.T) {
 	}
 
 	var audits []map[string]any
-	for _, l := range s.logs.lines(t) {
+	for _, l := range s.logs.JSON(t) {
 		if l["msg"] == "audit" {
 			audits = append(audits, l)
 		}

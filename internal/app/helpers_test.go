@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,47 +45,13 @@ import (
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/emulator"
 	"github.com/cbkgate/cbkgate/internal/logging"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
 // callTimeout bounds every single call a test makes, so a hang fails the
 // test instead of the whole run.
 const callTimeout = 15 * time.Second
-
-// logBuffer is a goroutine-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// lines returns the JSON log lines decoded.
-func (l *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(l.String(), "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %v: %q", err, line)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // counter wraps an upstream handler and counts the requests it gets.
 type counter struct {
@@ -123,7 +88,7 @@ func newEmulator(t *testing.T, secret string) (*emulator.Emulator, *counter, *ht
 type server struct {
 	t       *testing.T
 	app     *app.App
-	logs    *logBuffer
+	logs    *testlog.Buffer
 	grpc    string // host:port
 	httpURL string // http(s)://host:port
 	tls     *tls.Config
@@ -148,7 +113,7 @@ func startServer(t *testing.T, upstreamURL string, args []string, env map[string
 	if err != nil {
 		t.Fatalf("config.Load: %v", err)
 	}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	a, err := app.New(cfg, logging.New(logs, slog.LevelDebug, "json"))
 	if err != nil {
 		t.Fatalf("app.New: %v", err)

@@ -24,7 +24,7 @@ import (
 func callLines(t *testing.T, s *server) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, l := range s.logs.lines(t) {
+	for _, l := range s.logs.JSON(t) {
 		if m, _ := l["method"].(string); l["msg"] == "grpc call" && len(m) > 26 && m[:26] == "/cbkgate.token.v1.TokenSer" {
 			out = append(out, l)
 		}

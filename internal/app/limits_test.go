@@ -429,5 +429,5 @@ func TestBadHandshakeFloodIsRateLimited(t *testing.T) {
 	if lines > bound {
 		t.Fatalf("%d lines for 300 failed handshakes, want at most %d", lines, bound)
 	}
-	s.logs.lines(t) // every line is JSON
+	s.logs.JSON(t) // every line is JSON
 }

@@ -70,7 +70,7 @@ func checkLogs(t *testing.T, s *server, forbidden map[string]string, want callLo
 		}
 	}
 	got := callLog{}
-	for _, line := range s.logs.lines(t) {
+	for _, line := range s.logs.JSON(t) {
 		if line["msg"] != "grpc call" {
 			continue
 		}

@@ -56,7 +56,7 @@ var (
 func linesWith(t *testing.T, s *server, id string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, l := range s.logs.lines(t) {
+	for _, l := range s.logs.JSON(t) {
 		if l["request_id"] == id {
 			out = append(out, l)
 		}

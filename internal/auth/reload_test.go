@@ -18,6 +18,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/k8ssecret"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
@@ -52,24 +53,6 @@ func (r *reloads) next(t *testing.T) string {
 	}
 }
 
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // version is one generation of the mounted credentials.
 type version struct {
 	keys, secret string
@@ -96,7 +79,7 @@ func TestReloadKubernetesSwap(t *testing.T) {
 	v2 := version{keys: "stable stable-key-0002\nnew new-key-0003\n", secret: "secret-v2\n", cert: ca.Issue(t, "cert-v2", x509.ExtKeyUsageServerAuth)}
 	dir := k8ssecret.New(t, v1.files(t))
 
-	logs := &syncBuf{}
+	logs := &testlog.Buffer{}
 	rl := newReloads()
 	a, err := auth.Load(auth.Config{
 		SecretFile:  dir.Path("cbk-secret"),

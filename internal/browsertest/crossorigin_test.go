@@ -3,7 +3,6 @@
 package browsertest_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/browsertest"
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
 // createCounter counts the token creates upstream saw, per user.
@@ -141,7 +141,7 @@ func TestBrowserCrossOrigin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	a, err := app.New(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestBrowserCrossOrigin(t *testing.T) {
 }
 
 // refused counts the "http call refused" log lines with the given status.
-func refused(t *testing.T, logs *syncBuffer, status int) int {
+func refused(t *testing.T, logs *testlog.Buffer, status int) int {
 	t.Helper()
 	n := 0
 	for _, line := range strings.Split(logs.String(), "\n") {
@@ -215,22 +215,4 @@ func waitReady(t *testing.T, base string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

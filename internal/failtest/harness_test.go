@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,6 +33,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/logging"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
 // heldSecret is the upstream secret cbkgate holds in these tests; the
@@ -44,41 +44,7 @@ const heldSecret = "sk-failtest-held-0123456789abcdef"
 // so that a hang fails the test rather than the run.
 const callTimeout = 20 * time.Second
 
-// logBuffer is a goroutine-safe log sink, shown when a test fails. It
-// keeps the last logKeep bytes or so, so that a soak's call log does not
-// count as a leak.
-type logBuffer struct {
-	mu    sync.Mutex
-	b     bytes.Buffer
-	lines int // every line ever written, kept or not
-}
-
 const logKeep = 64 << 10
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len()+len(p) > 2*logKeep {
-		tail := append([]byte(nil), l.b.Bytes()[l.b.Len()-min(l.b.Len(), logKeep):]...)
-		l.b.Reset()
-		l.b.Write(tail)
-	}
-	l.lines += bytes.Count(p, []byte("\n"))
-	return l.b.Write(p)
-}
-
-// Lines is how many lines have been written so far.
-func (l *logBuffer) Lines() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lines
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // gate is one running cbkgate with a gRPC and an HTTP client.
 type gate struct {
@@ -88,7 +54,7 @@ type gate struct {
 	api     tokenv1.TokenServiceClient
 	httpURL string
 	hc      *http.Client
-	logs    *logBuffer
+	logs    *testlog.Buffer
 	bearer  string // pass-through: the caller's ChatBotKit secret
 
 	cancel  context.CancelFunc
@@ -149,7 +115,7 @@ func startGate(t *testing.T, upstreamURL string, opts ...gateOption) *gate {
 	if err != nil {
 		t.Fatalf("config.Load: %v", err)
 	}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{Keep: logKeep}
 	a, err := app.New(cfg, logging.New(logs, slog.LevelInfo, "json"))
 	if err != nil {
 		t.Fatalf("app.New: %v", err)

@@ -26,6 +26,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
 // peakHeap runs f while sampling the heap in use, and returns how far
@@ -350,7 +351,7 @@ func TestHostileGatewayHeaders(t *testing.T) {
 	if lines > 2 {
 		t.Errorf("%d log lines, want at most 2:\n%s\n%s", lines, g.logs.String(), grpcLogs.String())
 	}
-	for _, b := range []*logBuffer{g.logs, grpcLogs} {
+	for _, b := range []*testlog.Buffer{g.logs, grpcLogs} {
 		for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 			if line != "" && !strings.HasPrefix(line, "{") {
 				t.Errorf("a log line is not JSON: %q", line)

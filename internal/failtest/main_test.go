@@ -7,11 +7,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cbkgate/cbkgate/internal/logging"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
 // grpcLogs receives grpc-go's and grpc-gateway's own log lines (grpclog),
 // as cmd/server sends them through the process logger.
-var grpcLogs = &logBuffer{}
+var grpcLogs = &testlog.Buffer{Keep: logKeep}
 
 // TestMain fails the package if any goroutine outlives the tests: every
 // server, connection and upstream request a test starts must be gone by the

@@ -25,6 +25,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
 const (
@@ -70,43 +71,8 @@ func (tokenServer) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingSer
 	return codeOf(req.GetUserId())
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lines decodes the JSON log lines.
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", l, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 type testEnv struct {
-	logs *syncBuffer
+	logs *testlog.Buffer
 	addr string
 	// trusted is the local address of the connection TrustedPeer accepts.
 	mu      sync.Mutex
@@ -130,7 +96,7 @@ func (e *testEnv) trust(addr string) {
 // logging JSON at debug level.
 func start(t *testing.T) *testEnv {
 	t.Helper()
-	e := &testEnv{logs: &syncBuffer{}}
+	e := &testEnv{logs: &testlog.Buffer{}}
 	l := New(e.logs, slog.LevelDebug, "json")
 	a, err := auth.Load(auth.Config{TrustedPeer: e.trustedPeer})
 	if err != nil {
@@ -330,7 +296,7 @@ func TestCallLog(t *testing.T) {
 			}
 
 			var calls, audits []map[string]any
-			for _, l := range e.logs.lines(t) {
+			for _, l := range e.logs.JSON(t) {
 				switch l["msg"] {
 				case "grpc call":
 					calls = append(calls, l)
