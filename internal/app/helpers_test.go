@@ -6,13 +6,11 @@ package app_test
 // net/http client against the gateway.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +28,6 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -47,6 +44,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/logging"
 	"github.com/cbkgate/cbkgate/internal/testlog"
 	"github.com/cbkgate/cbkgate/internal/testpki"
+	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // callTimeout bounds every single call a test makes, so a hang fails the
@@ -357,7 +355,7 @@ func (h *httpCaller) unary(t *testing.T, method, path string, body []byte, out p
 		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
 	}
 	if resp.StatusCode != http.StatusOK {
-		st := decodeStatus(t, b)
+		st := testwire.Status(t, b)
 		if want := runtime.HTTPStatusFromCode(st.Code()); resp.StatusCode != want {
 			t.Errorf("%s %s: HTTP %d for %v, want %d", method, path, resp.StatusCode, st.Code(), want)
 		}
@@ -367,15 +365,6 @@ func (h *httpCaller) unary(t *testing.T, method, path string, body []byte, out p
 		t.Fatalf("%s %s: decoding %s: %v", method, path, b, err)
 	}
 	return nil
-}
-
-func decodeStatus(t *testing.T, b []byte) *status.Status {
-	t.Helper()
-	var p spb.Status
-	if err := protojson.Unmarshal(b, &p); err != nil {
-		t.Fatalf("error body is not a google.rpc.Status: %v: %s", err, b)
-	}
-	return status.FromProto(&p)
 }
 
 // bodyJSON renders a request body with proto field names, without the
@@ -455,43 +444,13 @@ func (h *httpCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) ndjson {
 	if resp.StatusCode != http.StatusOK && !bytes.HasPrefix(b, []byte(`{"error"`)) {
 		// Refused before the gateway ran the call (authentication, a bad
 		// query parameter): a plain google.rpc.Status.
-		out.err = decodeStatus(t, b)
+		out.err = testwire.Status(t, b)
 		if want := runtime.HTTPStatusFromCode(out.err.Code()); resp.StatusCode != want {
 			t.Errorf("List over HTTP: HTTP %d for %v, want %d", resp.StatusCode, out.err.Code(), want)
 		}
 		return out
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, 4<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		if out.err != nil {
-			t.Errorf("List over HTTP: a line after the error line: %s", line)
-			continue
-		}
-		var frame map[string]json.RawMessage
-		if err := json.Unmarshal(line, &frame); err != nil || len(frame) != 1 {
-			t.Fatalf("List over HTTP: line is not one {\"result\"} or {\"error\"} object (%v): %s", err, line)
-		}
-		switch {
-		case frame["result"] != nil:
-			m := &tokenv1.ListResponse{}
-			if err := protojson.Unmarshal(frame["result"], m); err != nil {
-				t.Fatalf("List over HTTP: result line: %v: %s", err, line)
-			}
-			out.results = append(out.results, m)
-		case frame["error"] != nil:
-			out.err = decodeStatus(t, frame["error"])
-		default:
-			t.Fatalf("List over HTTP: unexpected line %s", line)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
+	out.results, out.err = testwire.NDJSON(t, b)
 	switch {
 	case out.err == nil && resp.StatusCode != http.StatusOK:
 		t.Errorf("List over HTTP: HTTP %d with no error line", resp.StatusCode)

@@ -6,10 +6,7 @@
 package failtest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,13 +17,11 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/app"
@@ -260,50 +255,6 @@ func (g *gate) do(ctx context.Context, method, path, body string) httpResult {
 		g.t.Fatalf("%s %s: reading the body: %v", method, path, err)
 	}
 	return httpResult{status: resp.StatusCode, header: resp.Header, body: b}
-}
-
-// rpcStatus decodes a JSON google.rpc.Status (details included).
-func rpcStatus(t *testing.T, b []byte) *status.Status {
-	t.Helper()
-	var p spb.Status
-	if err := protojson.Unmarshal(b, &p); err != nil {
-		t.Fatalf("not a JSON google.rpc.Status: %v: %s", err, b)
-	}
-	return status.FromProto(&p)
-}
-
-// ndjson splits a streamed List answer into its result lines and the final
-// error line, if any.
-func ndjson(t *testing.T, b []byte) (results []*tokenv1.ListResponse, errLine *status.Status) {
-	t.Helper()
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		if errLine != nil {
-			t.Fatalf("a line after the error line: %s", line)
-		}
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("not a JSON line: %v: %s", err, line)
-		}
-		switch {
-		case m["result"] != nil:
-			var r tokenv1.ListResponse
-			if err := protojson.Unmarshal(m["result"], &r); err != nil {
-				t.Fatalf("result line: %v: %s", err, line)
-			}
-			results = append(results, &r)
-		case m["error"] != nil:
-			errLine = rpcStatus(t, m["error"])
-		default:
-			t.Fatalf("neither result nor error: %s", line)
-		}
-	}
-	return results, errLine
 }
 
 // wantCode fails unless err has the code.

@@ -27,6 +27,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/testlog"
+	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // peakHeap runs f while sampling the heap in use, and returns how far
@@ -152,7 +153,7 @@ func TestHostileEchoedSecrets(t *testing.T) {
 		if res.status != http.StatusBadRequest {
 			t.Fatalf("HTTP: %d %s", res.status, res.body)
 		}
-		check(t, g, heldSecret, rpcStatus(t, res.body))
+		check(t, g, heldSecret, testwire.Status(t, res.body))
 	})
 	t.Run("short pass-through bearer", func(t *testing.T) {
 		up := newUpstream(t)
@@ -166,7 +167,7 @@ func TestHostileEchoedSecrets(t *testing.T) {
 		if res.status != http.StatusForbidden {
 			t.Fatalf("HTTP: %d %s", res.status, res.body)
 		}
-		check(t, g, g.bearer, rpcStatus(t, res.body))
+		check(t, g, g.bearer, testwire.Status(t, res.body))
 	})
 }
 
@@ -234,7 +235,7 @@ func TestHostileBadHTTPInput(t *testing.T) {
 			t.Errorf("%s %.60s: %d %s, want 400", c.method, c.path, resp.StatusCode, body)
 			continue
 		}
-		if st := rpcStatus(t, body); st.Code() != codes.InvalidArgument {
+		if st := testwire.Status(t, body); st.Code() != codes.InvalidArgument {
 			t.Errorf("%s %.60s: %v, want INVALID_ARGUMENT", c.method, c.path, st)
 		}
 	}
@@ -258,7 +259,7 @@ func TestHostileTimestampOutOfRange(t *testing.T) {
 		t.Errorf("gRPC: ErrorInfo %v, want UPSTREAM_MALFORMED", errorInfo(st))
 	}
 	res := g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens", "")
-	results, errLine := ndjson(t, res.body)
+	results, errLine := testwire.NDJSON(t, res.body)
 	if res.status != http.StatusInternalServerError || len(results) != 0 || errLine == nil || errLine.Code() != codes.Internal {
 		t.Fatalf("HTTP: %d, %d results, error line %v; want 500 and an INTERNAL line", res.status, len(results), errLine)
 	}

@@ -11,6 +11,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // TestFaultList503TwiceThenOK: a list page answered 503 twice and then
@@ -71,7 +72,7 @@ func TestFaultListRetriesExhausted(t *testing.T) {
 	if res.status != http.StatusOK {
 		t.Fatalf("HTTP %d after tokens were sent, want 200", res.status)
 	}
-	results, errLine := ndjson(t, res.body)
+	results, errLine := testwire.NDJSON(t, res.body)
 	if !slices.Equal(ids(results), tokenIDs(first)) || errLine == nil || errLine.Code() != codes.Unavailable {
 		t.Fatalf("HTTP: results %v, error line %v; want %v then UNAVAILABLE", ids(results), errLine, tokenIDs(first))
 	}

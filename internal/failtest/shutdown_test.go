@@ -25,6 +25,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // openList starts a List over gRPC and receives n tokens.
@@ -159,7 +160,7 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 			}
 			continue
 		}
-		if res.status != http.StatusServiceUnavailable || rpcStatus(t, res.body).Code() != codes.Unavailable {
+		if res.status != http.StatusServiceUnavailable || testwire.Status(t, res.body).Code() != codes.Unavailable {
 			t.Fatalf("new HTTP Create during the drain: %d %s, want 503 UNAVAILABLE", res.status, res.body)
 		}
 		break
@@ -184,7 +185,7 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 	if err != nil {
 		t.Fatalf("HTTP List across the drain: reading: %v", err)
 	}
-	results, errLine := ndjson(t, body)
+	results, errLine := testwire.NDJSON(t, body)
 	// The first two lines were read by nobody yet: they are in body too.
 	if errLine != nil || !slices.Equal(ids(results), tokenIDs(all)) {
 		t.Errorf("HTTP List across the drain: %v, error line %v; want %v and no error", ids(results), errLine, tokenIDs(all))
@@ -248,7 +249,7 @@ func TestShutdownStuckCallsCutOff(t *testing.T) {
 	body, err := hl.rest()
 	if err == nil {
 		// The connection ended cleanly, so the listing must say it failed.
-		if _, errLine := ndjson(t, body); errLine == nil {
+		if _, errLine := testwire.NDJSON(t, body); errLine == nil {
 			t.Errorf("HTTP List cut off by the shutdown looks complete: %s", body)
 		}
 	}

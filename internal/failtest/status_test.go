@@ -10,6 +10,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // statusCase is one upstream error status: the gRPC code the contract maps
@@ -134,7 +135,7 @@ func TestFaultStatusHTTP(t *testing.T) {
 			if res.status != c.http {
 				t.Fatalf("POST: HTTP %d, want %d; body %s", res.status, c.http, res.body)
 			}
-			st := rpcStatus(t, res.body)
+			st := testwire.Status(t, res.body)
 			if st.Code() != c.grpc || st.Message() != c.message() {
 				t.Fatalf("POST: Status %s %q, want %s %q", st.Code(), st.Message(), c.grpc, c.message())
 			}
@@ -148,7 +149,7 @@ func TestFaultStatusHTTP(t *testing.T) {
 			if res.status != c.http {
 				t.Fatalf("GET list: HTTP %d, want %d; body %s", res.status, c.http, res.body)
 			}
-			results, errLine := ndjson(t, res.body)
+			results, errLine := testwire.NDJSON(t, res.body)
 			if len(results) != 0 || errLine == nil {
 				t.Fatalf("GET list: %d results and error line %v, want only an error line", len(results), errLine)
 			}

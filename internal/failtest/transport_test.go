@@ -13,6 +13,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // TestFaultConnectionRefused: with nothing listening upstream, every call
@@ -37,7 +38,7 @@ func TestFaultConnectionRefused(t *testing.T) {
 		t.Errorf("create: ErrorInfo %v on a connection that never opened", errorInfo(st))
 	}
 	res := g.do(g.ctx(), http.MethodPost, "/v1/users/u1/tokens", `{}`)
-	if res.status != http.StatusServiceUnavailable || rpcStatus(t, res.body).Code() != codes.Unavailable {
+	if res.status != http.StatusServiceUnavailable || testwire.Status(t, res.body).Code() != codes.Unavailable {
 		t.Errorf("HTTP create: %d %s, want 503 UNAVAILABLE", res.status, res.body)
 	}
 }
