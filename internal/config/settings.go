@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/cbkgate/cbkgate/internal/auth"
 )
 
 // setting is one flag with its environment variable and default. The table
@@ -20,18 +22,20 @@ type setting struct {
 	isBool bool
 }
 
+// The flag names. Those internal/auth asks Config.Source about are its
+// constants, so the two cannot spell a flag differently.
 const (
 	fGRPCAddr        = "grpc-addr"
 	fHTTPAddr        = "http-addr"
 	fAdminAddr       = "admin-addr"
 	fUpstream        = "upstream"
-	fAPIKeysFile     = "api-keys-file"
-	fTLSCert         = "tls-cert"
-	fTLSKey          = "tls-key"
-	fTLSClientCA     = "tls-client-ca"
-	fAllowUnauth     = "allow-unauthenticated"
-	fCORSOrigins     = "cors-origins"
-	fEmulator        = "emulator"
+	fAPIKeysFile     = auth.FlagAPIKeysFile
+	fTLSCert         = auth.FlagTLSCert
+	fTLSKey          = auth.FlagTLSKey
+	fTLSClientCA     = auth.FlagTLSClientCA
+	fAllowUnauth     = auth.FlagAllowUnauth
+	fCORSOrigins     = auth.FlagCORSOrigins
+	fEmulator        = auth.FlagEmulator
 	fEmulatorAddr    = "emulator-addr"
 	fEmulatorSecret  = "emulator-secret"
 	fLogLevel        = "log-level"
