@@ -10,27 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
-
-// pageOf returns a JSON page of n items; escaped spells the items key
-// with an escape, which only encoding/json reads.
-func pageOf(n int, escaped bool) string {
-	var b strings.Builder
-	if escaped {
-		b.WriteString(`{"ite\u006ds":[`)
-	} else {
-		b.WriteString(`{"items":[`)
-	}
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"id":"t%d"}`, i)
-	}
-	b.WriteString(`],"cursor":"next"}`)
-	return b.String()
-}
 
 // A page with more items than its take is malformed, on the fast path and
 // on encoding/json's; exactly take items are fine.
@@ -40,7 +22,7 @@ func TestPageLongerThanTakeIsMalformed(t *testing.T) {
 			take, items int
 			ok          bool
 		}{{10, 10, true}, {10, 11, false}, {0, MaxTake, true}, {0, MaxTake + 1, false}, {1, 100000, false}} {
-			body := pageOf(c.items, escaped)
+			body := string(faultyupstream.PageOfIDs(c.items, escaped))
 			srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, body) })
 			cl, _ := newTestClient(t, srv.URL, nil)
 			p, err := cl.ListPage(context.Background(), "", "u", ListOptions{Take: c.take})

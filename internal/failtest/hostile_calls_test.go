@@ -63,25 +63,6 @@ func peakHeap(t *testing.T, f func()) int64 {
 	return peak.Load()
 }
 
-// hugePage is one JSON page of n tiny tokens; escaped spells its items key
-// with an escape, so only encoding/json's slower path reads it.
-func hugePage(n int, escaped bool) []byte {
-	var b bytes.Buffer
-	if escaped {
-		b.WriteString(`{"ite\u006ds":[`)
-	} else {
-		b.WriteString(`{"items":[`)
-	}
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"id":"t%d"}`, i)
-	}
-	b.WriteString(`],"cursor":"more"}`)
-	return b.Bytes()
-}
-
 // TestHostileHugePage: an upstream page of 800,000 items (13 MB, under
 // the body cap; the issue measured one List growing to 650 MB on a page
 // of a million), plain, gzipped (2 MB) and in a shape only encoding/json
@@ -96,7 +77,7 @@ func TestHostileHugePage(t *testing.T) {
 		zw.Close()
 		return gz.String()
 	}
-	plain, odd := hugePage(800_000, false), hugePage(800_000, true)
+	plain, odd := fu.PageOfIDs(800_000, false), fu.PageOfIDs(800_000, true)
 	up := newUpstream(t)
 	g := startGate(t, up.URL)
 	for _, c := range []struct {

@@ -19,6 +19,8 @@
 package faultyupstream
 
 import (
+	"bytes"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -56,6 +58,27 @@ func Tokens(prefix string, n int) []Token {
 		out[i] = Token{ID: prefix + strconv.Itoa(i), Name: "name " + strconv.Itoa(i), CreatedAt: ms, UpdatedAt: ms}
 	}
 	return out
+}
+
+// PageOfIDs is a JSON page body of n tokens that hold only an id (t0, t1,
+// ...), with the cursor "next": the cheapest page of a given length. With
+// escaped the "items" key is spelled with a JSON escape, which only
+// encoding/json's slower path reads.
+func PageOfIDs(n int, escaped bool) []byte {
+	var b bytes.Buffer
+	if escaped {
+		b.WriteString(`{"ite\u006ds":[`)
+	} else {
+		b.WriteString(`{"items":[`)
+	}
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":"t%d"}`, i)
+	}
+	b.WriteString(`],"cursor":"next"}`)
+	return b.Bytes()
 }
 
 // Request is what the server recorded about one request.
