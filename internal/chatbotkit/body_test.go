@@ -250,8 +250,19 @@ func TestConnectionReuse(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	c, _ := newTestClient(t, srv.URL, nil)
+	// For the sequential calls, a transport that never holds two
+	// connections: otherwise net/http may dial for the next request while
+	// the previous answer's connection is still on its way back to the
+	// pool, and the count would measure that race rather than reuse. A
+	// connection that is not reused (a body left unread) is still closed
+	// and replaced, and counted.
+	sequential, _ := newTestClient(t, srv.URL, func(o *Options) {
+		tr := NewTransport()
+		tr.MaxConnsPerHost = 1
+		o.Transport = tr
+	})
 	ctx := context.Background()
-	round := func() error {
+	round := func(c *Client) error {
 		if _, err := c.ListPage(ctx, "", "u", ListOptions{}); err != nil {
 			return err
 		}
@@ -268,7 +279,7 @@ func TestConnectionReuse(t *testing.T) {
 	}
 	// Each round makes 4 requests.
 	for i := 0; i < 40; i++ {
-		if err := round(); err != nil {
+		if err := round(sequential); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -283,7 +294,7 @@ func TestConnectionReuse(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 20; i++ {
-				if err := round(); err != nil {
+				if err := round(c); err != nil {
 					errs <- err
 					return
 				}
