@@ -168,13 +168,13 @@ func TestCancelWhileReadingBody(t *testing.T) {
 		t.Cleanup(tr.CloseIdleConnections)
 		c, _ := newTestClient(t, srv.URL, func(o *Options) {
 			o.MaxAttempts = 1 // a second attempt would find the cancel in send
-			o.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			o.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
 				resp, err := tr.RoundTrip(r)
 				if err == nil {
 					resp.Body = &cancelOnRead{resp.Body, cancel}
 				}
 				return resp, err
-			})}
+			})
 		})
 		_, err := c.ListPage(ctx, "", "u", ListOptions{})
 		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
@@ -204,10 +204,8 @@ func TestDeadlineReachesUpstream(t *testing.T) {
 // deadline and must not look like one.
 func TestClientTimeoutIsUnavailable(t *testing.T) {
 	srv, b := newBlockingServer(t, "")
-	c, _ := newTestClient(t, srv.URL, func(o *Options) {
-		o.HTTPClient = &http.Client{Transport: NewTransport(), Timeout: 50 * time.Millisecond}
-		o.MaxAttempts = 1
-	})
+	c, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxAttempts = 1 })
+	c.hc.Timeout = 50 * time.Millisecond
 	_, err := c.ListPage(context.Background(), "", "u", ListOptions{})
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("%v, want ErrUnavailable and not DeadlineExceeded", err)

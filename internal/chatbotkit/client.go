@@ -65,11 +65,8 @@ type Options struct {
 	Secret secret.Value
 	// UserAgent defaults to DefaultUserAgent.
 	UserAgent string
-	// HTTPClient defaults to one client for this Client, on Transport,
-	// that does not follow redirects.
-	HTTPClient *http.Client
-	// Transport is the default client's transport; nil means
-	// NewTransport(). Ignored when HTTPClient is set.
+	// Transport carries the requests; nil means NewTransport(). The
+	// Client's own http.Client on it never follows redirects.
 	Transport http.RoundTripper
 	// RequestHeaders, if set, adds headers to every attempt's request from
 	// the call's context (the request id, the trace context). It must not
@@ -117,7 +114,6 @@ func New(opts Options) (*Client, error) {
 		base:        u.Scheme + "://" + u.Host + u.EscapedPath(),
 		secret:      opts.Secret,
 		userAgent:   opts.UserAgent,
-		hc:          opts.HTTPClient,
 		maxAttempts: opts.MaxAttempts,
 		maxBackoff:  opts.MaxBackoff,
 		maxBody:     opts.MaxBodyBytes,
@@ -131,17 +127,15 @@ func New(opts Options) (*Client, error) {
 	} else if !validHeaderValue(c.userAgent) {
 		return nil, errors.New("chatbotkit: UserAgent is not a valid header value")
 	}
-	if c.hc == nil {
-		rt := opts.Transport
-		if rt == nil {
-			rt = NewTransport()
-		}
-		c.hc = &http.Client{
-			Transport: rt,
-			// An API answers, it does not redirect; following a 301 would
-			// turn a POST into a GET and send the request somewhere else.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	rt := opts.Transport
+	if rt == nil {
+		rt = NewTransport()
+	}
+	c.hc = &http.Client{
+		Transport: rt,
+		// An API answers, it does not redirect; following a 301 would
+		// turn a POST into a GET and send the request somewhere else.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	if c.maxAttempts < 0 || c.maxBackoff < 0 || c.maxBody < 0 {
 		return nil, errors.New("chatbotkit: MaxAttempts, MaxBackoff and MaxBodyBytes must not be negative")

@@ -45,11 +45,11 @@ func TestAPIErrors(t *testing.T) {
 	tr := NewTransport()
 	c, _ := newTestClient(t, srv.URL, func(o *Options) {
 		o.MaxAttempts = 1
-		o.HTTPClient = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		o.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			r.Header.Set("X-Status", strconv.Itoa(status))
 			r.Header.Set("X-Kind", strconv.Itoa(kind))
 			return tr.RoundTrip(r)
-		})}
+		})
 	})
 	t.Cleanup(tr.CloseIdleConnections)
 	ctx := context.Background()

@@ -162,7 +162,7 @@ func fuzzClient(t *testing.T, body []byte, chunk uint8, maxBody int64) *Client {
 	c, err := New(Options{
 		BaseURL:      fuzzBase,
 		Secret:       "sk-fuzz-0123456789",
-		HTTPClient:   &http.Client{Transport: fuzzTransport{body: body, chunk: int(chunk)%64 + 1}},
+		Transport:    fuzzTransport{body: body, chunk: int(chunk)%64 + 1},
 		MaxBodyBytes: maxBody,
 	})
 	if err != nil {

@@ -141,7 +141,7 @@ func TestWritesRetriedWhenConnectionRefused(t *testing.T) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		}
-		c, sl := newTestClient(t, srv.URL, func(o *Options) { o.HTTPClient = &http.Client{Transport: tr} })
+		c, sl := newTestClient(t, srv.URL, func(o *Options) { o.Transport = tr })
 		t.Cleanup(tr.CloseIdleConnections)
 		if err := call(context.Background(), c); err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -346,10 +346,10 @@ func TestNonTracingTransport(t *testing.T) {
 	var fail error
 	c, _ := newTestClient(t, "http://127.0.0.1:1", func(o *Options) {
 		o.MaxAttempts = 3
-		o.HTTPClient = &http.Client{Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+		o.Transport = roundTripFunc(func(*http.Request) (*http.Response, error) {
 			calls.Add(1)
 			return nil, fail
-		})}
+		})
 	})
 	fail = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	if _, err := c.Create(context.Background(), "", "u", TokenInput{}); !errors.Is(err, ErrUnavailable) || calls.Load() != 3 {
@@ -385,7 +385,7 @@ func TestCertificateFailureNotRetried(t *testing.T) {
 		t.Errorf("%d connections, want 1", n)
 	}
 	// The same server through a client that trusts it works.
-	trusted, _ := newTestClient(t, srv.URL, func(o *Options) { o.HTTPClient = srv.Client() })
+	trusted, _ := newTestClient(t, srv.URL, func(o *Options) { o.Transport = srv.Client().Transport })
 	if _, err := trusted.ListPage(context.Background(), "", "u", ListOptions{}); err != nil {
 		t.Errorf("trusted: %v", err)
 	}
