@@ -8,6 +8,7 @@ package apierr
 
 import (
 	"errors"
+	"net/http"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -88,3 +89,31 @@ func (e *detailedError) Error() string { return e.st.Err().Error() }
 
 // GRPCStatus makes grpc-go (and status.FromError) send st as it is.
 func (e *detailedError) GRPCStatus() *status.Status { return e.st }
+
+// CodeForRefusal is the gRPC code of the google.rpc.Status that cbkgate's
+// HTTP layer answers with each status it refuses a request with (before the
+// request reaches gRPC), so that the audit line, the Connect and gRPC-Web
+// answers and the JSON body of one refusal name the same code.
+func CodeForRefusal(httpStatus int) codes.Code {
+	switch httpStatus {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+		return codes.InvalidArgument
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusForbidden:
+		return codes.PermissionDenied
+	case http.StatusNotFound:
+		return codes.NotFound
+	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return codes.Unimplemented
+	case http.StatusTooManyRequests:
+		return codes.ResourceExhausted
+	case http.StatusServiceUnavailable:
+		return codes.Unavailable
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
+		return codes.DeadlineExceeded
+	case http.StatusInternalServerError:
+		return codes.Internal
+	}
+	return codes.Unknown
+}

@@ -28,3 +28,17 @@ func TestNewCarriesErrorInfoFirst(t *testing.T) {
 		t.Fatalf("second detail = %v, want RetryInfo 2s", d[1])
 	}
 }
+
+func TestCodeForRefusal(t *testing.T) {
+	for httpStatus, want := range map[int]codes.Code{
+		400: codes.InvalidArgument, 413: codes.InvalidArgument, 415: codes.InvalidArgument,
+		401: codes.Unauthenticated, 403: codes.PermissionDenied, 404: codes.NotFound,
+		405: codes.Unimplemented, 501: codes.Unimplemented, 429: codes.ResourceExhausted,
+		503: codes.Unavailable, 504: codes.DeadlineExceeded, 408: codes.DeadlineExceeded,
+		500: codes.Internal, 418: codes.Unknown,
+	} {
+		if got := CodeForRefusal(httpStatus); got != want {
+			t.Errorf("CodeForRefusal(%d) = %v, want %v", httpStatus, got, want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/apierr"
 )
 
 // The HTTP layer in front of these routes (authentication, cross-origin
@@ -135,26 +136,7 @@ func refusalStatus(httpStatus int, body []byte) *spb.Status {
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(body, &st); err == nil && st.GetCode() != 0 {
 		return &st
 	}
-	return &spb.Status{Code: int32(codeForHTTP(httpStatus)), Message: strings.TrimSpace(string(body))}
-}
-
-// codeForHTTP is the gRPC code of an HTTP refusal that carried no Status.
-func codeForHTTP(s int) codes.Code {
-	switch s {
-	case http.StatusBadRequest, http.StatusUnsupportedMediaType, http.StatusRequestEntityTooLarge:
-		return codes.InvalidArgument
-	case http.StatusUnauthorized:
-		return codes.Unauthenticated
-	case http.StatusForbidden:
-		return codes.PermissionDenied
-	case http.StatusNotFound:
-		return codes.NotFound
-	case http.StatusTooManyRequests:
-		return codes.ResourceExhausted
-	case http.StatusServiceUnavailable:
-		return codes.Unavailable
-	}
-	return codes.Unknown
+	return &spb.Status{Code: int32(apierr.CodeForRefusal(httpStatus)), Message: strings.TrimSpace(string(body))}
 }
 
 // encodeGRPCMessage percent-encodes a status message as the gRPC protocol

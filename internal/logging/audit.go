@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
@@ -84,7 +85,7 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 		if caller == "" {
 			caller = Unauthenticated
 		}
-		code := refusalCode(ev.Status)
+		code := apierr.CodeForRefusal(ev.Status)
 		level := slog.LevelInfo
 		if ev.Status >= 500 {
 			level = slog.LevelWarn
@@ -138,30 +139,4 @@ func unescape(s string) string {
 		return u
 	}
 	return s
-}
-
-// refusalCode is the gRPC code of the google.rpc.Status that cbkgate's HTTP
-// layer answers with each refusal status.
-func refusalCode(httpStatus int) codes.Code {
-	switch httpStatus {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
-		return codes.InvalidArgument
-	case http.StatusUnauthorized:
-		return codes.Unauthenticated
-	case http.StatusForbidden:
-		return codes.PermissionDenied
-	case http.StatusNotFound:
-		return codes.NotFound
-	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
-		return codes.Unimplemented
-	case http.StatusTooManyRequests:
-		return codes.ResourceExhausted
-	case http.StatusServiceUnavailable:
-		return codes.Unavailable
-	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
-		return codes.DeadlineExceeded
-	case http.StatusInternalServerError:
-		return codes.Internal
-	}
-	return codes.Unknown
 }
