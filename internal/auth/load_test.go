@@ -84,42 +84,17 @@ func mustLoad(t *testing.T, args []string, kv ...string) *auth.Authenticator {
 	return a
 }
 
-// filePKI is a throwaway CA with a server and a client certificate, written
-// as PEM files into a test's temporary directory.
-type filePKI struct {
-	caFile, certFile, keyFile string
-	otherKeyFile              string // a valid key that does not match certFile
-	caPool                    *x509.CertPool
-	client                    tls.Certificate
-}
-
-func newFilePKI(t *testing.T) *filePKI {
-	t.Helper()
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, "cbkgate test CA")
-	srv := ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth)
-	other := ca.Issue(t, "other", x509.ExtKeyUsageServerAuth)
-	return &filePKI{
-		caFile:       writeFile(t, dir, "ca.pem", string(ca.CertPEM())),
-		certFile:     writeFile(t, dir, "server.pem", string(srv.CertPEM())),
-		keyFile:      writeFile(t, dir, "server-key.pem", string(srv.KeyPEM(t))),
-		otherKeyFile: writeFile(t, dir, "other-key.pem", string(other.KeyPEM(t))),
-		caPool:       ca.Pool(),
-		client:       ca.Issue(t, "client", x509.ExtKeyUsageClientAuth).TLS(),
-	}
-}
-
 // TestLoadErrors: every refused setup is one line naming what is at fault,
 // and never carries a secret.
 func TestLoadErrors(t *testing.T) {
-	p := newFilePKI(t)
+	p := testpki.WriteFiles(t)
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing")
 	keys := writeFile(t, dir, "keys", "k1\n")
 	split := distinct[:8] + " " + distinct[8:]
 	threeWords := distinct[:5] + " " + distinct[5:10] + " " + distinct[10:]
 	secretFile := writeFile(t, dir, "secret", distinct+"\n")
-	pair := []string{"--tls-cert", p.certFile, "--tls-key", p.keyFile}
+	pair := []string{"--tls-cert", p.CertFile, "--tls-key", p.KeyFile}
 	withPair := func(a ...string) []string { return append(append([]string{}, pair...), a...) }
 	withKeys := func(content string) []string {
 		return []string{"--api-keys-file", writeFile(t, dir, fmt.Sprintf("keys-%x", sha256.Sum256([]byte(content))), content)}
@@ -153,10 +128,10 @@ func TestLoadErrors(t *testing.T) {
 		{"held secret allow=false", nil, []string{EnvAPISecret, distinct, "CBKGATE_ALLOW_UNAUTHENTICATED", "false"}, []string{EnvAPISecret}, nil},
 		{"keys in pass-through", []string{"--api-keys-file", keys}, nil, []string{"--api-keys-file", EnvAPISecret}, nil},
 		{"keys env in pass-through", nil, []string{"CBKGATE_API_KEYS_FILE", keys}, []string{"CBKGATE_API_KEYS_FILE"}, nil},
-		{"client CA in pass-through", withPair(), []string{"CBKGATE_TLS_CLIENT_CA", p.caFile}, []string{"CBKGATE_TLS_CLIENT_CA", EnvAPISecret}, nil},
+		{"client CA in pass-through", withPair(), []string{"CBKGATE_TLS_CLIENT_CA", p.CAFile}, []string{"CBKGATE_TLS_CLIENT_CA", EnvAPISecret}, nil},
 		{"allow in pass-through", []string{"--allow-unauthenticated"}, nil, []string{"--allow-unauthenticated"}, nil},
 		{"allow with keys", []string{"--allow-unauthenticated", "--api-keys-file", keys}, []string{EnvAPISecret, distinct}, []string{"--allow-unauthenticated", "--api-keys-file"}, nil},
-		{"allow env with client CA", withPair("--tls-client-ca", p.caFile), held(), []string{"CBKGATE_ALLOW_UNAUTHENTICATED", "--tls-client-ca"}, nil},
+		{"allow env with client CA", withPair("--tls-client-ca", p.CAFile), held(), []string{"CBKGATE_ALLOW_UNAUTHENTICATED", "--tls-client-ca"}, nil},
 
 		// API keys file
 		{"keys file missing", []string{"--api-keys-file", missing}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", missing}, nil},
@@ -168,25 +143,25 @@ func TestLoadErrors(t *testing.T) {
 		{"keys file inline comment", []string{"--api-keys-file", writeFile(t, dir, "inline", distinct+" # prod\n")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "line 1"}, nil},
 
 		// TLS
-		{"cert without key", []string{"--tls-cert", p.certFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
-		{"key env without cert", nil, held("CBKGATE_TLS_KEY", p.keyFile), []string{"--tls-cert", "CBKGATE_TLS_KEY"}, nil},
-		{"client CA without pair", []string{"--tls-client-ca", p.caFile}, []string{EnvAPISecret, distinct}, []string{"--tls-client-ca", "--tls-cert", "--tls-key"}, nil},
-		{"cert missing", []string{"--tls-cert", missing, "--tls-key", p.keyFile}, held(), []string{"--tls-cert", missing}, nil},
-		{"key missing", []string{"--tls-cert", p.certFile, "--tls-key", missing}, held(), []string{"--tls-key", missing}, nil},
-		{"cert env missing", nil, held("CBKGATE_TLS_CERT", missing, "CBKGATE_TLS_KEY", p.keyFile), []string{"CBKGATE_TLS_CERT"}, nil},
-		{"key does not match", []string{"--tls-cert", p.certFile, "--tls-key", p.otherKeyFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
-		{"cert garbage", []string{"--tls-cert", writeFile(t, dir, "garbage.pem", distinct), "--tls-key", p.keyFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
-		{"cert given as key", []string{"--tls-cert", p.certFile, "--tls-key", p.certFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
+		{"cert without key", []string{"--tls-cert", p.CertFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
+		{"key env without cert", nil, held("CBKGATE_TLS_KEY", p.KeyFile), []string{"--tls-cert", "CBKGATE_TLS_KEY"}, nil},
+		{"client CA without pair", []string{"--tls-client-ca", p.CAFile}, []string{EnvAPISecret, distinct}, []string{"--tls-client-ca", "--tls-cert", "--tls-key"}, nil},
+		{"cert missing", []string{"--tls-cert", missing, "--tls-key", p.KeyFile}, held(), []string{"--tls-cert", missing}, nil},
+		{"key missing", []string{"--tls-cert", p.CertFile, "--tls-key", missing}, held(), []string{"--tls-key", missing}, nil},
+		{"cert env missing", nil, held("CBKGATE_TLS_CERT", missing, "CBKGATE_TLS_KEY", p.KeyFile), []string{"CBKGATE_TLS_CERT"}, nil},
+		{"key does not match", []string{"--tls-cert", p.CertFile, "--tls-key", p.OtherKeyFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
+		{"cert garbage", []string{"--tls-cert", writeFile(t, dir, "garbage.pem", distinct), "--tls-key", p.KeyFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
+		{"cert given as key", []string{"--tls-cert", p.CertFile, "--tls-key", p.CertFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
 		{"client CA missing", withPair("--tls-client-ca", missing), []string{EnvAPISecret, distinct}, []string{"--tls-client-ca", missing}, nil},
 		{"client CA garbage", withPair("--tls-client-ca", writeFile(t, dir, "ca-garbage.pem", distinct)), []string{EnvAPISecret, distinct}, []string{"--tls-client-ca"}, nil},
-		{"client CA is a key", withPair("--tls-client-ca", p.keyFile), []string{EnvAPISecret, distinct}, []string{"--tls-client-ca"}, nil},
+		{"client CA is a key", withPair("--tls-client-ca", p.KeyFile), []string{EnvAPISecret, distinct}, []string{"--tls-client-ca"}, nil},
 
 		// dev mode and authentication
 		{"emulator with secret", []string{"--emulator"}, []string{EnvAPISecret, distinct}, []string{"--emulator", EnvAPISecret}, nil},
 		{"emulator with secret file", []string{"--emulator"}, []string{EnvAPISecretFile, secretFile}, []string{"--emulator", EnvAPISecretFile}, nil},
 		{"emulator env with secret", nil, []string{"CBKGATE_EMULATOR", "true", EnvAPISecret, distinct}, []string{"CBKGATE_EMULATOR", EnvAPISecret}, nil},
 		{"emulator with keys", []string{"--emulator", "--api-keys-file", keys}, nil, []string{"--emulator", "--api-keys-file"}, nil},
-		{"emulator with client CA", withPair("--emulator", "--tls-client-ca", p.caFile), nil, []string{"--emulator", "--tls-client-ca"}, nil},
+		{"emulator with client CA", withPair("--emulator", "--tls-client-ca", p.CAFile), nil, []string{"--emulator", "--tls-client-ca"}, nil},
 		// the secret file named as the problem, not the missing authentication
 		{"secret file missing, nothing else set", nil, []string{EnvAPISecretFile, missing}, []string{EnvAPISecretFile, missing, "does not exist"}, []string{"on behalf of anyone"}},
 
@@ -244,9 +219,9 @@ func createWith(t *testing.T, a *auth.Authenticator, authz ...string) (*seenCall
 }
 
 func TestLoadModes(t *testing.T) {
-	p := newFilePKI(t)
+	p := testpki.WriteFiles(t)
 	keys := writeFile(t, t.TempDir(), "keys", "k1\n")
-	pair := []string{"--tls-cert", p.certFile, "--tls-key", p.keyFile}
+	pair := []string{"--tls-cert", p.CertFile, "--tls-key", p.KeyFile}
 	cases := []struct {
 		name      string
 		args, env []string
@@ -256,8 +231,8 @@ func TestLoadModes(t *testing.T) {
 		{"pass-through", nil, nil, auth.ModePassThrough, false},
 		{"pass-through over TLS", pair, nil, auth.ModePassThrough, false},
 		{"api keys", []string{"--api-keys-file", keys}, []string{EnvAPISecret, distinct}, auth.ModeAPIKeys, true},
-		{"client cert", append(pair, "--tls-client-ca", p.caFile), []string{EnvAPISecret, distinct}, auth.ModeClientCert, true},
-		{"both", append(pair, "--tls-client-ca", p.caFile, "--api-keys-file", keys), []string{EnvAPISecret, distinct}, auth.ModeAPIKeysOrClientCert, true},
+		{"client cert", append(pair, "--tls-client-ca", p.CAFile), []string{EnvAPISecret, distinct}, auth.ModeClientCert, true},
+		{"both", append(pair, "--tls-client-ca", p.CAFile, "--api-keys-file", keys), []string{EnvAPISecret, distinct}, auth.ModeAPIKeysOrClientCert, true},
 		{"allow unauthenticated", []string{"--allow-unauthenticated"}, []string{EnvAPISecret, distinct}, auth.ModeUnauthenticated, true},
 		{"allow unauthenticated env", nil, []string{EnvAPISecret, distinct, "CBKGATE_ALLOW_UNAUTHENTICATED", "1"}, auth.ModeUnauthenticated, true},
 		{"dev mode", []string{"--emulator"}, nil, auth.ModeUnauthenticated, true},
@@ -355,9 +330,9 @@ func TestKeysFile(t *testing.T) {
 }
 
 func TestServerTLS(t *testing.T) {
-	p := newFilePKI(t)
+	p := testpki.WriteFiles(t)
 	keys := writeFile(t, t.TempDir(), "keys", "k1\n")
-	pair := []string{"--tls-cert", p.certFile, "--tls-key", p.keyFile}
+	pair := []string{"--tls-cert", p.CertFile, "--tls-key", p.KeyFile}
 
 	if a := mustLoad(t, nil); a.ServerTLS() != nil {
 		t.Fatal("ServerTLS without --tls-cert is not nil")
@@ -372,8 +347,8 @@ func TestServerTLS(t *testing.T) {
 	// With a client CA a certificate is asked for but not demanded (probes
 	// and key holders have none); one that is sent must verify.
 	for name, args := range map[string][]string{
-		"client certs":         append(append([]string{}, pair...), "--tls-client-ca", p.caFile),
-		"client certs or keys": append(append([]string{}, pair...), "--tls-client-ca", p.caFile, "--api-keys-file", keys),
+		"client certs":         append(append([]string{}, pair...), "--tls-client-ca", p.CAFile),
+		"client certs or keys": append(append([]string{}, pair...), "--tls-client-ca", p.CAFile, "--api-keys-file", keys),
 	} {
 		t.Run(name, func(t *testing.T) {
 			tc := mustLoad(t, args, EnvAPISecret, distinct).ServerTLS()
@@ -391,18 +366,18 @@ func TestServerTLS(t *testing.T) {
 // handshake runs a real TLS handshake against cfg over loopback TCP and
 // checks whether the server accepts it. Judged on the server side: under TLS
 // 1.3 the client finishes before the server has checked its certificate.
-func handshake(t *testing.T, cfg *tls.Config, p *filePKI, withClientCert, wantOK bool) {
+func handshake(t *testing.T, cfg *tls.Config, p *testpki.Files, withClientCert, wantOK bool) {
 	t.Helper()
 	var cert *tls.Certificate
 	if withClientCert {
-		cert = &p.client
+		cert = &p.Client
 	}
 	handshakeWith(t, cfg, p, cert, wantOK)
 }
 
-func handshakeWith(t *testing.T, cfg *tls.Config, p *filePKI, cert *tls.Certificate, wantOK bool) {
+func handshakeWith(t *testing.T, cfg *tls.Config, p *testpki.Files, cert *tls.Certificate, wantOK bool) {
 	t.Helper()
-	_, err := serverHandshake(t, cfg, p.caPool, cert)
+	_, err := serverHandshake(t, cfg, p.CAPool, cert)
 	if (err == nil) != wantOK {
 		t.Fatalf("client cert %v: server handshake error %v, want ok=%v", cert != nil, err, wantOK)
 	}

@@ -2,8 +2,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,31 +61,6 @@ func mustLoad(t *testing.T, args []string, env ...string) *Config {
 		t.Fatalf("Load(%q): %v", args, err)
 	}
 	return c
-}
-
-// pki is a throwaway CA with a server and a client certificate, written as
-// PEM files into a test's temporary directory.
-type pki struct {
-	caFile, certFile, keyFile string
-	otherKeyFile              string // a valid key that does not match certFile
-	caPool                    *x509.CertPool
-	client                    tls.Certificate
-}
-
-func newPKI(t *testing.T) *pki {
-	t.Helper()
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, "cbkgate test CA")
-	srv := ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth)
-	other := ca.Issue(t, "other", x509.ExtKeyUsageServerAuth)
-	return &pki{
-		caFile:       writeFile(t, dir, "ca.pem", string(ca.CertPEM())),
-		certFile:     writeFile(t, dir, "server.pem", string(srv.CertPEM())),
-		keyFile:      writeFile(t, dir, "server-key.pem", string(srv.KeyPEM(t))),
-		otherKeyFile: writeFile(t, dir, "other-key.pem", string(other.KeyPEM(t))),
-		caPool:       ca.Pool(),
-		client:       ca.Issue(t, "client", x509.ExtKeyUsageClientAuth).TLS(),
-	}
 }
 
 func TestDefaults(t *testing.T) {
@@ -278,7 +251,7 @@ func TestCORSOrigins(t *testing.T) {
 }
 
 func TestDevMode(t *testing.T) {
-	p := newPKI(t)
+	p := testpki.WriteFiles(t)
 	cases := []struct {
 		name         string
 		args, env    []string
@@ -292,7 +265,7 @@ func TestDevMode(t *testing.T) {
 		{"127.x", []string{"--emulator", "--emulator-addr", "127.1.2.3:1"}, nil, "http://127.1.2.3:1", "emulator"},
 		{"own secret", []string{"--emulator", "--emulator-secret", " dev "}, nil, "http://127.0.0.1:8787", "dev"},
 		{"redundant allow-unauthenticated", []string{"--emulator", "--allow-unauthenticated"}, nil, "http://127.0.0.1:8787", "emulator"},
-		{"served over TLS", []string{"--emulator", "--tls-cert", p.certFile, "--tls-key", p.keyFile}, nil, "http://127.0.0.1:8787", "emulator"},
+		{"served over TLS", []string{"--emulator", "--tls-cert", p.CertFile, "--tls-key", p.KeyFile}, nil, "http://127.0.0.1:8787", "emulator"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

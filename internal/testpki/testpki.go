@@ -116,3 +116,31 @@ func WriteFile(t testing.TB, dir, name string, data []byte) string {
 	}
 	return path
 }
+
+// Files is a throwaway CA with a server and a client certificate, the CA,
+// the server's certificate and key written as PEM files into a test's
+// temporary directory: what a test of --tls-cert, --tls-key and
+// --tls-client-ca needs.
+type Files struct {
+	CAFile, CertFile, KeyFile string
+	OtherKeyFile              string // a valid key that does not match CertFile
+	CAPool                    *x509.CertPool
+	Client                    tls.Certificate
+}
+
+// WriteFiles makes a Files in a new temporary directory of t's.
+func WriteFiles(t testing.TB) *Files {
+	t.Helper()
+	dir := t.TempDir()
+	ca := NewCA(t, "cbkgate test CA")
+	srv := ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth)
+	other := ca.Issue(t, "other", x509.ExtKeyUsageServerAuth)
+	return &Files{
+		CAFile:       WriteFile(t, dir, "ca.pem", ca.CertPEM()),
+		CertFile:     WriteFile(t, dir, "server.pem", srv.CertPEM()),
+		KeyFile:      WriteFile(t, dir, "server-key.pem", srv.KeyPEM(t)),
+		OtherKeyFile: WriteFile(t, dir, "other-key.pem", other.KeyPEM(t)),
+		CAPool:       ca.Pool(),
+		Client:       ca.Issue(t, "client", x509.ExtKeyUsageClientAuth).TLS(),
+	}
+}
