@@ -28,8 +28,10 @@ func TestBodyCaps(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
-	small, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxBodyBytes = int64(len(page)) - 1 })
-	exact, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxBodyBytes = int64(len(page)) })
+	small, _ := newTestClient(t, srv.URL, nil)
+	small.maxBody = int64(len(page)) - 1
+	exact, _ := newTestClient(t, srv.URL, nil)
+	exact.maxBody = int64(len(page))
 
 	for _, cur := range []string{"", "chunked"} {
 		before := rc.count()
@@ -56,7 +58,8 @@ func TestBodiesCutShort(t *testing.T) {
 	for name, raw := range cases {
 		for _, reset := range []bool{false, true} {
 			srv, rc := serve(t, func(w http.ResponseWriter, r *http.Request) { hijackWrite(t, w, raw, reset) })
-			c, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxAttempts = 2 })
+			c, _ := newTestClient(t, srv.URL, nil)
+			c.maxAttempts = 2
 			page, err := c.ListPage(context.Background(), "", "u", ListOptions{})
 			if !errors.Is(err, ErrUnavailable) || page != nil {
 				t.Errorf("%s (RST %v): %v, want ErrUnavailable", name, reset, err)
@@ -167,7 +170,6 @@ func TestCancelWhileReadingBody(t *testing.T) {
 		tr := NewTransport()
 		t.Cleanup(tr.CloseIdleConnections)
 		c, _ := newTestClient(t, srv.URL, func(o *Options) {
-			o.MaxAttempts = 1 // a second attempt would find the cancel in send
 			o.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
 				resp, err := tr.RoundTrip(r)
 				if err == nil {
@@ -176,6 +178,7 @@ func TestCancelWhileReadingBody(t *testing.T) {
 				return resp, err
 			})
 		})
+		c.maxAttempts = 1 // a second attempt would find the cancel in send
 		_, err := c.ListPage(ctx, "", "u", ListOptions{})
 		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
 			t.Errorf("status %d: %v, want context.Canceled", status, err)
@@ -204,7 +207,8 @@ func TestDeadlineReachesUpstream(t *testing.T) {
 // deadline and must not look like one.
 func TestClientTimeoutIsUnavailable(t *testing.T) {
 	srv, b := newBlockingServer(t, "")
-	c, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxAttempts = 1 })
+	c, _ := newTestClient(t, srv.URL, nil)
+	c.maxAttempts = 1
 	c.hc.Timeout = 50 * time.Millisecond
 	_, err := c.ListPage(context.Background(), "", "u", ListOptions{})
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
@@ -330,14 +334,16 @@ func TestNoSecretInErrors(t *testing.T) {
 			writeJSON(w, 200, `{"items":"`+auth+`"}`)
 		}
 	})
-	c, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxAttempts = 1 })
+	c, _ := newTestClient(t, srv.URL, nil)
+	c.maxAttempts = 1
 	ctx := context.Background()
 	var errs []error
 	for _, cur := range []string{"echo", "cut", "malformed"} {
 		_, err := c.ListPage(ctx, "", "u", ListOptions{Cursor: cur})
 		errs = append(errs, err)
 	}
-	dead, _ := newTestClient(t, "http://"+closedAddr(t), func(o *Options) { o.MaxAttempts = 1 })
+	dead, _ := newTestClient(t, "http://"+closedAddr(t), nil)
+	dead.maxAttempts = 1
 	_, err := dead.Create(ctx, "", "u", TokenInput{})
 	errs = append(errs, err)
 	for i, err := range errs {

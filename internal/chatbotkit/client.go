@@ -31,17 +31,22 @@ import (
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
 
-// Defaults for the zero values of Options.
 const (
-	DefaultUserAgent    = "cbkgate/dev"
-	DefaultMaxAttempts  = 4
-	DefaultMaxBackoff   = 2 * time.Second
+	// defaultUserAgent is the User-Agent when Options.UserAgent is empty.
+	defaultUserAgent = "cbkgate/dev"
+	// DefaultMaxAttempts bounds the attempts of a list read, the first
+	// included, and of a write that never reached the upstream.
+	DefaultMaxAttempts = 4
+	// defaultMaxBackoff caps the backoff between attempts (not a
+	// Retry-After wait).
+	defaultMaxBackoff = 2 * time.Second
+	// DefaultMaxBodyBytes caps a JSON response body.
 	DefaultMaxBodyBytes = 16 << 20
 )
 
 const (
 	// baseBackoff is the ceiling of the first wait; each later wait doubles
-	// it up to MaxBackoff, and the wait itself is uniform in [0, ceiling].
+	// it up to maxBackoff, and the wait itself is uniform in [0, ceiling].
 	baseBackoff = 100 * time.Millisecond
 	// maxRetryAfterWait: an upstream asking for a longer pause than this gets
 	// its error returned at once (with RetryAfter set) instead of a wait.
@@ -63,7 +68,7 @@ type Options struct {
 	BaseURL string
 	// Secret is the held upstream secret, used when a call passes a zero one.
 	Secret secret.Value
-	// UserAgent defaults to DefaultUserAgent.
+	// UserAgent defaults to "cbkgate/dev".
 	UserAgent string
 	// Transport carries the requests; nil means NewTransport(). The
 	// Client's own http.Client on it never follows redirects.
@@ -76,32 +81,23 @@ type Options struct {
 	// when its status line (or its failure) is known. It must be quick and
 	// safe for concurrent use.
 	OnAttempt func(Attempt)
-	// MaxAttempts bounds the attempts of a list read, the first included,
-	// and of a write that never reached the upstream. 0 means
-	// DefaultMaxAttempts.
-	MaxAttempts int
-	// MaxBackoff caps the backoff between attempts (not a Retry-After
-	// wait). 0 means DefaultMaxBackoff.
-	MaxBackoff time.Duration
-	// MaxBodyBytes caps a JSON response body. 0 means DefaultMaxBodyBytes.
-	MaxBodyBytes int64
 }
 
 // Client calls the partner user token API. It is safe for concurrent use.
 type Client struct {
-	base        string // scheme://host/prefix, no trailing slash, escaped
-	secret      secret.Value
-	userAgent   string
-	hc          *http.Client
-	maxAttempts int
-	maxBackoff  time.Duration
-	maxBody     int64
-	onAttempt   func(Attempt)
-	reqHeaders  func(context.Context, http.Header)
+	base       string // scheme://host/prefix, no trailing slash, escaped
+	secret     secret.Value
+	userAgent  string
+	hc         *http.Client
+	onAttempt  func(Attempt)
+	reqHeaders func(context.Context, http.Header)
 
-	// Seams for tests; set by New.
-	sleep func(ctx context.Context, d time.Duration) error
-	randN func(n int64) int64
+	// The limits and seams below are set by New; package tests change them.
+	maxAttempts int           // DefaultMaxAttempts
+	maxBackoff  time.Duration // defaultMaxBackoff
+	maxBody     int64         // DefaultMaxBodyBytes
+	sleep       func(ctx context.Context, d time.Duration) error
+	randN       func(n int64) int64
 }
 
 // New validates opts and returns a Client.
@@ -114,16 +110,16 @@ func New(opts Options) (*Client, error) {
 		base:        u.Scheme + "://" + u.Host + u.EscapedPath(),
 		secret:      opts.Secret,
 		userAgent:   opts.UserAgent,
-		maxAttempts: opts.MaxAttempts,
-		maxBackoff:  opts.MaxBackoff,
-		maxBody:     opts.MaxBodyBytes,
 		onAttempt:   opts.OnAttempt,
 		reqHeaders:  opts.RequestHeaders,
+		maxAttempts: DefaultMaxAttempts,
+		maxBackoff:  defaultMaxBackoff,
+		maxBody:     DefaultMaxBodyBytes,
 		sleep:       sleepCtx,
 		randN:       rand.Int64N,
 	}
 	if c.userAgent == "" {
-		c.userAgent = DefaultUserAgent
+		c.userAgent = defaultUserAgent
 	} else if !validHeaderValue(c.userAgent) {
 		return nil, errors.New("chatbotkit: UserAgent is not a valid header value")
 	}
@@ -136,18 +132,6 @@ func New(opts Options) (*Client, error) {
 		// An API answers, it does not redirect; following a 301 would
 		// turn a POST into a GET and send the request somewhere else.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	if c.maxAttempts < 0 || c.maxBackoff < 0 || c.maxBody < 0 {
-		return nil, errors.New("chatbotkit: MaxAttempts, MaxBackoff and MaxBodyBytes must not be negative")
-	}
-	if c.maxAttempts == 0 {
-		c.maxAttempts = DefaultMaxAttempts
-	}
-	if c.maxBackoff == 0 {
-		c.maxBackoff = DefaultMaxBackoff
-	}
-	if c.maxBody == 0 {
-		c.maxBody = DefaultMaxBodyBytes
 	}
 	return c, nil
 }
@@ -202,7 +186,7 @@ type request struct {
 	// sends counts the connections used to send this request, over all
 	// attempts. net/http resends an idempotent request on a fresh
 	// connection by itself when a reused one fails before any answer;
-	// every send counts against MaxAttempts.
+	// every send counts against maxAttempts.
 	sends atomic.Int32
 }
 
@@ -522,7 +506,7 @@ func retryable(err error, idempotent bool) (bool, time.Duration) {
 }
 
 // backoff returns the jittered wait after the given (1-based) failed
-// attempt: uniform in [0, min(MaxBackoff, baseBackoff·2^(attempt-1))].
+// attempt: uniform in [0, min(maxBackoff, baseBackoff·2^(attempt-1))].
 func (c *Client) backoff(attempt int) time.Duration {
 	ceiling := c.maxBackoff
 	if shift := attempt - 1; shift < 32 {

@@ -44,13 +44,13 @@ func TestAPIErrors(t *testing.T) {
 	var status, kind int
 	tr := NewTransport()
 	c, _ := newTestClient(t, srv.URL, func(o *Options) {
-		o.MaxAttempts = 1
 		o.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			r.Header.Set("X-Status", strconv.Itoa(status))
 			r.Header.Set("X-Kind", strconv.Itoa(kind))
 			return tr.RoundTrip(r)
 		})
 	})
+	c.maxAttempts = 1
 	t.Cleanup(tr.CloseIdleConnections)
 	ctx := context.Background()
 

@@ -160,14 +160,14 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 // that the fuzzer reaches them, and retries that do not wait.
 func fuzzClient(t *testing.T, body []byte, chunk uint8, maxBody int64) *Client {
 	c, err := New(Options{
-		BaseURL:      fuzzBase,
-		Secret:       "sk-fuzz-0123456789",
-		Transport:    fuzzTransport{body: body, chunk: int(chunk)%64 + 1},
-		MaxBodyBytes: maxBody,
+		BaseURL:   fuzzBase,
+		Secret:    "sk-fuzz-0123456789",
+		Transport: fuzzTransport{body: body, chunk: int(chunk)%64 + 1},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.maxBody = maxBody
 	c.sleep = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 	return c
 }

@@ -54,7 +54,8 @@ func TestListRetriesTransientStatuses(t *testing.T) {
 	for name, call := range listCalls {
 		t.Run(name, func(t *testing.T) {
 			srv, rc := serve(t, scripted(429, 502, 503, 504, 200))
-			c, sl := newTestClient(t, srv.URL, func(o *Options) { o.MaxAttempts = 5 })
+			c, sl := newTestClient(t, srv.URL, nil)
+			c.maxAttempts = 5
 			if err := call(c); err != nil {
 				t.Fatal(err)
 			}
@@ -75,9 +76,12 @@ func TestListRetriesTransientStatuses(t *testing.T) {
 
 func TestListAttemptsAreBounded(t *testing.T) {
 	for name, call := range listCalls {
-		for _, attempts := range []int{0, 1, 3} {
+		for _, attempts := range []int{0, 1, 3} { // 0: as New set it
 			srv, rc := serve(t, scripted(503))
-			c, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxAttempts = attempts })
+			c, _ := newTestClient(t, srv.URL, nil)
+			if attempts != 0 {
+				c.maxAttempts = attempts
+			}
 			err := call(c)
 			var ae *APIError
 			if !errors.As(err, &ae) || ae.Status != 503 || ae.RetryAfter != time.Second {
@@ -88,7 +92,7 @@ func TestListAttemptsAreBounded(t *testing.T) {
 				want = DefaultMaxAttempts
 			}
 			if n := rc.count(); n != want {
-				t.Errorf("%s, MaxAttempts %d: %d upstream calls, want %d", name, attempts, n, want)
+				t.Errorf("%s, maxAttempts %d: %d upstream calls, want %d", name, attempts, n, want)
 			}
 		}
 	}
@@ -154,7 +158,8 @@ func TestWritesRetriedWhenConnectionRefused(t *testing.T) {
 
 func TestRefusedEverywhere(t *testing.T) {
 	base := "http://" + closedAddr(t)
-	c, sl := newTestClient(t, base, func(o *Options) { o.MaxAttempts = 3 })
+	c, sl := newTestClient(t, base, nil)
+	c.maxAttempts = 3
 	check := func(name string, err error) {
 		t.Helper()
 		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, syscall.ECONNREFUSED) {
@@ -246,13 +251,15 @@ func TestBackoffSchedule(t *testing.T) {
 	c.maxBackoff = 250 * time.Millisecond
 	c.randN = func(n int64) int64 { return n - 1 }
 	if got := c.backoff(3); got != 250*time.Millisecond {
-		t.Errorf("MaxBackoff not applied: %v", got)
+		t.Errorf("maxBackoff not applied: %v", got)
 	}
 }
 
 func TestBackoffWaitsBetweenAttempts(t *testing.T) {
 	srv, _ := serve(t, scripted(502))
-	c, sl := newTestClient(t, srv.URL, func(o *Options) { o.MaxAttempts = 4; o.MaxBackoff = time.Second })
+	c, sl := newTestClient(t, srv.URL, nil)
+	c.maxAttempts = 4
+	c.maxBackoff = time.Second
 	c.randN = func(n int64) int64 { return n - 1 }
 	_, _ = c.ListPage(context.Background(), "", "u", ListOptions{})
 	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
@@ -286,7 +293,8 @@ func TestDeadlineShorterThanWait(t *testing.T) {
 				}
 				writeJSON(w, 503, `{"message":"busy","code":"SERVICE_UNAVAILABLE"}`)
 			})
-			c, _ := newTestClient(t, srv.URL, func(o *Options) { o.MaxBackoff = 10 * time.Second })
+			c, _ := newTestClient(t, srv.URL, nil)
+			c.maxBackoff = 10 * time.Second
 			c.sleep = sleepCtx
 			c.randN = func(n int64) int64 { return n - 1 } // a 100 ms backoff
 			ctx := context.Background()
@@ -345,12 +353,12 @@ func TestNonTracingTransport(t *testing.T) {
 	var calls atomic.Int32
 	var fail error
 	c, _ := newTestClient(t, "http://127.0.0.1:1", func(o *Options) {
-		o.MaxAttempts = 3
 		o.Transport = roundTripFunc(func(*http.Request) (*http.Response, error) {
 			calls.Add(1)
 			return nil, fail
 		})
 	})
+	c.maxAttempts = 3
 	fail = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	if _, err := c.Create(context.Background(), "", "u", TokenInput{}); !errors.Is(err, ErrUnavailable) || calls.Load() != 3 {
 		t.Errorf("dial error: %v after %d calls, want 3", err, calls.Load())

@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -41,7 +40,7 @@ func serveService(t *testing.T, svc *Service) tokenv1.TokenServiceClient {
 
 func testClient(t *testing.T, url string) *chatbotkit.Client {
 	t.Helper()
-	c, err := chatbotkit.New(chatbotkit.Options{BaseURL: url, Secret: secret.Value(emulatorSecret), MaxBackoff: 20 * time.Millisecond})
+	c, err := chatbotkit.New(chatbotkit.Options{BaseURL: url, Secret: secret.Value(emulatorSecret)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,9 +50,8 @@ func newTestService(t *testing.T, h http.Handler) (tokenv1.TokenServiceClient, *
 	t.Cleanup(hs.Close)
 
 	client, err := chatbotkit.New(chatbotkit.Options{
-		BaseURL:    hs.URL,
-		Secret:     secret.Value(emulatorSecret),
-		MaxBackoff: 20 * time.Millisecond,
+		BaseURL: hs.URL,
+		Secret:  secret.Value(emulatorSecret),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -473,7 +472,7 @@ func TestUpstreamUnreachableIsUnavailable(t *testing.T) {
 	}
 	addr := lis.Addr().String()
 	lis.Close()
-	client, err := chatbotkit.New(chatbotkit.Options{BaseURL: "http://" + addr, Secret: "s", MaxAttempts: 2, MaxBackoff: time.Millisecond})
+	client, err := chatbotkit.New(chatbotkit.Options{BaseURL: "http://" + addr, Secret: "s"})
 	if err != nil {
 		t.Fatal(err)
 	}
