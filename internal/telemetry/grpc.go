@@ -30,7 +30,7 @@ type GRPC struct {
 // ServerOptions are the gRPC server's options: the tracing stats handler
 // when tracing is on.
 func (g GRPC) ServerOptions() []grpc.ServerOption {
-	if h := g.Tracing.ServerHandler(); h != nil {
+	if h := g.Tracing.serverHandler(); h != nil {
 		return []grpc.ServerOption{grpc.StatsHandler(h)}
 	}
 	return nil
@@ -87,7 +87,7 @@ func (g GRPC) callContext(ctx context.Context) context.Context {
 	if v := metadata.ValueFromIncomingContext(ctx, RequestIDMetadata); len(v) > 0 {
 		incoming = v[0]
 	}
-	return WithRequestID(ctx, chooseRequestID(ctx, incoming))
+	return withRequestID(ctx, chooseRequestID(ctx, incoming))
 }
 
 // fromGateway: the call came over HTTP through cbkgate itself, whose HTTP
@@ -146,7 +146,7 @@ func (m *Metrics) observeStatus(err error) {
 			}
 			// A refusal without an ErrorInfo: only cbkgate's own
 			// authenticator makes those.
-			reason = AuthReasonFromMessage(st.Message())
+			reason = authReasonFromMessage(st.Message())
 		}
 		m.AuthFailure(reason)
 	}
@@ -172,9 +172,9 @@ func upstreamError(st *status.Status) bool {
 	return false
 }
 
-// AuthReasonFromMessage sorts an authentication refusal that carries no
+// authReasonFromMessage sorts an authentication refusal that carries no
 // ErrorInfo: no credential at all, or one that is wrong or malformed.
-func AuthReasonFromMessage(msg string) string {
+func authReasonFromMessage(msg string) string {
 	if strings.HasPrefix(msg, "missing") {
 		return "MISSING_CREDENTIALS"
 	}

@@ -15,7 +15,7 @@ import (
 const (
 	RouteTokens = "/v1/users/{user_id}/tokens"
 	RouteToken  = "/v1/users/{user_id}/tokens/{token_id}"
-	RouteOther  = "other"
+	routeOther  = "other"
 )
 
 // fixedRoutes are the routes whose path is their pattern: health, the
@@ -30,16 +30,16 @@ var fixedRoutes = map[string]bool{
 	"/cbkgate.token.v1.TokenService/Delete": true,
 }
 
-// Route is the route pattern of an HTTP request's path, or "other": never
+// routeOf is the route pattern of an HTTP request's path, or "other": never
 // the raw path, which holds user and token ids.
-func Route(r *http.Request) string {
+func routeOf(r *http.Request) string {
 	p := r.URL.EscapedPath()
 	if fixedRoutes[p] {
 		return p
 	}
 	rest, ok := strings.CutPrefix(p, "/v1/users/")
 	if !ok {
-		return RouteOther
+		return routeOther
 	}
 	seg := strings.Split(rest, "/")
 	switch {
@@ -48,7 +48,7 @@ func Route(r *http.Request) string {
 	case len(seg) == 3 && seg[0] != "" && seg[1] == "tokens" && seg[2] != "":
 		return RouteToken
 	}
-	return RouteOther
+	return routeOther
 }
 
 // The route pattern and method of an HTTP request that goes on to the gRPC
@@ -131,7 +131,7 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		start := time.Now()
 		ctx := opts.Tracing.withTraceContext(r.Context(), propagation.HeaderCarrier(r.Header))
 		id := chooseRequestID(ctx, r.Header.Get(RequestIDHeader))
-		ctx = WithRequestID(ctx, id)
+		ctx = withRequestID(ctx, id)
 		call := &httpCall{}
 		ctx = context.WithValue(ctx, httpCallKey{}, call)
 
@@ -141,7 +141,7 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		r = r.WithContext(ctx)
 		r.Header = r.Header.Clone()
 		dropMetadataHeaders(r.Header)
-		route := Route(r)
+		route := routeOf(r)
 		r.Header.Set(RequestIDHeader, id)
 		r.Header.Set(HTTPRouteHeader, route)
 		r.Header.Set(HTTPMethodHeader, methodLabel(r.Method))
@@ -171,7 +171,7 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 			opts.OnRefused(ev)
 		}
 	})
-	return opts.Tracing.HTTPHandler(h)
+	return opts.Tracing.httpHandler(h)
 }
 
 // dropMetadataHeaders removes the headers grpc-gateway would turn into a

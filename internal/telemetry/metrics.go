@@ -120,9 +120,6 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Registry is the registry /metrics serves.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
 // Handler serves the registry in the Prometheus text format (or
 // OpenMetrics, when the scraper asks for it).
 func (m *Metrics) Handler() http.Handler {
@@ -168,15 +165,6 @@ func (m *Metrics) ConfigReload(err error) {
 		result = "failure"
 	}
 	m.configReloads.WithLabelValues(result).Inc()
-}
-
-// RateLimited counts one call refused by the per-caller rate limit. The
-// gRPC interceptors count refusals by their status already; call this only
-// from places they do not see.
-func (m *Metrics) RateLimited() {
-	if m != nil {
-		m.rateLimited.Inc()
-	}
 }
 
 // observeHTTP records one answered HTTP request.

@@ -19,11 +19,11 @@ const (
 // maxRequestIDLen is the longest incoming request id kept.
 const maxRequestIDLen = 64
 
-// ValidRequestID reports whether an incoming id is kept as the call's
+// validRequestID reports whether an incoming id is kept as the call's
 // request id: 1 to 64 characters of [A-Za-z0-9._:-]. Anything else (empty,
 // too long, spaces, quotes, control characters) is replaced, so that a
 // request id is always safe to log, to put in a header and to grep for.
-func ValidRequestID(id string) bool {
+func validRequestID(id string) bool {
 	if len(id) == 0 || len(id) > maxRequestIDLen {
 		return false
 	}
@@ -44,7 +44,7 @@ func ValidRequestID(id string) bool {
 // server span's when tracing is on, otherwise the caller's traceparent or
 // one made up for the call (see ensureTraceContext).
 func chooseRequestID(ctx context.Context, incoming string) string {
-	if ValidRequestID(incoming) {
+	if validRequestID(incoming) {
 		return incoming
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.TraceID().IsValid() {
@@ -68,8 +68,8 @@ func randomBytes(n int) []byte {
 
 type requestIDKey struct{}
 
-// WithRequestID returns ctx carrying the call's request id.
-func WithRequestID(ctx context.Context, id string) context.Context {
+// withRequestID returns ctx carrying the call's request id.
+func withRequestID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, requestIDKey{}, id)
 }
 

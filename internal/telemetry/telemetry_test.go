@@ -18,20 +18,20 @@ func TestRoute(t *testing.T) {
 		"/v1/users/u1/tokens":                   RouteTokens,
 		"/v1/users/a%2Fb/tokens":                RouteTokens,
 		"/v1/users/u1/tokens/tok_1":             RouteToken,
-		"/v1/users/u1/tokens/tok_1/extra":       RouteOther,
-		"/v1/users//tokens":                     RouteOther,
-		"/v1/users/u1/tokens/":                  RouteOther,
-		"/v1/users/u1":                          RouteOther,
+		"/v1/users/u1/tokens/tok_1/extra":       routeOther,
+		"/v1/users//tokens":                     routeOther,
+		"/v1/users/u1/tokens/":                  routeOther,
+		"/v1/users/u1":                          routeOther,
 		"/healthz":                              "/healthz",
 		"/readyz":                               "/readyz",
 		"/openapi.json":                         "/openapi.json",
 		"/cbkgate.token.v1.TokenService/Create": "/cbkgate.token.v1.TokenService/Create",
-		"/cbkgate.token.v1.TokenService/Nope":   RouteOther,
-		"/metrics":                              RouteOther,
-		"/" + strings.Repeat("x", 300):          RouteOther,
+		"/cbkgate.token.v1.TokenService/Nope":   routeOther,
+		"/metrics":                              routeOther,
+		"/" + strings.Repeat("x", 300):          routeOther,
 	} {
-		if got := Route(httptest.NewRequest("GET", path, nil)); got != want {
-			t.Errorf("Route(%q) = %q, want %q", path, got, want)
+		if got := routeOf(httptest.NewRequest("GET", path, nil)); got != want {
+			t.Errorf("routeOf(%q) = %q, want %q", path, got, want)
 		}
 	}
 }
@@ -41,8 +41,8 @@ func TestValidRequestID(t *testing.T) {
 		"a": true, "A-z_0.9:x": true, strings.Repeat("x", 64): true,
 		"": false, strings.Repeat("x", 65): false, "a b": false, "a/b": false, "é": false, "a\n": false, `"`: false,
 	} {
-		if got := ValidRequestID(id); got != want {
-			t.Errorf("ValidRequestID(%q) = %v, want %v", id, got, want)
+		if got := validRequestID(id); got != want {
+			t.Errorf("validRequestID(%q) = %v, want %v", id, got, want)
 		}
 	}
 }
@@ -97,7 +97,6 @@ func TestObserveStatus(t *testing.T) {
 	nilMetrics.observeStatus(apierr.New(codes.ResourceExhausted, apierr.ReasonRateLimited, "x"))
 	nilMetrics.AuthFailure("MISSING_CREDENTIALS")
 	nilMetrics.ConfigReload(nil)
-	nilMetrics.RateLimited()
 	if nilMetrics.UpstreamAttempts() != nil {
 		t.Error("metrics off: an upstream hook")
 	}

@@ -22,15 +22,14 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/stats"
 
 	"github.com/cbkgate/cbkgate/internal/version"
 )
 
-// ServiceName is the OpenTelemetry service.name unless OTEL_SERVICE_NAME
+// serviceName is the OpenTelemetry service.name unless OTEL_SERVICE_NAME
 // (or service.name in OTEL_RESOURCE_ATTRIBUTES) says otherwise.
-const ServiceName = "cbkgate"
+const serviceName = "cbkgate"
 
 // Tracing is cbkgate's OpenTelemetry tracing: on when an OTLP endpoint is
 // configured, off (and then free: no spans, no instrumentation installed)
@@ -87,7 +86,7 @@ func NewTracing(ctx context.Context, log *slog.Logger) (*Tracing, error) {
 	// Later detectors win: the environment can rename the service.
 	res, err := resource.New(ctx,
 		resource.WithAttributes(
-			attribute.String("service.name", ServiceName),
+			attribute.String("service.name", serviceName),
 			attribute.String("service.version", version.Version()),
 		),
 		resource.WithTelemetrySDK(),
@@ -130,14 +129,6 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	return t.sdk.Shutdown(ctx)
 }
 
-// Provider is the tracer provider: the SDK's when on, else a no-op.
-func (t *Tracing) Provider() trace.TracerProvider {
-	if !t.Enabled() {
-		return tracenoop.NewTracerProvider()
-	}
-	return t.sdk
-}
-
 func (t *Tracing) grpcOptions() []otelgrpc.Option {
 	return []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(t.sdk),
@@ -147,9 +138,9 @@ func (t *Tracing) grpcOptions() []otelgrpc.Option {
 	}
 }
 
-// ServerHandler is the gRPC server's stats handler (a server span per
+// serverHandler is the gRPC server's stats handler (a server span per
 // call), or nil when tracing is off.
-func (t *Tracing) ServerHandler() stats.Handler {
+func (t *Tracing) serverHandler() stats.Handler {
 	if !t.Enabled() {
 		return nil
 	}
@@ -166,10 +157,10 @@ func (t *Tracing) ClientHandler() stats.Handler {
 	return otelgrpc.NewClientHandler(t.grpcOptions()...)
 }
 
-// HTTPHandler wraps the HTTP listener's handler with a server span per
+// httpHandler wraps the HTTP listener's handler with a server span per
 // request, named by method and route pattern (never a raw path). Off, it
 // returns h.
-func (t *Tracing) HTTPHandler(h http.Handler) http.Handler {
+func (t *Tracing) httpHandler(h http.Handler) http.Handler {
 	if !t.Enabled() {
 		return h
 	}
@@ -178,7 +169,7 @@ func (t *Tracing) HTTPHandler(h http.Handler) http.Handler {
 		otelhttp.WithPropagators(t.propagator),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
-			return r.Method + " " + Route(r)
+			return r.Method + " " + routeOf(r)
 		}),
 	)
 }
