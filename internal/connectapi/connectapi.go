@@ -31,6 +31,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
 // Prefix is the path under which the Connect and gRPC-Web routes live.
@@ -54,20 +55,20 @@ type Options struct {
 // cbkgate reads (CONTRACT.md: only authorization, x-request-id,
 // traceparent and tracestate are taken from HTTP into gRPC).
 var forwardedHeaders = map[string]bool{
-	"Content-Type":         true,
-	"Te":                   true,
-	"Grpc-Timeout":         true,
-	"Grpc-Encoding":        true,
-	"Grpc-Accept-Encoding": true,
-	"User-Agent":           true,
-	"Authorization":        true,
-	"X-Request-Id":         true,
-	"Traceparent":          true,
-	"Tracestate":           true,
+	"Content-Type":            true,
+	"Te":                      true,
+	"Grpc-Timeout":            true,
+	"Grpc-Encoding":           true,
+	"Grpc-Accept-Encoding":    true,
+	"User-Agent":              true,
+	"Authorization":           true,
+	telemetry.RequestIDHeader: true,
+	"Traceparent":             true,
+	"Tracestate":              true,
 	// Set by cbkgate's HTTP middleware itself (never a client's value),
 	// for the gRPC call line of a call that came over HTTP.
-	"X-Cbkgate-Http-Route":  true,
-	"X-Cbkgate-Http-Method": true,
+	telemetry.HTTPRouteHeader:  true,
+	telemetry.HTTPMethodHeader: true,
 }
 
 // New returns the handler of the Connect and gRPC-Web routes. It expects to

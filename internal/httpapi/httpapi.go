@@ -57,6 +57,7 @@ import (
 	"github.com/cbkgate/cbkgate/gen/openapiv2"
 	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
+	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
 // Options configures the HTTP handler.
@@ -257,9 +258,9 @@ func streamContentType(ctx context.Context, w http.ResponseWriter, m proto.Messa
 // request id header is the one cbkgate chose (see telemetry.HTTPMiddleware).
 func incomingHeaderMatcher(key string) (string, bool) {
 	switch textproto.CanonicalMIMEHeaderKey(key) {
-	case "X-Request-Id", "Traceparent", "Tracestate",
+	case telemetry.RequestIDHeader, "Traceparent", "Tracestate",
 		// Set by cbkgate's HTTP middleware, never a client's value.
-		"X-Cbkgate-Http-Route", "X-Cbkgate-Http-Method":
+		telemetry.HTTPRouteHeader, telemetry.HTTPMethodHeader:
 		return strings.ToLower(key), true
 	}
 	return "", false
@@ -346,7 +347,7 @@ const connectEnvelopeBytes = 64
 // answer already carries the id as X-Request-Id, and a second copy as
 // Grpc-Metadata-X-Request-Id would only repeat it.
 func outgoingHeaderMatcher(key string) (string, bool) {
-	if strings.EqualFold(key, "x-request-id") {
+	if strings.EqualFold(key, telemetry.RequestIDMetadata) {
 		return "", false
 	}
 	return runtime.MetadataHeaderPrefix + key, true
