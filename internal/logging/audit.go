@@ -77,13 +77,13 @@ func writeAudit(ctx context.Context, l *slog.Logger, action, user, token, caller
 // request id, and, for a create, update or delete, its audit line (with
 // the ids from the path), since the gRPC interceptors never see it.
 func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
-	refused := NewLimiter()
+	refused := newLineLimiter()
 	return func(ev telemetry.HTTPRequest) {
 		r := ev.Request
 		ctx := r.Context()
 		caller := ev.Caller
 		if caller == "" {
-			caller = Unauthenticated
+			caller = unauthenticated
 		}
 		code := apierr.CodeForRefusal(ev.Status)
 		level := slog.LevelInfo
@@ -92,7 +92,7 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 		}
 		if l.Enabled(ctx, level) {
 			attrs := []slog.Attr{
-				slog.String(keyTransport, TransportHTTP),
+				slog.String(keyTransport, transportHTTP),
 				slog.String(keyHTTPMethod, truncate(r.Method, 32)),
 				slog.String(keyRoute, ev.Route),
 				slog.Int(keyStatus, ev.Status),

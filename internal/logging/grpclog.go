@@ -22,12 +22,12 @@ const grpcLogMessage = "grpc library"
 // grpclog has one logger per process: call this once, before any gRPC
 // use (cmd/server does).
 func InstallGRPCLogger(l *slog.Logger) {
-	grpclog.SetLoggerV2(&grpcLogger{l: l, limit: NewLimiter()})
+	grpclog.SetLoggerV2(&grpcLogger{l: l, limit: newLineLimiter()})
 }
 
 type grpcLogger struct {
 	l     *slog.Logger
-	limit *Limiter
+	limit *lineLimiter
 }
 
 func (g *grpcLogger) log(level slog.Level, text string) {

@@ -17,30 +17,30 @@ import (
 // that matter. A line let through after some were dropped says how many
 // with "suppressed".
 const (
-	// RefusedLinesPerSecond and RefusedLinesBurst are the rate of each kind
-	// of such line (each Limiter).
-	RefusedLinesPerSecond = 10
-	RefusedLinesBurst     = 20
+	// refusedLinesPerSecond and refusedLinesBurst are the rate of each kind
+	// of such line (each lineLimiter).
+	refusedLinesPerSecond = 10
+	refusedLinesBurst     = 20
 	keySuppressed         = "suppressed"
 )
 
-// Limiter rate-limits one kind of log line. It is the one limiter used
+// lineLimiter rate-limits one kind of log line. It is the one limiter used
 // wherever lines about refused or malformed calls are written. Safe for
 // concurrent use.
-type Limiter struct {
+type lineLimiter struct {
 	lim        *rate.Limiter
 	suppressed atomic.Int64
 }
 
-// NewLimiter lets through RefusedLinesPerSecond lines a second, in bursts
-// of RefusedLinesBurst.
-func NewLimiter() *Limiter {
-	return &Limiter{lim: rate.NewLimiter(RefusedLinesPerSecond, RefusedLinesBurst)}
+// newLineLimiter lets through refusedLinesPerSecond lines a second, in bursts
+// of refusedLinesBurst.
+func newLineLimiter() *lineLimiter {
+	return &lineLimiter{lim: rate.NewLimiter(refusedLinesPerSecond, refusedLinesBurst)}
 }
 
 // Log writes the line unless the rate is exceeded, in which case it is
 // counted; the next line written carries the count of those dropped.
-func (lm *Limiter) Log(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+func (lm *lineLimiter) Log(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
 	if !l.Enabled(ctx, level) {
 		return
 	}
@@ -60,12 +60,12 @@ func (lm *Limiter) Log(ctx context.Context, l *slog.Logger, level slog.Level, ms
 // through l at warn, as "http server" lines with the text in "detail",
 // rate-limited like the other lines about malformed calls.
 func ServerErrorLog(l *slog.Logger) *log.Logger {
-	return log.New(&serverErrorWriter{l: l, limit: NewLimiter()}, "", 0)
+	return log.New(&serverErrorWriter{l: l, limit: newLineLimiter()}, "", 0)
 }
 
 type serverErrorWriter struct {
 	l     *slog.Logger
-	limit *Limiter
+	limit *lineLimiter
 }
 
 func (w *serverErrorWriter) Write(p []byte) (int, error) {

@@ -90,14 +90,14 @@ const (
 // Transports, the values of the transport attribute: how the call reached
 // cbkgate.
 const (
-	TransportGRPC = "grpc"
-	TransportHTTP = "http"
+	transportGRPC = "grpc"
+	transportHTTP = "http"
 )
 
-// Unauthenticated stands for the caller of a call that established no
+// unauthenticated stands for the caller of a call that established no
 // identity (refused by authentication, or exempt from it: health checks
 // and reflection).
-const Unauthenticated = "unauthenticated"
+const unauthenticated = "unauthenticated"
 
 // Caps on caller- and upstream-influenced strings, so that one call cannot
 // write an enormous log line.
@@ -125,7 +125,7 @@ type callKey struct{}
 // authentication interceptor, so that refused calls are logged and audited
 // too, and CallerUnaryInterceptor after it.
 func UnaryInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.UnaryServerInterceptor {
-	refused := NewLimiter()
+	refused := newLineLimiter()
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		c := &call{}
@@ -139,7 +139,7 @@ func UnaryInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.Unar
 // StreamInterceptor logs one line per streaming call when the handler
 // returns, with the number of messages sent to the client.
 func StreamInterceptor(l *slog.Logger, trustedPeer func(net.Addr) bool) grpc.StreamServerInterceptor {
-	refused := NewLimiter()
+	refused := newLineLimiter()
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
 		c := &call{}
@@ -176,7 +176,7 @@ func noteCaller(ctx context.Context) {
 
 func (c *call) callerOrNone() string {
 	if c == nil || c.caller == "" {
-		return Unauthenticated
+		return unauthenticated
 	}
 	return c.caller
 }
@@ -198,7 +198,7 @@ func (s *countingStream) SendMsg(m any) error {
 	return err
 }
 
-func logCall(ctx context.Context, l *slog.Logger, refused *Limiter, trustedPeer func(net.Addr) bool, method string, start time.Time, err error, c *call, sent *int64) {
+func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedPeer func(net.Addr) bool, method string, start time.Time, err error, c *call, sent *int64) {
 	st := status.Convert(err)
 	code := st.Code()
 	level := levelFor(code)
@@ -210,9 +210,9 @@ func logCall(ctx context.Context, l *slog.Logger, refused *Limiter, trustedPeer 
 	}
 	attrs := make([]slog.Attr, 0, 13)
 	addr, chain, gateway := peerOf(ctx, trustedPeer)
-	transport := TransportGRPC
+	transport := transportGRPC
 	if gateway {
-		transport = TransportHTTP
+		transport = transportHTTP
 	}
 	attrs = append(attrs,
 		slog.String(keyTransport, transport),
@@ -262,7 +262,7 @@ func logCall(ctx context.Context, l *slog.Logger, refused *Limiter, trustedPeer 
 
 // isRefusal reports whether a call ending with code was refused (no or
 // bad credentials, a request that does not validate, a rate or stream
-// limit, an unknown method): such lines are rate-limited, see Limiter.
+// limit, an unknown method): such lines are rate-limited, see lineLimiter.
 // Audit lines never are.
 func isRefusal(code codes.Code) bool {
 	switch code {

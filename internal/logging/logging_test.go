@@ -314,7 +314,7 @@ func TestCallLog(t *testing.T) {
 			if wantPeer == "" {
 				wantPeer = local()
 			}
-			wantCaller, transport := Unauthenticated, "grpc"
+			wantCaller, transport := unauthenticated, "grpc"
 			if len(tt.md) > 0 && tt.code != codes.Unauthenticated {
 				wantCaller = testCaller
 			}
