@@ -95,7 +95,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		telemetry.NoteHTTPAuthRefused(r.Context(), message)
 		a.metrics.AuthFailure(reason)
 	}
-	authCfg.OnReload = func(_ string, err error) { a.metrics.ConfigReload(err) }
+	authCfg.OnReload = a.metrics.ConfigReload
 	if a.auth, err = auth.Load(authCfg); err != nil {
 		return nil, &ConfigError{err}
 	}

@@ -101,9 +101,9 @@ type Config struct {
 	// Log receives one line per reload (info when it worked, error when it
 	// did not). Nil discards them.
 	Log *slog.Logger
-	// OnReload, if set, is told the outcome of every reload: "success" with
-	// a nil error, or "failure" with the error (metrics count these).
-	OnReload func(result string, err error)
+	// OnReload, if set, is told the outcome of every reload: nil, or the
+	// error it failed with (metrics count these).
+	OnReload func(err error)
 }
 
 func (c *Config) source(flag string) string {
@@ -117,11 +117,11 @@ func (c *Config) source(flag string) string {
 
 // Mode names, as the startup log line shows them.
 const (
-	ModePassThrough         = "pass-through"
-	ModeAPIKeys             = "api-keys"
-	ModeClientCert          = "client-cert"
-	ModeAPIKeysOrClientCert = "api-keys+client-cert"
-	ModeUnauthenticated     = "unauthenticated"
+	modePassThrough         = "pass-through"
+	modeAPIKeys             = "api-keys"
+	modeClientCert          = "client-cert"
+	modeAPIKeysOrClientCert = "api-keys+client-cert"
+	modeUnauthenticated     = "unauthenticated"
 )
 
 // Authenticator applies one authentication mode to gRPC calls and HTTP
@@ -143,7 +143,7 @@ type Authenticator struct {
 	trustedPeer   func(net.Addr) bool
 	onHTTPRefused func(*http.Request, string, string)
 	log           *slog.Logger
-	onReload      func(string, error)
+	onReload      func(error)
 	reloadMu      sync.Mutex // one reload at a time
 	// loadedDigest is the files' contents digest taken just before Load
 	// read them: Watch's starting point, so a change made while Load ran
@@ -278,20 +278,17 @@ func (c *Config) checkCombination(secretSource string) error {
 func (a *Authenticator) Mode() string {
 	switch {
 	case a.passThrough:
-		return ModePassThrough
+		return modePassThrough
 	case a.allowAll:
-		return ModeUnauthenticated
+		return modeUnauthenticated
 	case a.acceptKeys && a.acceptCerts:
-		return ModeAPIKeysOrClientCert
+		return modeAPIKeysOrClientCert
 	case a.acceptKeys:
-		return ModeAPIKeys
+		return modeAPIKeys
 	default:
-		return ModeClientCert
+		return modeClientCert
 	}
 }
-
-// HoldsSecret reports whether cbkgate spends a secret of its own upstream.
-func (a *Authenticator) HoldsSecret() bool { return !a.passThrough }
 
 // LogValue implements slog.LogValuer: a summary with counts and paths only.
 func (a *Authenticator) LogValue() slog.Value {

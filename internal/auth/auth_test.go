@@ -636,7 +636,7 @@ func TestCallerIdentity(t *testing.T) {
 		{"api key", auth.Options{APIKeys: testKeys}, false, []string{"Bearer " + keyTwo}, keyName(keyTwo)},
 		{"client certificate", auth.Options{AcceptClientCerts: true}, true, nil, "cert:good client"},
 		{"certificate wins over a key", auth.Options{AcceptClientCerts: true, APIKeys: testKeys}, true, []string{"Bearer " + keyOne}, "cert:good client"},
-		{"unauthenticated", auth.Options{AllowUnauthenticated: true}, false, []string{"Bearer " + keyOne}, auth.Anonymous},
+		{"unauthenticated", auth.Options{AllowUnauthenticated: true}, false, []string{"Bearer " + keyOne}, "anonymous"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

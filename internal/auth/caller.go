@@ -12,8 +12,8 @@ import (
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
 
-// Anonymous is the caller identity in modes that let every caller in.
-const Anonymous = "anonymous"
+// anonymousCaller is the caller identity in modes that let every caller in.
+const anonymousCaller = "anonymous"
 
 type callerKey struct{}
 

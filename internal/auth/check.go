@@ -198,7 +198,7 @@ type decision struct {
 }
 
 func (d decision) apply(ctx context.Context) context.Context {
-	return WithCaller(WithUpstreamSecret(ctx, d.upstream), d.caller)
+	return WithCaller(withUpstreamSecret(ctx, d.upstream), d.caller)
 }
 
 func refuse(reason, msg string) decision {
@@ -220,7 +220,7 @@ func (d decision) reason() string {
 func (a *Authenticator) decide(c *credentials, p presented) decision {
 	switch {
 	case a.allowAll:
-		return decision{caller: Anonymous, upstream: c.secret}
+		return decision{caller: anonymousCaller, upstream: c.secret}
 	case a.passThrough:
 		bearer, refusal := a.bearer(p)
 		if refusal != nil {
@@ -321,8 +321,8 @@ func UpstreamSecret(ctx context.Context) secret.Value {
 	return v
 }
 
-// WithUpstreamSecret returns a context whose UpstreamSecret is v. The
-// interceptors use it; so may tests.
-func WithUpstreamSecret(ctx context.Context, v secret.Value) context.Context {
+// withUpstreamSecret returns a context whose UpstreamSecret is v. The
+// interceptors use it.
+func withUpstreamSecret(ctx context.Context, v secret.Value) context.Context {
 	return context.WithValue(ctx, upstreamSecretKey{}, v)
 }

@@ -6,15 +6,9 @@ import (
 	"time"
 )
 
-// Reload outcomes, as OnReload is told them.
-const (
-	ReloadSuccess = "success"
-	ReloadFailure = "failure"
-)
-
-// DefaultWatchInterval is how often Watch looks at the credential files:
+// defaultWatchInterval is how often Watch looks at the credential files:
 // well within the 10 s in which a change must take effect.
-const DefaultWatchInterval = 2 * time.Second
+const defaultWatchInterval = 2 * time.Second
 
 // Reload re-reads the keys file, the secret file and the TLS key pair, and
 // puts them in force for calls that start from now on; calls in flight keep
@@ -29,7 +23,7 @@ func (a *Authenticator) Reload(why string) error {
 	if err != nil {
 		a.log.Error("credentials reload failed; the previous credentials stay in force", "trigger", why, "err", err.Error())
 		if a.onReload != nil {
-			a.onReload(ReloadFailure, err)
+			a.onReload(err)
 		}
 		return err
 	}
@@ -37,13 +31,13 @@ func (a *Authenticator) Reload(why string) error {
 	a.log.Info("credentials reloaded", "trigger", why, "api_keys", len(creds.keys),
 		"upstream_secret", !creds.secret.IsZero(), "tls_certificate", creds.cert != nil)
 	if a.onReload != nil {
-		a.onReload(ReloadSuccess, nil)
+		a.onReload(nil)
 	}
 	return nil
 }
 
 // Watch reloads whenever the content of a credential file changes, looking
-// every interval (DefaultWatchInterval if <= 0), until ctx ends. It compares
+// every interval (defaultWatchInterval if <= 0), until ctx ends. It compares
 // contents, not modification times, so it sees a file rewritten in place,
 // replaced by rename, or swapped underneath by Kubernetes (which points the
 // mounted Secret's "..data" symlink at a new directory) alike. A change
@@ -55,7 +49,7 @@ func (a *Authenticator) Watch(ctx context.Context, interval time.Duration) {
 		return
 	}
 	if interval <= 0 {
-		interval = DefaultWatchInterval
+		interval = defaultWatchInterval
 	}
 	last := a.loadedDigest
 	t := time.NewTicker(interval)
