@@ -159,7 +159,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		// Clients may ping no more often than every 10s (pings at a higher
 		// rate cost the server and are cut off with GOAWAY). Connections
 		// are pinged every 2 minutes and dropped when the peer stops
-		// answering; one with no call for IdleConnTimeout is closed with
+		// answering; one with no call for idleConnTimeout is closed with
 		// GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{

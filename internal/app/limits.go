@@ -37,25 +37,25 @@ const (
 	// open as long as the client likes; past the cap a new one fails at
 	// once with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS).
 	MaxWatchStreams = 128
-	// IdleConnTimeout closes a gRPC connection without a call, and an HTTP
+	// idleConnTimeout closes a gRPC connection without a call, and an HTTP
 	// connection (HTTP/1 keep-alive or HTTP/2) without a request, after
 	// this long: open idle connections cost a file descriptor and buffers
 	// each and are free to make. Clients reconnect on their next call.
-	IdleConnTimeout = 5 * time.Minute
-	// BodyTimeout is how long an HTTP request body may take to arrive,
+	idleConnTimeout = 5 * time.Minute
+	// bodyTimeout is how long an HTTP request body may take to arrive,
 	// counted from the end of its headers (which must come within
 	// headerTimeout). A body trickled slower than that holds a connection
 	// and a goroutine for nothing: the request is answered 408 (or with
 	// whatever refused it before its body) and the connection is closed.
-	BodyTimeout = 30 * time.Second
-	// StalledReaderTimeout cuts off a streamed List whose reader takes no
+	bodyTimeout = 30 * time.Second
+	// stalledReaderTimeout cuts off a streamed List whose reader takes no
 	// message for this long (gRPC flow control, or an HTTP client that
 	// stops reading): the server stops fetching pages for it and frees
 	// what it held. A gRPC caller gets what was already sent and then
 	// CANCELLED (the call's log line says READER_STALLED); an HTTP answer
 	// is cut: its connection closed, or a last {"error"} line when the
 	// gRPC side cut first.
-	StalledReaderTimeout = 60 * time.Second
+	stalledReaderTimeout = 60 * time.Second
 	// headerTimeout bounds the arrival of an HTTP request's headers.
 	headerTimeout = 10 * time.Second
 	// maxHTTPHeaderBytes caps the request line and headers of one HTTP
@@ -68,7 +68,7 @@ const (
 // waiting minutes.
 var timeouts = struct {
 	idle, body, stalled time.Duration
-}{IdleConnTimeout, BodyTimeout, StalledReaderTimeout}
+}{idleConnTimeout, bodyTimeout, stalledReaderTimeout}
 
 // watchStreamLimit is the stream interceptor that holds MaxWatchStreams.
 // It must run before any interceptor that waits, so that a refused stream
@@ -172,7 +172,7 @@ func (g *stallGuardStream) SendMsg(m any) error {
 }
 
 // httpLimits holds the HTTP listener's time limits on each request:
-// BodyTimeout for its body, StalledReaderTimeout for each write of its
+// bodyTimeout for its body, stalledReaderTimeout for each write of its
 // answer (a streamed List the client stopped reading). net/http enforces
 // both as connection (HTTP/1) or stream (HTTP/2) deadlines, so a stalled
 // peer gets its connection or stream closed and the handler's Write fails,
@@ -194,7 +194,7 @@ func httpLimits(next http.Handler) http.Handler {
 	})
 }
 
-// stallWriter gives every write of an answer StalledReaderTimeout to go
+// stallWriter gives every write of an answer stalledReaderTimeout to go
 // out. The deadline moves on at most once per 1/60 of the timeout, so a
 // fast stream does not pay for it on every token.
 type stallWriter struct {

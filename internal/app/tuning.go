@@ -10,12 +10,12 @@ import (
 // The performance tuning of cbkgate's process and gRPC server, in one place
 // so that cmd/bench's floor server is tuned exactly as cbkgate is.
 
-// GCPercent is the GOGC cbkgate runs with unless the environment sets one.
+// gcPercent is the GOGC cbkgate runs with unless the environment sets one.
 // cbkgate's live heap is a few MiB, so at Go's default GOGC=100 the
 // collector runs after every few MiB allocated and took ~16% of the CPU of
 // a call in profiles. At 200 it runs half as often, for a few MiB more
 // memory.
-const GCPercent = 200
+const gcPercent = 200
 
 const (
 	// serverWindowBytes is the flow-control window of each connection and
@@ -26,10 +26,10 @@ const (
 	streamWorkers = 64
 )
 
-// TuneGC sets GCPercent, unless GOGC set in the environment decides.
+// TuneGC sets gcPercent, unless GOGC set in the environment decides.
 func TuneGC() {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(GCPercent)
+		debug.SetGCPercent(gcPercent)
 	}
 }
 
