@@ -7,7 +7,7 @@
 // It is golang.org/x/time/rate's token bucket, one per caller, in a map
 // whose entries expire: a bucket left alone long enough to be full again
 // carries no information, so it is dropped, and the map holds only callers
-// active within the last few seconds, at most MaxCallers of them.
+// active within the last few seconds, at most maxCallers of them.
 package callerrate
 
 import (
@@ -18,11 +18,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// MaxCallers bounds the callers tracked at once. Pass-through callers are
+// maxCallers bounds the callers tracked at once. Pass-through callers are
 // named after any bearer at all, so their number is the client's choice;
 // past this many active ones, new callers share one bucket (a stricter
 // limit, never a looser one).
-const MaxCallers = 100_000
+const maxCallers = 100_000
 
 // sweepEvery is the least time between two sweeps of expired entries.
 const sweepEvery = time.Second
@@ -69,13 +69,6 @@ func New(n int, onPaced func()) *Limiter {
 	return l
 }
 
-// Callers reports how many callers are tracked (for tests).
-func (l *Limiter) Callers() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.callers)
-}
-
 func (l *Limiter) bucket(caller string, now time.Time) *rate.Limiter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -91,7 +84,7 @@ func (l *Limiter) bucket(caller string, now time.Time) *rate.Limiter {
 			}
 		}
 	}
-	if len(l.callers) >= MaxCallers {
+	if len(l.callers) >= maxCallers {
 		return l.overflow
 	}
 	e := &entry{lim: rate.NewLimiter(l.rate, l.burst), last: now}

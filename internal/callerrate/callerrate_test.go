@@ -54,18 +54,18 @@ func TestNilLimitsNothing(t *testing.T) {
 }
 
 // Entries of callers gone quiet expire, and the map never holds more than
-// MaxCallers: past that, new callers share one bucket.
+// maxCallers: past that, new callers share one bucket.
 func TestEntriesExpireAndAreBounded(t *testing.T) {
 	l, c := newTest(1)
-	for i := range MaxCallers + 10 {
+	for i := range maxCallers + 10 {
 		l.Allow("bearer:" + strconv.Itoa(i))
 	}
-	if n := l.Callers(); n != MaxCallers {
-		t.Fatalf("%d callers tracked, want the cap %d", n, MaxCallers)
+	if n := tracked(l); n != maxCallers {
+		t.Fatalf("%d callers tracked, want the cap %d", n, maxCallers)
 	}
 	c.t = c.t.Add(l.expiry + sweepEvery + time.Second)
 	l.Allow("key:late")
-	if n := l.Callers(); n != 1 {
+	if n := tracked(l); n != 1 {
 		t.Fatalf("%d callers tracked after they all went quiet, want 1", n)
 	}
 }
@@ -91,4 +91,11 @@ func TestWaitPacesAndHonoursCancel(t *testing.T) {
 	if err := slow.Wait(cctx, "key:a"); err == nil {
 		t.Fatal("Wait on a cancelled context returned nil")
 	}
+}
+
+// tracked is how many callers l tracks.
+func tracked(l *Limiter) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.callers)
 }
