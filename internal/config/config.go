@@ -39,8 +39,8 @@ import (
 type LogFormat string
 
 const (
-	LogJSON LogFormat = "json"
-	LogText LogFormat = "text"
+	logJSON LogFormat = "json"
+	logText LogFormat = "text"
 )
 
 // Config is cbkgate's validated configuration. Load fills every field; a
@@ -56,18 +56,13 @@ type Config struct {
 	// fragment or userinfo, trailing slashes removed so that paths such as
 	// "/v1/..." can be appended. In dev mode it is http://EmulatorAddr.
 	Upstream *url.URL
-	// APISecret is CHATBOTKIT_API_SECRET as set, APISecretFile
-	// CHATBOTKIT_API_SECRET_FILE (a path); both empty means pass-through
-	// (or dev mode). internal/auth checks and reads them.
-	APISecret     secret.Value
-	APISecretFile string
-
-	// APIKeysFile, TLSCertFile, TLSKeyFile and TLSClientCAFile are paths,
-	// read by internal/auth ("" when unset).
-	APIKeysFile                              string
-	TLSCertFile, TLSKeyFile, TLSClientCAFile string
-
-	AllowUnauthenticated bool
+	// APISecret is CHATBOTKIT_API_SECRET as set; it and apiSecretFile both
+	// empty means pass-through (or dev mode). Exported because fmt calls
+	// the String method (the redaction) of exported fields only.
+	APISecret secret.Value
+	// TLSCertFile is the path of the server certificate, read by
+	// internal/auth ("" when unset: plaintext).
+	TLSCertFile string
 	// CORSOrigins are the origins allowed cross-origin access to the HTTP
 	// gateway: empty (none), exactly ["*"], or lowercased
 	// "scheme://host[:port]" origins.
@@ -89,14 +84,22 @@ type Config struct {
 	// identity may cause (burst twice that); 0 is no limit.
 	CallerRate int // >= 0
 
+	// The rest of the authentication settings, which leave only through
+	// Auth. apiSecretFile is CHATBOTKIT_API_SECRET_FILE; it, apiKeysFile,
+	// tlsKeyFile and tlsClientCAFile are paths ("" when unset).
+	// internal/auth checks and reads them.
+	apiSecretFile, apiKeysFile  string
+	tlsKeyFile, tlsClientCAFile string
+	allowUnauthenticated        bool
+
 	// sources maps each flag to where its value came from ("--flag" or
 	// the environment variable), for errors found after Load.
 	sources map[string]string
 }
 
-// Source names where a flag's value came from: "--flag" when given on the
+// source names where a flag's value came from: "--flag" when given on the
 // command line or defaulted, else its environment variable.
-func (c *Config) Source(flag string) string {
+func (c *Config) source(flag string) string {
 	if s, ok := c.sources[flag]; ok {
 		return s
 	}
@@ -109,16 +112,16 @@ func (c *Config) Auth() auth.Config {
 	anyOrigin := len(c.CORSOrigins) == 1 && c.CORSOrigins[0] == "*"
 	return auth.Config{
 		Secret:               c.APISecret,
-		SecretFile:           c.APISecretFile,
-		KeysFile:             c.APIKeysFile,
+		SecretFile:           c.apiSecretFile,
+		KeysFile:             c.apiKeysFile,
 		TLSCertFile:          c.TLSCertFile,
-		TLSKeyFile:           c.TLSKeyFile,
-		TLSClientCAFile:      c.TLSClientCAFile,
-		AllowUnauthenticated: c.AllowUnauthenticated,
+		TLSKeyFile:           c.tlsKeyFile,
+		TLSClientCAFile:      c.tlsClientCAFile,
+		AllowUnauthenticated: c.allowUnauthenticated,
 		Emulator:             c.Emulator,
 		EmulatorSecret:       c.EmulatorSecret,
 		AnyOrigin:            anyOrigin,
-		Source:               c.Source,
+		Source:               c.source,
 	}
 }
 
@@ -134,9 +137,9 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("upstream", upstream),
-		slog.String("api_keys_file", c.APIKeysFile),
+		slog.String("api_keys_file", c.apiKeysFile),
 		slog.String("tls_cert", c.TLSCertFile),
-		slog.String("tls_client_ca", c.TLSClientCAFile),
+		slog.String("tls_client_ca", c.tlsClientCAFile),
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.Bool("emulator", c.Emulator),
 		slog.String("log_level", c.LogLevel.String()),
@@ -151,7 +154,7 @@ func (c *Config) LogValue() slog.Value {
 // for it on purpose.
 const (
 	EnvAPISecret     = auth.EnvAPISecret
-	EnvAPISecretFile = auth.EnvAPISecretFile
+	envAPISecretFile = auth.EnvAPISecretFile
 )
 
 // ErrVersion is what Load returns for --version: print the version and

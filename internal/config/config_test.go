@@ -78,18 +78,18 @@ func TestDefaults(t *testing.T) {
 				{"HTTPAddr", c.HTTPAddr, ":8080"},
 				{"Upstream", c.Upstream.String(), "https://api.chatbotkit.com"},
 				{"APISecret", c.APISecret, secret.Value("")},
-				{"APISecretFile", c.APISecretFile, ""},
-				{"APIKeysFile", c.APIKeysFile, ""},
+				{"apiSecretFile", c.apiSecretFile, ""},
+				{"apiKeysFile", c.apiKeysFile, ""},
 				{"TLSCertFile", c.TLSCertFile, ""},
-				{"TLSKeyFile", c.TLSKeyFile, ""},
-				{"TLSClientCAFile", c.TLSClientCAFile, ""},
-				{"AllowUnauthenticated", c.AllowUnauthenticated, false},
+				{"tlsKeyFile", c.tlsKeyFile, ""},
+				{"tlsClientCAFile", c.tlsClientCAFile, ""},
+				{"allowUnauthenticated", c.allowUnauthenticated, false},
 				{"CORSOrigins", len(c.CORSOrigins), 0},
 				{"Emulator", c.Emulator, false},
 				{"EmulatorAddr", c.EmulatorAddr, "127.0.0.1:8787"},
 				{"EmulatorSecret", c.EmulatorSecret.Reveal(), "emulator"},
 				{"LogLevel", c.LogLevel, slog.LevelInfo},
-				{"LogFormat", c.LogFormat, LogJSON},
+				{"LogFormat", c.LogFormat, logJSON},
 				{"ShutdownTimeout", c.ShutdownTimeout, 20 * time.Second},
 				{"MaxConnectionAge", c.MaxConnectionAge, 5 * time.Minute},
 				{"CallerRate", c.CallerRate, 0},
@@ -140,7 +140,7 @@ func TestFlagAndEnv(t *testing.T) {
 			wantFlag: "dev-flag", wantEnv: "dev-env",
 			extraArgs: []string{"--emulator"}},
 		{flag: "allow-unauthenticated", env: "CBKGATE_ALLOW_UNAUTHENTICATED", flagVal: "true", envVal: "1",
-			get:      func(c *Config) string { return fmt.Sprint(c.AllowUnauthenticated) },
+			get:      func(c *Config) string { return fmt.Sprint(c.allowUnauthenticated) },
 			wantFlag: "true", wantEnv: "true",
 			extraEnv: []string{EnvAPISecret, distinct}},
 		{flag: "emulator", env: "CBKGATE_EMULATOR", flagVal: "true", envVal: "TRUE",
@@ -186,17 +186,17 @@ func TestFlagBeatsEnvSpecialCases(t *testing.T) {
 	t.Run("empty flag switches off env", func(t *testing.T) {
 		c := mustLoad(t, []string{"--cors-origins=", "--api-keys-file="},
 			held("CBKGATE_CORS_ORIGINS", "*", "CBKGATE_API_KEYS_FILE", keys)...)
-		if len(c.CORSOrigins) != 0 || c.APIKeysFile != "" || c.Auth().KeysFile != "" {
-			t.Fatalf("CORS %q, keys file %q: want both empty", c.CORSOrigins, c.APIKeysFile)
+		if len(c.CORSOrigins) != 0 || c.apiKeysFile != "" || c.Auth().KeysFile != "" {
+			t.Fatalf("CORS %q, keys file %q: want both empty", c.CORSOrigins, c.apiKeysFile)
 		}
 	})
 	t.Run("api keys file", func(t *testing.T) {
 		env := []string{EnvAPISecret, distinct, "CBKGATE_API_KEYS_FILE", other}
-		if c := mustLoad(t, []string{"--api-keys-file", keys}, env...); c.APIKeysFile != keys || c.Source("api-keys-file") != "--api-keys-file" {
-			t.Fatalf("flag: got %q from %s", c.APIKeysFile, c.Source("api-keys-file"))
+		if c := mustLoad(t, []string{"--api-keys-file", keys}, env...); c.apiKeysFile != keys || c.source("api-keys-file") != "--api-keys-file" {
+			t.Fatalf("flag: got %q from %s", c.apiKeysFile, c.source("api-keys-file"))
 		}
-		if c := mustLoad(t, nil, env...); c.APIKeysFile != other || c.Source("api-keys-file") != "CBKGATE_API_KEYS_FILE" {
-			t.Fatalf("env: got %q from %s", c.APIKeysFile, c.Source("api-keys-file"))
+		if c := mustLoad(t, nil, env...); c.apiKeysFile != other || c.source("api-keys-file") != "CBKGATE_API_KEYS_FILE" {
+			t.Fatalf("env: got %q from %s", c.apiKeysFile, c.source("api-keys-file"))
 		}
 	})
 	t.Run("single dash flags", func(t *testing.T) {
@@ -212,7 +212,7 @@ func TestFlagBeatsEnvSpecialCases(t *testing.T) {
 func TestAuthSettings(t *testing.T) {
 	c := mustLoad(t, []string{"--api-keys-file", "/k", "--tls-cert", "/c", "--tls-key", "/k2", "--tls-client-ca", "/ca",
 		"--allow-unauthenticated", "--cors-origins", "*"},
-		EnvAPISecret, " "+distinct+"\n", EnvAPISecretFile, "/s")
+		EnvAPISecret, " "+distinct+"\n", envAPISecretFile, "/s")
 	a := c.Auth()
 	if a.Secret.Reveal() != " "+distinct+"\n" || a.SecretFile != "/s" || a.KeysFile != "/k" || a.TLSCertFile != "/c" || a.TLSKeyFile != "/k2" ||
 		a.TLSClientCAFile != "/ca" || !a.AllowUnauthenticated || a.Emulator || !a.AnyOrigin {
@@ -396,7 +396,7 @@ func TestHelp(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	u := Usage()
-	want := []string{EnvAPISecret, EnvAPISecretFile}
+	want := []string{EnvAPISecret, envAPISecretFile}
 	for _, s := range settings {
 		want = append(want, "--"+s.flag, s.env)
 		if s.def != "" {
@@ -421,7 +421,7 @@ func TestUsage(t *testing.T) {
 // not reveal the held secret or the API keys.
 func TestPrintedConfigHidesSecrets(t *testing.T) {
 	keys := writeFile(t, t.TempDir(), "keys", distinct+"-key\n")
-	c := mustLoad(t, []string{"--api-keys-file", keys}, EnvAPISecret, distinct, EnvAPISecretFile, "/s")
+	c := mustLoad(t, []string{"--api-keys-file", keys}, EnvAPISecret, distinct, envAPISecretFile, "/s")
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", c)

@@ -116,18 +116,18 @@ func (in *input) serving(c *Config) error {
 	if c.CORSOrigins, err = in.corsOrigins(); err != nil {
 		return err
 	}
-	c.AllowUnauthenticated, err = in.boolean(fAllowUnauth)
+	c.allowUnauthenticated, err = in.boolean(fAllowUnauth)
 	return err
 }
 
 // authInputs copies the paths and the secret internal/auth checks and
 // reads; nothing about them is judged here.
 func (in *input) authInputs(c *Config) {
-	c.APIKeysFile, _, _ = in.get(fAPIKeysFile)
+	c.apiKeysFile, _, _ = in.get(fAPIKeysFile)
 	c.TLSCertFile, _, _ = in.get(fTLSCert)
-	c.TLSKeyFile, _, _ = in.get(fTLSKey)
-	c.TLSClientCAFile, _, _ = in.get(fTLSClientCA)
-	c.APISecret, c.APISecretFile = secret.Value(in.getenv(EnvAPISecret)), in.getenv(EnvAPISecretFile)
+	c.tlsKeyFile, _, _ = in.get(fTLSKey)
+	c.tlsClientCAFile, _, _ = in.get(fTLSClientCA)
+	c.APISecret, c.apiSecretFile = secret.Value(in.getenv(EnvAPISecret)), in.getenv(envAPISecretFile)
 }
 
 // realUpstream takes the upstream from --upstream. The emulator's settings

@@ -85,7 +85,7 @@ func (in *input) logLevel() (slog.Level, error) {
 func (in *input) logFormat() (LogFormat, error) {
 	v, src, _ := in.get(fLogFormat)
 	switch f := LogFormat(strings.ToLower(v)); f {
-	case LogJSON, LogText:
+	case logJSON, logText:
 		return f, nil
 	}
 	return "", fmt.Errorf("%s: %q: must be json or text", src, v)

@@ -106,7 +106,7 @@ func Usage() string {
 	b.WriteString("  --version\n        print \"cbkgate VERSION (REVISION)\" and exit\n")
 	b.WriteString("\nUpstream secret (environment only, never a flag, so it stays out of ps):\n")
 	fmt.Fprintf(&b, "  %s\n        the ChatBotKit secret to hold; callers then authenticate to cbkgate\n", EnvAPISecret)
-	fmt.Fprintf(&b, "  %s\n        a file holding that secret (surrounding whitespace trimmed); re-read on SIGHUP and on change\n", EnvAPISecretFile)
+	fmt.Fprintf(&b, "  %s\n        a file holding that secret (surrounding whitespace trimmed); re-read on SIGHUP and on change\n", envAPISecretFile)
 	b.WriteString("  With neither set, cbkgate runs pass-through: each caller's Authorization: Bearer is forwarded.\n")
 	b.WriteString("\nHealth check (for Docker's HEALTHCHECK; the image has no shell or curl):\n")
 	b.WriteString("  cbkgate healthcheck [--http-addr host:port] [--path /readyz] [--tls]\n")
