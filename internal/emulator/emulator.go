@@ -21,7 +21,7 @@
 //     deleted or created meanwhile. A page's cursor is the position of its
 //     last item; an empty page returns the cursor it was asked with ("" when
 //     none), so passing a cursor back never moves backwards or restarts.
-//   - take defaults to Options.DefaultTake and is clamped to Options.MaxTake.
+//   - take defaults to 25 and is clamped to 100.
 //   - The JSONL stream (Accept: application/jsonl) ignores take and sends
 //     every token from the cursor on; an ascending stream stops at the tokens
 //     that existed when it started, so it ends even under constant inserts.
@@ -57,34 +57,29 @@ type Options struct {
 	// is empty, because an emulator that accepts anything would hide a client
 	// that forgets to authenticate.
 	Secret string
-	// DefaultTake is the page size when a list request has no take; 0 means
-	// 25. It is lowered to MaxTake if larger.
-	DefaultTake int
-	// MaxTake caps take; 0 means 100. Larger values are clamped rather than
-	// rejected, as most paginated APIs do: a client asking for more still
-	// gets a valid page and cursor, and a client that wrongly treats a page
-	// shorter than take as the end of the list is caught.
-	MaxTake int
-	// MaxTokens caps the tokens held across all users; 0 means
-	// DefaultMaxTokens. A create past it is refused with 422, so that a
-	// dev-mode server left running cannot be grown without bound by its
-	// callers. Seed is not counted against it (benchmarks seed millions).
-	MaxTokens int
 }
 
-// DefaultMaxTokens is the tokens an emulator holds unless Options says
-// otherwise: far more than any test or manual session creates, and at most
-// about 6 GiB even if every token carried maxStoredFieldBytes.
-const DefaultMaxTokens = 100_000
+// defaultMaxTokens caps the tokens Create makes across all users: far more
+// than any test or manual session creates, and at most about 6 GiB even if
+// every token carried maxStoredFieldBytes. A create past it is refused with
+// 422, so that a dev-mode server left running cannot be grown without bound
+// by its callers. Seed is not counted against it (benchmarks seed
+// millions).
+const defaultMaxTokens = 100_000
 
 // maxStoredFieldBytes caps what one token stores of config and meta
 // together (a create or update past it is refused with 413, as ChatBotKit
-// refuses content that is too large), so that MaxTokens bounds memory.
+// refuses content that is too large), so that defaultMaxTokens bounds memory.
 const maxStoredFieldBytes = 64 << 10
 
 const (
-	defaultTake  = 25
-	defaultMax   = 100
+	// defaultTake is the page size when a list request has no take.
+	defaultTake = 25
+	// maxTake caps take. Larger values are clamped rather than rejected,
+	// as most paginated APIs do: a client asking for more still gets a
+	// valid page and cursor, and a client that wrongly treats a page
+	// shorter than take as the end of the list is caught.
+	maxTake      = 100
 	maxBodyBytes = 1 << 20 // request bodies over 1 MiB get 413
 	streamBatch  = 256     // tokens copied per lock hold while streaming
 )
@@ -92,13 +87,11 @@ const (
 // Emulator serves the token endpoints from memory. It is safe for concurrent
 // use. Create it with New.
 type Emulator struct {
-	secretHash  [sha256.Size]byte
-	defaultTake int
-	maxTake     int
+	secretHash [sha256.Size]byte
 	// idPrefix is random per instance, so ids from another run are unknown.
 	idPrefix string
 
-	maxTokens int
+	maxTokens int // defaultMaxTokens; tests lower it (export_test.go)
 
 	mu      sync.RWMutex
 	created int                // tokens Create made, less those deleted (see delete)
@@ -127,23 +120,11 @@ func New(opts Options) *Emulator {
 		panic("emulator: Options.Secret is required")
 	}
 	e := &Emulator{
-		secretHash:  sha256.Sum256([]byte(opts.Secret)),
-		defaultTake: opts.DefaultTake,
-		maxTake:     opts.MaxTake,
-		maxTokens:   opts.MaxTokens,
-		idPrefix:    "tok_" + strings.ToLower(rand.Text()[:8]) + "_",
-		users:       make(map[string][]token),
+		secretHash: sha256.Sum256([]byte(opts.Secret)),
+		idPrefix:   "tok_" + strings.ToLower(rand.Text()[:8]) + "_",
+		maxTokens:  defaultMaxTokens,
+		users:      make(map[string][]token),
 	}
-	if e.maxTake <= 0 {
-		e.maxTake = defaultMax
-	}
-	if e.maxTokens <= 0 {
-		e.maxTokens = DefaultMaxTokens
-	}
-	if e.defaultTake <= 0 {
-		e.defaultTake = defaultTake
-	}
-	e.defaultTake = min(e.defaultTake, e.maxTake)
 	return e
 }
 
@@ -341,17 +322,17 @@ func (e *Emulator) list(w http.ResponseWriter, r *http.Request, userID string) {
 		writeError(w, http.StatusBadRequest, "BAD_REQUEST", `order must be "asc" or "desc"`)
 		return
 	}
-	take := e.defaultTake
+	take := defaultTake
 	if s := q.Get("take"); s != "" {
 		n, err := strconv.Atoi(s)
 		switch {
 		case errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-"):
-			n = e.maxTake
+			n = maxTake
 		case err != nil || n <= 0:
 			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "take must be a positive integer")
 			return
 		}
-		take = min(n, e.maxTake)
+		take = min(n, maxTake)
 	}
 	cursor := q.Get("cursor")
 	pos := uint64(0)
@@ -588,7 +569,7 @@ func (e *Emulator) delete(w http.ResponseWriter, r *http.Request, userID, tokenI
 			e.users[userID] = list
 		}
 		// A deleted seeded token frees room too: what is held stays at
-		// most the seeded tokens plus MaxTokens.
+		// most the seeded tokens plus maxTokens.
 		e.created = max(e.created-1, 0)
 	}
 	e.mu.Unlock()

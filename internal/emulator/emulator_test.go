@@ -404,21 +404,17 @@ func TestPagination(t *testing.T) {
 
 func TestTakeDefaults(t *testing.T) {
 	for _, tc := range []struct {
-		opts  emulator.Options
 		query string
 		want  int
 	}{
-		{emulator.Options{}, "", 25},
-		{emulator.Options{}, "take=100", 100},
-		{emulator.Options{}, "take=101", 100},
-		{emulator.Options{}, "take=99999999999999999999999", 100},
-		{emulator.Options{DefaultTake: 3, MaxTake: 10}, "", 3},
-		{emulator.Options{DefaultTake: 3, MaxTake: 10}, "take=50", 10},
-		{emulator.Options{DefaultTake: 50, MaxTake: 10}, "", 10},
-		{emulator.Options{}, "take=", 25},
+		{"", 25},
+		{"take=100", 100},
+		{"take=101", 100},
+		{"take=99999999999999999999999", 100},
+		{"take=", 25},
 	} {
-		t.Run(fmt.Sprintf("%+v/%s", tc.opts, tc.query), func(t *testing.T) {
-			e, srv := start(t, tc.opts)
+		t.Run(tc.query, func(t *testing.T) {
+			e, srv := start(t, emulator.Options{})
 			e.Seed("u", 300)
 			c := newClient(t, srv, "/v1")
 			if n := len(c.list("u", tc.query).Items); n != tc.want {
@@ -905,11 +901,12 @@ func BenchmarkStreamMillion(b *testing.B) {
 }
 
 // TestStoredBounds: what callers make the emulator hold is bounded. Config
-// and meta past 64 KiB are 413 and stored nowhere; creates past MaxTokens
+// and meta past 64 KiB are 413 and stored nowhere; creates past the cap
 // are 422 and change nothing; a delete makes room again; Seed is not
 // counted.
 func TestStoredBounds(t *testing.T) {
-	e, srv := start(t, emulator.Options{MaxTokens: 3})
+	e, srv := start(t, emulator.Options{})
+	emulator.SetMaxTokens(e, 3)
 	e.Seed("seeded", 10)
 	c := newClient(t, srv, "/v1")
 
@@ -923,7 +920,7 @@ func TestStoredBounds(t *testing.T) {
 	}
 	status, _, b := c.do("POST", userPath("u")+"/create", `{}`)
 	if status != http.StatusUnprocessableEntity || !strings.Contains(string(b), "UNPROCESSABLE_ENTITY") {
-		t.Fatalf("create past MaxTokens: status %d %s, want 422", status, b)
+		t.Fatalf("create past the cap: status %d %s, want 422", status, b)
 	}
 	if status, _, b := c.do("POST", userPath("u")+"/"+url.PathEscape(ids[0])+"/update", big); status != http.StatusRequestEntityTooLarge {
 		t.Fatalf("update with 70 KiB of config and meta: status %d %s, want 413", status, b)
