@@ -83,7 +83,7 @@ func TestPanicWhileFetchingPagesEndsOnlyTheCall(t *testing.T) {
 	}
 }
 
-// page_size over MaxPageSize is clamped, not refused.
+// page_size over maxPageSize is clamped, not refused.
 func TestPageSizeIsClampedTo1000(t *testing.T) {
 	takes := make(chan string, 1)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -27,15 +27,15 @@ import (
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
 
-// DefaultPageSize is the upstream page size when a ListRequest leaves
+// defaultPageSize is the upstream page size when a ListRequest leaves
 // page_size at 0. ChatBotKit clamps larger takes, so bigger pages only mean
 // fewer round trips up to its maximum.
-const DefaultPageSize = 100
+const defaultPageSize = 100
 
-// MaxPageSize is the largest upstream page a List asks for; a larger
+// maxPageSize is the largest upstream page a List asks for; a larger
 // page_size is clamped to it. With the client's refusal of pages longer
 // than asked for, a List holds at most two pages of this many tokens.
-const MaxPageSize = chatbotkit.MaxTake
+const maxPageSize = chatbotkit.MaxTake
 
 // upstreamTimeout bounds one upstream request (a unary call, or one page of
 // a listing) whose caller set no deadline, so a ChatBotKit that never
@@ -173,11 +173,11 @@ func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-ch
 		opts := chatbotkit.ListOptions{Cursor: req.GetCursor(), Order: upstreamOrder(req.GetOrder())}
 		pageSize := int(req.GetPageSize())
 		if pageSize == 0 {
-			pageSize = DefaultPageSize
+			pageSize = defaultPageSize
 		}
 		// CONTRACT.md "Upstream calls": larger pages are clamped, not
 		// refused; ChatBotKit serves no more per page anyway.
-		pageSize = min(pageSize, MaxPageSize)
+		pageSize = min(pageSize, maxPageSize)
 		limit := int(req.GetLimit()) // 0: no limit
 		fetched := 0
 		for {
