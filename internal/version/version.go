@@ -24,8 +24,8 @@ var (
 	revision string
 )
 
-// Unknown stands for a revision the build did not record.
-const Unknown = "unknown"
+// unknown stands for a revision the build did not record.
+const unknown = "unknown"
 
 var info = sync.OnceValues(func() (string, string) {
 	v, r := version, revision
@@ -45,7 +45,7 @@ var info = sync.OnceValues(func() (string, string) {
 		v = "(devel)"
 	}
 	if r == "" {
-		r = Unknown
+		r = unknown
 	}
 	return v, r
 })
