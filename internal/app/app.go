@@ -121,9 +121,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		a.metrics = telemetry.NewMetrics()
 	}
 
-	// No Secret: the auth interceptors give every call the secret to
-	// spend (the caller's, or the held one in force when the call began),
-	// so a rotated secret is used from the next call on.
+	// The auth interceptors give every call the secret to spend (the
+	// caller's, or the held one in force when the call began), so a
+	// rotated secret is used from the next call on.
 	client, err := chatbotkit.New(chatbotkit.Options{
 		BaseURL:        cfg.Upstream.String(),
 		UserAgent:      "cbkgate/" + version.Version(),

@@ -198,7 +198,7 @@ type decision struct {
 }
 
 func (d decision) apply(ctx context.Context) context.Context {
-	return WithCaller(withUpstreamSecret(ctx, d.upstream), d.caller)
+	return WithCaller(WithUpstreamSecret(ctx, d.upstream), d.caller)
 }
 
 func refuse(reason, msg string) decision {
@@ -321,8 +321,9 @@ func UpstreamSecret(ctx context.Context) secret.Value {
 	return v
 }
 
-// withUpstreamSecret returns a context whose UpstreamSecret is v. The
-// interceptors use it.
-func withUpstreamSecret(ctx context.Context, v secret.Value) context.Context {
+// WithUpstreamSecret returns a context whose UpstreamSecret is v. The
+// interceptors use it; so do internal/service's tests, which run no
+// interceptors.
+func WithUpstreamSecret(ctx context.Context, v secret.Value) context.Context {
 	return context.WithValue(ctx, upstreamSecretKey{}, v)
 }

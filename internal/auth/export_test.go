@@ -43,6 +43,3 @@ func New(o Options) (*Authenticator, error) {
 
 // CertName is certName, for its fallbacks.
 var CertName = certName
-
-// WithUpstreamSecret is withUpstreamSecret, for the context round trip.
-var WithUpstreamSecret = withUpstreamSecret

@@ -35,13 +35,13 @@ func TestBodyCaps(t *testing.T) {
 
 	for _, cur := range []string{"", "chunked"} {
 		before := rc.count()
-		if _, err := small.ListPage(ctx, "", "u", ListOptions{Cursor: cur}); !errors.Is(err, ErrResponseTooLarge) {
+		if _, err := small.ListPage(ctx, heldSecret, "u", ListOptions{Cursor: cur}); !errors.Is(err, ErrResponseTooLarge) {
 			t.Errorf("page %q over the cap: %v", cur, err)
 		}
 		if n := rc.count() - before; n != 1 {
 			t.Errorf("page %q: a cap hit was retried: %d calls", cur, n)
 		}
-		if _, err := exact.ListPage(ctx, "", "u", ListOptions{Cursor: cur}); err != nil {
+		if _, err := exact.ListPage(ctx, heldSecret, "u", ListOptions{Cursor: cur}); err != nil {
 			t.Errorf("page %q at the cap: %v", cur, err)
 		}
 	}
@@ -60,7 +60,7 @@ func TestBodiesCutShort(t *testing.T) {
 			srv, rc := serve(t, func(w http.ResponseWriter, r *http.Request) { hijackWrite(t, w, raw, reset) })
 			c, _ := newTestClient(t, srv.URL, nil)
 			c.maxAttempts = 2
-			page, err := c.ListPage(context.Background(), "", "u", ListOptions{})
+			page, err := c.ListPage(context.Background(), heldSecret, "u", ListOptions{})
 			if !errors.Is(err, ErrUnavailable) || page != nil {
 				t.Errorf("%s (RST %v): %v, want ErrUnavailable", name, reset, err)
 			}
@@ -69,7 +69,7 @@ func TestBodiesCutShort(t *testing.T) {
 			}
 			// Writes: an answer cut short is not a reason to send again.
 			before := rc.count()
-			if _, err := c.Create(context.Background(), "", "u", TokenInput{}); !errors.Is(err, ErrUnavailable) {
+			if _, err := c.Create(context.Background(), heldSecret, "u", TokenInput{}); !errors.Is(err, ErrUnavailable) {
 				t.Errorf("create, %s: %v", name, err)
 			}
 			if n := rc.count() - before; n != 1 {
@@ -115,7 +115,7 @@ func (b *blockingServer) checkEnded(t *testing.T, what string) {
 func TestCancelReachesUpstream(t *testing.T) {
 	calls := map[string]func(context.Context, *Client) error{
 		"list": func(ctx context.Context, c *Client) error {
-			_, err := c.ListPage(ctx, "", "u", ListOptions{})
+			_, err := c.ListPage(ctx, heldSecret, "u", ListOptions{})
 			return err
 		},
 	}
@@ -179,7 +179,7 @@ func TestCancelWhileReadingBody(t *testing.T) {
 			})
 		})
 		c.maxAttempts = 1 // a second attempt would find the cancel in send
-		_, err := c.ListPage(ctx, "", "u", ListOptions{})
+		_, err := c.ListPage(ctx, heldSecret, "u", ListOptions{})
 		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
 			t.Errorf("status %d: %v, want context.Canceled", status, err)
 		}
@@ -196,7 +196,7 @@ func TestDeadlineReachesUpstream(t *testing.T) {
 	c, _ := newTestClient(t, srv.URL, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err := c.Create(ctx, "", "u", TokenInput{})
+	_, err := c.Create(ctx, heldSecret, "u", TokenInput{})
 	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnavailable) {
 		t.Errorf("%v, want context.DeadlineExceeded", err)
 	}
@@ -210,7 +210,7 @@ func TestClientTimeoutIsUnavailable(t *testing.T) {
 	c, _ := newTestClient(t, srv.URL, nil)
 	c.maxAttempts = 1
 	c.hc.Timeout = 50 * time.Millisecond
-	_, err := c.ListPage(context.Background(), "", "u", ListOptions{})
+	_, err := c.ListPage(context.Background(), heldSecret, "u", ListOptions{})
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("%v, want ErrUnavailable and not DeadlineExceeded", err)
 	}
@@ -222,7 +222,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 		http.Redirect(w, r, "http://127.0.0.1:1/elsewhere", http.StatusMovedPermanently)
 	})
 	c, _ := newTestClient(t, srv.URL, nil)
-	_, err := c.Create(context.Background(), "", "u", TokenInput{})
+	_, err := c.Create(context.Background(), heldSecret, "u", TokenInput{})
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Status != 301 || rc.count() != 1 {
 		t.Errorf("%v", err)
@@ -265,16 +265,16 @@ func TestConnectionReuse(t *testing.T) {
 	})
 	ctx := context.Background()
 	round := func(c *Client) error {
-		if _, err := c.ListPage(ctx, "", "u", ListOptions{}); err != nil {
+		if _, err := c.ListPage(ctx, heldSecret, "u", ListOptions{}); err != nil {
 			return err
 		}
-		if _, err := c.Create(ctx, "", "u", TokenInput{}); err != nil {
+		if _, err := c.Create(ctx, heldSecret, "u", TokenInput{}); err != nil {
 			return err
 		}
-		if _, err := c.Update(ctx, "", "u", "t", TokenInput{}); err != nil {
+		if _, err := c.Update(ctx, heldSecret, "u", "t", TokenInput{}); err != nil {
 			return err
 		}
-		if _, err := c.Delete(ctx, "", "missing", "t"); err == nil {
+		if _, err := c.Delete(ctx, heldSecret, "missing", "t"); err == nil {
 			return errors.New("want a 404")
 		}
 		return nil
@@ -339,12 +339,12 @@ func TestNoSecretInErrors(t *testing.T) {
 	ctx := context.Background()
 	var errs []error
 	for _, cur := range []string{"echo", "cut", "malformed"} {
-		_, err := c.ListPage(ctx, "", "u", ListOptions{Cursor: cur})
+		_, err := c.ListPage(ctx, heldSecret, "u", ListOptions{Cursor: cur})
 		errs = append(errs, err)
 	}
 	dead, _ := newTestClient(t, "http://"+closedAddr(t), nil)
 	dead.maxAttempts = 1
-	_, err := dead.Create(ctx, "", "u", TokenInput{})
+	_, err := dead.Create(ctx, heldSecret, "u", TokenInput{})
 	errs = append(errs, err)
 	for i, err := range errs {
 		if err == nil {

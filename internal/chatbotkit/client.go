@@ -66,8 +66,6 @@ type Options struct {
 	// BaseURL is the API root, e.g. "https://api.chatbotkit.com"; request
 	// paths "/v1/partner/user/..." are appended to its path.
 	BaseURL string
-	// Secret is the held upstream secret, used when a call passes a zero one.
-	Secret secret.Value
 	// UserAgent defaults to "cbkgate/dev".
 	UserAgent string
 	// Transport carries the requests; nil means NewTransport(). The
@@ -86,7 +84,6 @@ type Options struct {
 // Client calls the partner user token API. It is safe for concurrent use.
 type Client struct {
 	base       string // scheme://host/prefix, no trailing slash, escaped
-	secret     secret.Value
 	userAgent  string
 	hc         *http.Client
 	onAttempt  func(Attempt)
@@ -108,7 +105,6 @@ func New(opts Options) (*Client, error) {
 	}
 	c := &Client{
 		base:        u.Scheme + "://" + u.Host + u.EscapedPath(),
-		secret:      opts.Secret,
 		userAgent:   opts.UserAgent,
 		onAttempt:   opts.OnAttempt,
 		reqHeaders:  opts.RequestHeaders,
@@ -195,9 +191,6 @@ type request struct {
 // as exactly one path segment. ids are the user id and, for update and
 // delete, the token id.
 func (c *Client) newRequest(op, method string, cred secret.Value, action string, ids ...string) (*request, error) {
-	if cred.IsZero() {
-		cred = c.secret
-	}
 	if cred.IsZero() {
 		return nil, fmt.Errorf("%w: %s", ErrNoCredential, op)
 	}
@@ -335,24 +328,22 @@ func (c *Client) readAPIError(ctx context.Context, r *request, resp *http.Respon
 	}
 	// An upstream that echoes a credential back must not put it into our
 	// error strings, nor through them to the caller or the log.
-	e.Code = c.redact(e.Code, r.cred)
-	e.Message = c.redact(e.Message, r.cred)
+	e.Code = redact(e.Code, r.cred)
+	e.Message = redact(e.Message, r.cred)
 	return e
 }
 
-// Redact returns s with every secret in play for a call replaced by
-// secret.Redacted: the held secret and cred, the call's own credential (a
-// caller's pass-through bearer). Any length counts: a short secret is still
-// a secret, and a word it mangles in an upstream message is the lesser harm.
+// Redact returns s with cred, the secret a call spends (the held one or a
+// caller's pass-through bearer), replaced by secret.Redacted. Any length
+// counts: a short secret is still a secret, and a word it mangles in an
+// upstream message is the lesser harm.
 func (c *Client) Redact(s string, cred secret.Value) string {
-	return c.redact(s, cred.Reveal())
+	return redact(s, cred.Reveal())
 }
 
-func (c *Client) redact(s, cred string) string {
-	for _, v := range [...]string{cred, c.secret.Reveal()} {
-		if v != "" {
-			s = strings.ReplaceAll(s, v, secret.Redacted)
-		}
+func redact(s, cred string) string {
+	if cred != "" {
+		s = strings.ReplaceAll(s, cred, secret.Redacted)
 	}
 	return s
 }

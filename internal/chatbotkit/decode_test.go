@@ -36,7 +36,7 @@ func TestListPageDecodes(t *testing.T) {
 		writeJSON(w, 200, `{"items":[`+richItem+`,{"id":"t2","meta":null,"createdAt":1e3,"updatedAt":0},{"id":"t3","name":null,"createdAt":-1000,"updatedAt":null,"extra":true}],"cursor":"cur-3"}`)
 	})
 	c, _ := newTestClient(t, srv.URL, nil)
-	page, err := c.ListPage(context.Background(), "", "u", ListOptions{})
+	page, err := c.ListPage(context.Background(), heldSecret, "u", ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestWriteResponsesDecode(t *testing.T) {
 	})
 	c, _ := newTestClient(t, srv.URL, nil)
 	ctx := context.Background()
-	cr, err := c.Create(ctx, "", "u", TokenInput{})
+	cr, err := c.Create(ctx, heldSecret, "u", TokenInput{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,10 +72,10 @@ func TestWriteResponsesDecode(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v", cr, *cr); strings.Contains(s, "sk-minted") {
 		t.Errorf("the minted token prints: %s", s)
 	}
-	if id, err := c.Update(ctx, "", "u", "t9", TokenInput{}); err != nil || id != "t9" {
+	if id, err := c.Update(ctx, heldSecret, "u", "t9", TokenInput{}); err != nil || id != "t9" {
 		t.Errorf("update: %q, %v", id, err)
 	}
-	if id, err := c.Delete(ctx, "", "u", "t9"); err != nil || id != "t9" {
+	if id, err := c.Delete(ctx, heldSecret, "u", "t9"); err != nil || id != "t9" {
 		t.Errorf("delete: %q, %v", id, err)
 	}
 }
@@ -106,24 +106,24 @@ func TestMalformedResponses(t *testing.T) {
 	}
 	for _, b := range pages {
 		set(b)
-		if _, err := c.ListPage(ctx, "", "u", ListOptions{}); !errors.Is(err, ErrMalformedResponse) {
+		if _, err := c.ListPage(ctx, heldSecret, "u", ListOptions{}); !errors.Is(err, ErrMalformedResponse) {
 			t.Errorf("page %q: %v, want ErrMalformedResponse", b, err)
 		}
 	}
 
 	for _, b := range []string{`{}`, `{"id":"x"}`, `{"token":"sk-x"}`, `{"id":"x","token":5}`, `nope`} {
 		set(b)
-		_, err := c.Create(ctx, "", "u", TokenInput{})
+		_, err := c.Create(ctx, heldSecret, "u", TokenInput{})
 		if !errors.Is(err, ErrMalformedResponse) {
 			t.Errorf("create %q: %v, want ErrMalformedResponse", b, err)
 		}
 	}
 	for _, b := range []string{`{}`, `{"id":""}`, `{"id":5}`, ``} {
 		set(b)
-		if _, err := c.Update(ctx, "", "u", "t", TokenInput{}); !errors.Is(err, ErrMalformedResponse) {
+		if _, err := c.Update(ctx, heldSecret, "u", "t", TokenInput{}); !errors.Is(err, ErrMalformedResponse) {
 			t.Errorf("update %q: %v, want ErrMalformedResponse", b, err)
 		}
-		if _, err := c.Delete(ctx, "", "u", "t"); !errors.Is(err, ErrMalformedResponse) {
+		if _, err := c.Delete(ctx, heldSecret, "u", "t"); !errors.Is(err, ErrMalformedResponse) {
 			t.Errorf("delete %q: %v, want ErrMalformedResponse", b, err)
 		}
 	}
@@ -174,7 +174,7 @@ func TestPagination(t *testing.T) {
 			if pages > n+1 {
 				t.Fatal("pagination does not end")
 			}
-			p, err := c.ListPage(ctx, "", "u", ListOptions{Cursor: cursor, Order: order, Take: take})
+			p, err := c.ListPage(ctx, heldSecret, "u", ListOptions{Cursor: cursor, Order: order, Take: take})
 			if err != nil {
 				t.Fatal(err)
 			}

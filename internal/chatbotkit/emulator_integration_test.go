@@ -21,12 +21,12 @@ import (
 
 const emuSecret = "emulator-secret-for-tests"
 
-func startEmulator(t *testing.T, held secret.Value) (*emulator.Emulator, *chatbotkit.Client, string) {
+func startEmulator(t *testing.T) (*emulator.Emulator, *chatbotkit.Client, string) {
 	t.Helper()
 	emu := emulator.New(emulator.Options{Secret: emuSecret})
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
-	c, err := chatbotkit.New(chatbotkit.Options{BaseURL: srv.URL, Secret: held})
+	c, err := chatbotkit.New(chatbotkit.Options{BaseURL: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func walk(t *testing.T, c *chatbotkit.Client, userID string, opts chatbotkit.Lis
 		if pages > 10000 {
 			t.Fatal("pagination does not end")
 		}
-		p, err := c.ListPage(context.Background(), "", userID, opts)
+		p, err := c.ListPage(context.Background(), emuSecret, userID, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,12 +76,12 @@ func wantAPIError(t *testing.T, what string, err error, status int, code string)
 }
 
 func TestEmulatorRoundTrip(t *testing.T) {
-	_, c, _ := startEmulator(t, emuSecret)
+	_, c, _ := startEmulator(t)
 	ctx := context.Background()
 	const meta = `{"big":12345678901234567890,"f":1.10,"nested":{"a":[1,2.50,"x"]}}`
 	before := time.Now().Add(-time.Second)
 
-	cr, err := c.Create(ctx, "", "u1", chatbotkit.TokenInput{
+	cr, err := c.Create(ctx, emuSecret, "u1", chatbotkit.TokenInput{
 		Name: ptr("first"), Description: ptr("d1"),
 		Config: json.RawMessage(`{"k": "v"}`), Meta: json.RawMessage(meta),
 	})
@@ -91,12 +91,12 @@ func TestEmulatorRoundTrip(t *testing.T) {
 	if cr.ID == "" || cr.Token.IsZero() || cr.CreatedAt.Before(before) || cr.CreatedAt.After(time.Now().Add(time.Second)) {
 		t.Fatalf("created %+v (token set: %v)", cr, !cr.Token.IsZero())
 	}
-	bare, err := c.Create(ctx, "", "u1", chatbotkit.TokenInput{})
+	bare, err := c.Create(ctx, emuSecret, "u1", chatbotkit.TokenInput{})
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	page, err := c.ListPage(ctx, "", "u1", chatbotkit.ListOptions{})
+	page, err := c.ListPage(ctx, emuSecret, "u1", chatbotkit.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestEmulatorRoundTrip(t *testing.T) {
 	}
 
 	// Update the name only: the rest stays.
-	id, err := c.Update(ctx, "", "u1", cr.ID, chatbotkit.TokenInput{Name: ptr("renamed")})
+	id, err := c.Update(ctx, emuSecret, "u1", cr.ID, chatbotkit.TokenInput{Name: ptr("renamed")})
 	if err != nil || id != cr.ID {
 		t.Fatalf("update: %q %v", id, err)
 	}
@@ -125,27 +125,27 @@ func TestEmulatorRoundTrip(t *testing.T) {
 		t.Errorf("after update: %+v", u)
 	}
 
-	if id, err := c.Delete(ctx, "", "u1", cr.ID); err != nil || id != cr.ID {
+	if id, err := c.Delete(ctx, emuSecret, "u1", cr.ID); err != nil || id != cr.ID {
 		t.Fatalf("delete: %q %v", id, err)
 	}
 	if got := ids(walk(t, c, "u1", chatbotkit.ListOptions{})); !slices.Equal(got, []string{bare.ID}) {
 		t.Errorf("after delete: %v", got)
 	}
-	_, err = c.Delete(ctx, "", "u1", cr.ID)
+	_, err = c.Delete(ctx, emuSecret, "u1", cr.ID)
 	wantAPIError(t, "delete again", err, 404, "NOT_FOUND")
-	_, err = c.Update(ctx, "", "u1", cr.ID, chatbotkit.TokenInput{Name: ptr("x")})
+	_, err = c.Update(ctx, emuSecret, "u1", cr.ID, chatbotkit.TokenInput{Name: ptr("x")})
 	wantAPIError(t, "update deleted", err, 404, "NOT_FOUND")
 	// Another user's token is not found.
-	_, err = c.Delete(ctx, "", "u2", bare.ID)
+	_, err = c.Delete(ctx, emuSecret, "u2", bare.ID)
 	wantAPIError(t, "delete as another user", err, 404, "NOT_FOUND")
-	_, err = c.Update(ctx, "", "u1", "no-such-token", chatbotkit.TokenInput{})
+	_, err = c.Update(ctx, emuSecret, "u1", "no-such-token", chatbotkit.TokenInput{})
 	wantAPIError(t, "update unknown", err, 404, "NOT_FOUND")
 }
 
 // TestEmulatorPagination walks long lists in both orders, by pages of
 // several sizes (one above the emulator's clamp) and by stream.
 func TestEmulatorPagination(t *testing.T) {
-	emu, c, _ := startEmulator(t, emuSecret)
+	emu, c, _ := startEmulator(t)
 	const n = 357
 	emu.Seed("many", n)
 	emu.Seed("other", 5)
@@ -187,11 +187,11 @@ func TestEmulatorPagination(t *testing.T) {
 		order chatbotkit.Order
 		want  []chatbotkit.Token
 	}{{chatbotkit.OrderAsc, asc}, {chatbotkit.OrderDesc, desc}} {
-		p1, err := c.ListPage(context.Background(), "", "many", chatbotkit.ListOptions{Order: tc.order, Take: 10})
+		p1, err := c.ListPage(context.Background(), emuSecret, "many", chatbotkit.ListOptions{Order: tc.order, Take: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		p2, err := c.ListPage(context.Background(), "", "many", chatbotkit.ListOptions{Order: tc.order, Take: 10, Cursor: p1.Cursor})
+		p2, err := c.ListPage(context.Background(), emuSecret, "many", chatbotkit.ListOptions{Order: tc.order, Take: 10, Cursor: p1.Cursor})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func TestEmulatorPagination(t *testing.T) {
 		}
 	}
 
-	_, err := c.ListPage(context.Background(), "", "many", chatbotkit.ListOptions{Cursor: "not a cursor"})
+	_, err := c.ListPage(context.Background(), emuSecret, "many", chatbotkit.ListOptions{Cursor: "not a cursor"})
 	wantAPIError(t, "bad cursor", err, 400, "BAD_REQUEST")
 	if got := walk(t, c, "nobody", chatbotkit.ListOptions{}); len(got) != 0 {
 		t.Errorf("unknown user listed %d tokens", len(got))
@@ -213,45 +213,36 @@ func TestEmulatorPagination(t *testing.T) {
 
 func TestEmulatorAuthentication(t *testing.T) {
 	ctx := context.Background()
-	_, wrong, base := startEmulator(t, "not-the-secret")
+	_, c, _ := startEmulator(t)
+	const wrong = secret.Value("not-the-secret")
 	errs := map[string]error{}
-	_, errs["list"] = wrong.ListPage(ctx, "", "u", chatbotkit.ListOptions{})
-	_, errs["create"] = wrong.Create(ctx, "", "u", chatbotkit.TokenInput{})
-	_, errs["update"] = wrong.Update(ctx, "", "u", "t", chatbotkit.TokenInput{})
-	_, errs["delete"] = wrong.Delete(ctx, "", "u", "t")
+	_, errs["list"] = c.ListPage(ctx, wrong, "u", chatbotkit.ListOptions{})
+	_, errs["create"] = c.Create(ctx, wrong, "u", chatbotkit.TokenInput{})
+	_, errs["update"] = c.Update(ctx, wrong, "u", "t", chatbotkit.TokenInput{})
+	_, errs["delete"] = c.Delete(ctx, wrong, "u", "t")
 	for name, err := range errs {
 		wantAPIError(t, name, err, 401, "NOT_AUTHENTICATED")
-		if strings.Contains(err.Error(), "not-the-secret") {
+		if strings.Contains(err.Error(), wrong.Reveal()) {
 			t.Errorf("%s: the secret is in %q", name, err)
 		}
 	}
-	// Pass-through: no held secret, the caller's is used.
-	pass, err := chatbotkit.New(chatbotkit.Options{BaseURL: base})
-	if err != nil {
-		t.Fatal(err)
+	if _, err := c.Create(ctx, emuSecret, "u", chatbotkit.TokenInput{}); err != nil {
+		t.Errorf("create with the emulator's secret: %v", err)
 	}
-	defer pass.CloseIdleConnections()
-	if _, err := pass.Create(ctx, emuSecret, "u", chatbotkit.TokenInput{}); err != nil {
-		t.Errorf("pass-through create: %v", err)
-	}
-	if _, err := pass.ListPage(ctx, "", "u", chatbotkit.ListOptions{}); !errors.Is(err, chatbotkit.ErrNoCredential) {
-		t.Errorf("pass-through without a credential: %v", err)
-	}
-	// A caller's credential wins over the held one.
-	if _, err := wrong.ListPage(ctx, emuSecret, "u", chatbotkit.ListOptions{}); err != nil {
-		t.Errorf("caller credential over a wrong held one: %v", err)
+	if _, err := c.ListPage(ctx, "", "u", chatbotkit.ListOptions{}); !errors.Is(err, chatbotkit.ErrNoCredential) {
+		t.Errorf("without a credential: %v", err)
 	}
 }
 
 // TestEmulatorHostileIDs: ids that would be several segments, or another
 // path, unescaped travel as one and reach the right user and route.
 func TestEmulatorHostileIDs(t *testing.T) {
-	_, c, _ := startEmulator(t, emuSecret)
+	_, c, _ := startEmulator(t)
 	ctx := context.Background()
 	hostile := []string{"a/b", "../x", "a?b=c", "a#b", "%2F", "a b", "ünï 💥", "a;b", "...", "/", "a\\b", "token", "list", "a%", "x/token/list"}
 	created := map[string]string{}
 	for _, u := range hostile {
-		cr, err := c.Create(ctx, "", u, chatbotkit.TokenInput{Name: ptr("for " + u)})
+		cr, err := c.Create(ctx, emuSecret, u, chatbotkit.TokenInput{Name: ptr("for " + u)})
 		if err != nil {
 			t.Fatalf("create for %q: %v", u, err)
 		}
@@ -265,13 +256,13 @@ func TestEmulatorHostileIDs(t *testing.T) {
 		if s := walk(t, c, u, chatbotkit.ListOptions{}); len(s) != 1 || s[0].ID != created[u] {
 			t.Errorf("user %q streams %v", u, ids(s))
 		}
-		if id, err := c.Update(ctx, "", u, created[u], chatbotkit.TokenInput{Description: ptr("d")}); err != nil || id != created[u] {
+		if id, err := c.Update(ctx, emuSecret, u, created[u], chatbotkit.TokenInput{Description: ptr("d")}); err != nil || id != created[u] {
 			t.Errorf("update for %q: %q %v", u, id, err)
 		}
 		// A hostile token id is one unknown id, not another route.
-		_, err := c.Update(ctx, "", u, u, chatbotkit.TokenInput{})
+		_, err := c.Update(ctx, emuSecret, u, u, chatbotkit.TokenInput{})
 		wantAPIError(t, "update token "+u, err, 404, "NOT_FOUND")
-		_, err = c.Delete(ctx, "", u, u)
+		_, err = c.Delete(ctx, emuSecret, u, u)
 		wantAPIError(t, "delete token "+u, err, 404, "NOT_FOUND")
 	}
 	// "a/b" did not land on "a", nor "../x" on "x".
@@ -280,11 +271,11 @@ func TestEmulatorHostileIDs(t *testing.T) {
 			t.Errorf("user %q got tokens %v", u, ids(got))
 		}
 	}
-	if _, err := c.ListPage(ctx, "", "..", chatbotkit.ListOptions{}); !errors.Is(err, chatbotkit.ErrInvalidID) {
+	if _, err := c.ListPage(ctx, emuSecret, "..", chatbotkit.ListOptions{}); !errors.Is(err, chatbotkit.ErrInvalidID) {
 		t.Errorf(`user "..": %v, want ErrInvalidID`, err)
 	}
 	for _, u := range hostile {
-		if id, err := c.Delete(ctx, "", u, created[u]); err != nil || id != created[u] {
+		if id, err := c.Delete(ctx, emuSecret, u, created[u]); err != nil || id != created[u] {
 			t.Errorf("delete for %q: %q %v", u, id, err)
 		}
 	}

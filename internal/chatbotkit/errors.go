@@ -26,7 +26,7 @@ var (
 	// ErrInvalidID: a user or token id that cannot be sent as one path
 	// segment (empty, "." or ".."). Nothing is sent.
 	ErrInvalidID = errors.New("chatbotkit: invalid id")
-	// ErrNoCredential: neither the call nor Options carried a usable secret.
+	// ErrNoCredential: the call carried no usable secret.
 	// Nothing is sent.
 	ErrNoCredential = errors.New("chatbotkit: no upstream credential")
 	// ErrInvalidArgument: any other argument the client refuses before

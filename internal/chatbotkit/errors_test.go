@@ -72,10 +72,10 @@ func TestAPIErrors(t *testing.T) {
 				wantMsg = "only a message"
 			}
 			calls := map[string]func() error{
-				"create": func() error { _, err := c.Create(ctx, "", "u", TokenInput{}); return err },
-				"update": func() error { _, err := c.Update(ctx, "", "u", "t", TokenInput{}); return err },
-				"delete": func() error { _, err := c.Delete(ctx, "", "u", "t"); return err },
-				"list":   func() error { _, err := c.ListPage(ctx, "", "u", ListOptions{}); return err },
+				"create": func() error { _, err := c.Create(ctx, heldSecret, "u", TokenInput{}); return err },
+				"update": func() error { _, err := c.Update(ctx, heldSecret, "u", "t", TokenInput{}); return err },
+				"delete": func() error { _, err := c.Delete(ctx, heldSecret, "u", "t"); return err },
+				"list":   func() error { _, err := c.ListPage(ctx, heldSecret, "u", ListOptions{}); return err },
 			}
 			for name, call := range calls {
 				before := rc.count()
@@ -109,7 +109,7 @@ func TestErrorBodyIsCapped(t *testing.T) {
 	huge := `{"code":"X","message":"` + strings.Repeat("a", 4<<20) + `"}`
 	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 500, huge) })
 	c, _ := newTestClient(t, srv.URL, nil)
-	_, err := c.Create(context.Background(), "", "u", TokenInput{})
+	_, err := c.Create(context.Background(), heldSecret, "u", TokenInput{})
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Code != "INTERNAL_SERVER_ERROR" || ae.Message != "Internal Server Error" {
 		t.Errorf("got %v", err)
@@ -163,7 +163,7 @@ func TestRetryAfterOnAPIError(t *testing.T) {
 		retryAfter = ra
 		mu.Unlock()
 		// A write is not retried, so the 429 comes straight back.
-		_, err := c.Create(context.Background(), "", "u", TokenInput{})
+		_, err := c.Create(context.Background(), heldSecret, "u", TokenInput{})
 		var ae *APIError
 		if !errors.As(err, &ae) || ae.Status != 429 || ae.Code != "LIMITS_REACHED" || ae.Message != "slow down" || !ok(ae.RetryAfter) {
 			t.Errorf("Retry-After %q: %#v", ra, err)

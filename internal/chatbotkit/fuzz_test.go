@@ -42,7 +42,7 @@ func FuzzRequestPath(f *testing.F) {
 		f.Add(u, "t1", "")
 		f.Add("u1", u, u)
 	}
-	c, err := New(Options{BaseURL: fuzzBase, Secret: "sk-fuzz-0123456789"})
+	c, err := New(Options{BaseURL: fuzzBase})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func FuzzRequestPath(f *testing.F) {
 			}
 		}
 
-		r, err := c.listRequest("list", "", userID, ListOptions{Cursor: cursor, Order: OrderAsc, Take: 7})
+		r, err := c.listRequest("list", heldSecret, userID, ListOptions{Cursor: cursor, Order: OrderAsc, Take: 7})
 		check("list", r, err, userID)
 		if err == nil {
 			q, qerr := url.ParseQuery(strings.SplitN(r.url, "?", 2)[1])
@@ -107,11 +107,11 @@ func FuzzRequestPath(f *testing.F) {
 				t.Fatalf("cursor %q: query %q parses to %v (%v)", cursor, r.url, q, qerr)
 			}
 		}
-		r, err = c.newRequest("create", http.MethodPost, "", "create", userID)
+		r, err = c.newRequest("create", http.MethodPost, heldSecret, "create", userID)
 		check("create", r, err, userID)
-		r, err = c.newRequest("update", http.MethodPost, "", "update", userID, tokenID)
+		r, err = c.newRequest("update", http.MethodPost, heldSecret, "update", userID, tokenID)
 		check("update", r, err, userID, tokenID)
-		r, err = c.newRequest("delete", http.MethodPost, "", "delete", userID, tokenID)
+		r, err = c.newRequest("delete", http.MethodPost, heldSecret, "delete", userID, tokenID)
 		check("delete", r, err, userID, tokenID)
 	})
 }
@@ -161,7 +161,6 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 func fuzzClient(t *testing.T, body []byte, chunk uint8, maxBody int64) *Client {
 	c, err := New(Options{
 		BaseURL:   fuzzBase,
-		Secret:    "sk-fuzz-0123456789",
 		Transport: fuzzTransport{body: body, chunk: int(chunk)%64 + 1},
 	})
 	if err != nil {
@@ -214,7 +213,7 @@ func FuzzDecodeJSON(f *testing.F) {
 		c := fuzzClient(t, body, chunk, maxBody)
 		ctx := context.Background()
 
-		page, err := c.ListPage(ctx, "", "u1", ListOptions{})
+		page, err := c.ListPage(ctx, heldSecret, "u1", ListOptions{})
 		wantTyped(t, "ListPage", err, ErrMalformedResponse, ErrResponseTooLarge)
 		if len(body) > maxBody && !errors.Is(err, ErrResponseTooLarge) {
 			t.Fatalf("ListPage of a %d-byte body with a %d-byte cap: %v, want ErrResponseTooLarge", len(body), maxBody, err)
@@ -227,13 +226,13 @@ func FuzzDecodeJSON(f *testing.F) {
 			}
 		}
 
-		created, err := c.Create(ctx, "", "u1", TokenInput{})
+		created, err := c.Create(ctx, heldSecret, "u1", TokenInput{})
 		wantTyped(t, "Create", err, ErrMalformedResponse, ErrResponseTooLarge)
 		if err == nil && (created.ID == "" || created.Token.IsZero()) {
 			t.Fatalf("Create accepted an answer without id or token: %+v", created)
 		}
 
-		id, err := c.Update(ctx, "", "u1", "t1", TokenInput{})
+		id, err := c.Update(ctx, heldSecret, "u1", "t1", TokenInput{})
 		wantTyped(t, "Update", err, ErrMalformedResponse, ErrResponseTooLarge)
 		if err == nil && id == "" {
 			t.Fatal("Update accepted an answer without id")

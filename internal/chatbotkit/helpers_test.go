@@ -13,7 +13,8 @@ import (
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
 
-// heldSecret is long enough to be redacted from echoed upstream messages.
+// heldSecret is the credential the tests' calls spend, as cbkgate's held
+// one; long enough to be redacted from echoed upstream messages.
 const heldSecret = secret.Value("sk-held-0123456789abcdef")
 
 // safety bounds a wait that only a broken client would reach; tests never
@@ -107,7 +108,7 @@ func serve(t *testing.T, h http.HandlerFunc) (*httptest.Server, *recorder) {
 // a recording sleeper; edit adjusts the options first.
 func newTestClient(t *testing.T, baseURL string, edit func(*Options)) (*Client, *sleeper) {
 	t.Helper()
-	opts := Options{BaseURL: baseURL, Secret: heldSecret}
+	opts := Options{BaseURL: baseURL}
 	if edit != nil {
 		edit(&opts)
 	}

@@ -76,7 +76,7 @@ func TestRequestShape(t *testing.T) {
 		{
 			name: "list page",
 			call: func() error {
-				_, err := c.ListPage(ctx, "", "u1", ListOptions{Cursor: "c/1 +", Order: OrderAsc, Take: 25})
+				_, err := c.ListPage(ctx, heldSecret, "u1", ListOptions{Cursor: "c/1 +", Order: OrderAsc, Take: 25})
 				return err
 			},
 			method: "GET", path: "/api/v1/partner/user/u1/token/list",
@@ -85,7 +85,7 @@ func TestRequestShape(t *testing.T) {
 		{
 			name: "list page, zero options",
 			call: func() error {
-				_, err := c.ListPage(ctx, "", "u1", ListOptions{})
+				_, err := c.ListPage(ctx, heldSecret, "u1", ListOptions{})
 				return err
 			},
 			method: "GET", path: "/api/v1/partner/user/u1/token/list", accept: "application/json",
@@ -93,7 +93,7 @@ func TestRequestShape(t *testing.T) {
 		{
 			name: "list page, descending",
 			call: func() error {
-				_, err := c.ListPage(ctx, "", "u1", ListOptions{Order: OrderDesc})
+				_, err := c.ListPage(ctx, heldSecret, "u1", ListOptions{Order: OrderDesc})
 				return err
 			},
 			method: "GET", path: "/api/v1/partner/user/u1/token/list", query: "order=desc", accept: "application/json",
@@ -101,7 +101,7 @@ func TestRequestShape(t *testing.T) {
 		{
 			name: "create, every field",
 			call: func() error {
-				_, err := c.Create(ctx, "", "u1", TokenInput{
+				_, err := c.Create(ctx, heldSecret, "u1", TokenInput{
 					Name: &name, Description: &desc,
 					Config: json.RawMessage(`{"a": 1}`),
 					Meta:   json.RawMessage(`{"big":12345678901234567890,"f":1.10,"s":"<x>"}`),
@@ -114,7 +114,7 @@ func TestRequestShape(t *testing.T) {
 		{
 			name: "create, nothing set",
 			call: func() error {
-				_, err := c.Create(ctx, "", "u1", TokenInput{})
+				_, err := c.Create(ctx, heldSecret, "u1", TokenInput{})
 				return err
 			},
 			method: "POST", path: "/api/v1/partner/user/u1/token/create", accept: "application/json", body: `{}`, contentType: true,
@@ -122,7 +122,7 @@ func TestRequestShape(t *testing.T) {
 		{
 			name: "update, name only",
 			call: func() error {
-				_, err := c.Update(ctx, "", "u1", "t1", TokenInput{Name: &name})
+				_, err := c.Update(ctx, heldSecret, "u1", "t1", TokenInput{Name: &name})
 				return err
 			},
 			method: "POST", path: "/api/v1/partner/user/u1/token/t1/update", accept: "application/json", body: `{"name":"n <&>"}`, contentType: true,
@@ -130,7 +130,7 @@ func TestRequestShape(t *testing.T) {
 		{
 			name: "delete",
 			call: func() error {
-				_, err := c.Delete(ctx, "", "u1", "t1")
+				_, err := c.Delete(ctx, heldSecret, "u1", "t1")
 				return err
 			},
 			method: "POST", path: "/api/v1/partner/user/u1/token/t1/delete", accept: "application/json", body: `{}`, contentType: true,
@@ -191,21 +191,21 @@ func TestHostileIDsAreOneSegment(t *testing.T) {
 		"+&=$:@,": "+&=$:@%2C",
 	}
 	for id, want := range ids {
-		if _, err := c.ListPage(ctx, "", id, ListOptions{}); err != nil {
+		if _, err := c.ListPage(ctx, heldSecret, id, ListOptions{}); err != nil {
 			t.Fatalf("list %q: %v", id, err)
 		}
 		wantPath := "/v1/partner/user/" + want + "/token/list"
 		if got := rc.last(t); got.EscapedPath != wantPath || got.RequestURI != wantPath {
 			t.Errorf("list %q: server saw path %q, request URI %q; want %q", id, got.EscapedPath, got.RequestURI, wantPath)
 		}
-		if _, err := c.Update(ctx, "", id, id, TokenInput{}); err != nil {
+		if _, err := c.Update(ctx, heldSecret, id, id, TokenInput{}); err != nil {
 			t.Fatalf("update %q: %v", id, err)
 		}
 		wantPath = "/v1/partner/user/" + want + "/token/" + want + "/update"
 		if got := rc.last(t); got.RequestURI != wantPath {
 			t.Errorf("update %q: server saw %q, want %q", id, got.RequestURI, wantPath)
 		}
-		if _, err := c.Delete(ctx, "", "u", id); err != nil {
+		if _, err := c.Delete(ctx, heldSecret, "u", id); err != nil {
 			t.Fatalf("delete %q: %v", id, err)
 		}
 		wantPath = "/v1/partner/user/u/token/" + want + "/delete"
@@ -229,12 +229,12 @@ func TestInvalidIDsAreRefusedBeforeAnyRequest(t *testing.T) {
 	ctx := context.Background()
 	for _, id := range []string{"", ".", ".."} {
 		calls := map[string]error{}
-		_, calls["list"] = c.ListPage(ctx, "", id, ListOptions{})
-		_, calls["create"] = c.Create(ctx, "", id, TokenInput{})
-		_, calls["update user"] = c.Update(ctx, "", id, "t", TokenInput{})
-		_, calls["update token"] = c.Update(ctx, "", "u", id, TokenInput{})
-		_, calls["delete user"] = c.Delete(ctx, "", id, "t")
-		_, calls["delete token"] = c.Delete(ctx, "", "u", id)
+		_, calls["list"] = c.ListPage(ctx, heldSecret, id, ListOptions{})
+		_, calls["create"] = c.Create(ctx, heldSecret, id, TokenInput{})
+		_, calls["update user"] = c.Update(ctx, heldSecret, id, "t", TokenInput{})
+		_, calls["update token"] = c.Update(ctx, heldSecret, "u", id, TokenInput{})
+		_, calls["delete user"] = c.Delete(ctx, heldSecret, id, "t")
+		_, calls["delete token"] = c.Delete(ctx, heldSecret, "u", id)
 		for name, err := range calls {
 			if !errors.Is(err, ErrInvalidID) {
 				t.Errorf("%s with id %q: %v, want ErrInvalidID", name, id, err)
@@ -251,10 +251,10 @@ func TestInvalidArgumentsAreRefusedBeforeAnyRequest(t *testing.T) {
 	c, _ := newTestClient(t, srv.URL, nil)
 	ctx := context.Background()
 	errs := map[string]error{}
-	_, errs["order"] = c.ListPage(ctx, "", "u", ListOptions{Order: "sideways"})
-	_, errs["take"] = c.ListPage(ctx, "", "u", ListOptions{Take: -1})
-	_, errs["config"] = c.Create(ctx, "", "u", TokenInput{Config: json.RawMessage(`{"a":`)})
-	_, errs["meta"] = c.Update(ctx, "", "u", "t", TokenInput{Meta: json.RawMessage(`nope`)})
+	_, errs["order"] = c.ListPage(ctx, heldSecret, "u", ListOptions{Order: "sideways"})
+	_, errs["take"] = c.ListPage(ctx, heldSecret, "u", ListOptions{Take: -1})
+	_, errs["config"] = c.Create(ctx, heldSecret, "u", TokenInput{Config: json.RawMessage(`{"a":`)})
+	_, errs["meta"] = c.Update(ctx, heldSecret, "u", "t", TokenInput{Meta: json.RawMessage(`nope`)})
 	for name, err := range errs {
 		if !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
@@ -265,32 +265,27 @@ func TestInvalidArgumentsAreRefusedBeforeAnyRequest(t *testing.T) {
 	}
 }
 
+// TestCredentialChoice: a call spends the credential it is given, and
+// without a usable one sends nothing.
 func TestCredentialChoice(t *testing.T) {
 	srv, rc := serve(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, `{"items":[]}`) })
 	ctx := context.Background()
 
-	held, _ := newTestClient(t, srv.URL, nil)
-	if _, err := held.ListPage(ctx, "", "u", ListOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := rc.last(t).Header.Get("Authorization"); got != "Bearer "+heldSecret.Reveal() {
-		t.Errorf("zero credential: sent %q, want the held secret", got)
-	}
-	if _, err := held.ListPage(ctx, "caller-secret", "u", ListOptions{}); err != nil {
+	c, _ := newTestClient(t, srv.URL, nil)
+	if _, err := c.ListPage(ctx, "caller-secret", "u", ListOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := rc.last(t).Header.Get("Authorization"); got != "Bearer caller-secret" {
 		t.Errorf("caller credential: sent %q", got)
 	}
 
-	passThrough, _ := newTestClient(t, srv.URL, func(o *Options) { o.Secret = "" })
 	before := rc.count()
 	errs := map[string]error{}
-	_, errs["list"] = passThrough.ListPage(ctx, "", "u", ListOptions{})
-	_, errs["create"] = passThrough.Create(ctx, "", "u", TokenInput{})
-	_, errs["update"] = passThrough.Update(ctx, "", "u", "t", TokenInput{})
-	_, errs["delete"] = passThrough.Delete(ctx, "", "u", "t")
-	_, errs["control characters"] = passThrough.Delete(ctx, secret.Value("abc\r\nX-Evil: 1"), "u", "t")
+	_, errs["list"] = c.ListPage(ctx, "", "u", ListOptions{})
+	_, errs["create"] = c.Create(ctx, "", "u", TokenInput{})
+	_, errs["update"] = c.Update(ctx, "", "u", "t", TokenInput{})
+	_, errs["delete"] = c.Delete(ctx, "", "u", "t")
+	_, errs["control characters"] = c.Delete(ctx, secret.Value("abc\r\nX-Evil: 1"), "u", "t")
 	for name, err := range errs {
 		if !errors.Is(err, ErrNoCredential) {
 			t.Errorf("%s: %v, want ErrNoCredential", name, err)

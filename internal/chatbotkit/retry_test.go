@@ -37,17 +37,23 @@ func scripted(statuses ...int) http.HandlerFunc {
 
 // listCalls are the retried reads.
 var listCalls = map[string]func(*Client) error{
-	"page": func(c *Client) error { _, err := c.ListPage(context.Background(), "", "u", ListOptions{}); return err },
+	"page": func(c *Client) error {
+		_, err := c.ListPage(context.Background(), heldSecret, "u", ListOptions{})
+		return err
+	},
 }
 
 // writeCalls are the writes, retried only when nothing reached upstream.
 var writeCalls = map[string]func(context.Context, *Client) error{
-	"create": func(ctx context.Context, c *Client) error { _, err := c.Create(ctx, "", "u", TokenInput{}); return err },
-	"update": func(ctx context.Context, c *Client) error {
-		_, err := c.Update(ctx, "", "u", "t", TokenInput{})
+	"create": func(ctx context.Context, c *Client) error {
+		_, err := c.Create(ctx, heldSecret, "u", TokenInput{})
 		return err
 	},
-	"delete": func(ctx context.Context, c *Client) error { _, err := c.Delete(ctx, "", "u", "t"); return err },
+	"update": func(ctx context.Context, c *Client) error {
+		_, err := c.Update(ctx, heldSecret, "u", "t", TokenInput{})
+		return err
+	},
+	"delete": func(ctx context.Context, c *Client) error { _, err := c.Delete(ctx, heldSecret, "u", "t"); return err },
 }
 
 func TestListRetriesTransientStatuses(t *testing.T) {
@@ -261,7 +267,7 @@ func TestBackoffWaitsBetweenAttempts(t *testing.T) {
 	c.maxAttempts = 4
 	c.maxBackoff = time.Second
 	c.randN = func(n int64) int64 { return n - 1 }
-	_, _ = c.ListPage(context.Background(), "", "u", ListOptions{})
+	_, _ = c.ListPage(context.Background(), heldSecret, "u", ListOptions{})
 	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
 	got := sl.all()
 	if len(got) != len(want) {
@@ -304,7 +310,7 @@ func TestDeadlineShorterThanWait(t *testing.T) {
 				defer cancel()
 			}
 			start := time.Now()
-			_, err := c.ListPage(ctx, "", "u", ListOptions{})
+			_, err := c.ListPage(ctx, heldSecret, "u", ListOptions{})
 			elapsed := time.Since(start)
 			var ae *APIError
 			if !errors.As(err, &ae) || ae.Status != 503 {
@@ -333,7 +339,7 @@ func TestCancelDuringRetryWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-first; cancel() }()
 	done := make(chan error, 1)
-	go func() { _, err := c.ListPage(ctx, "", "u", ListOptions{}); done <- err }()
+	go func() { _, err := c.ListPage(ctx, heldSecret, "u", ListOptions{}); done <- err }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
@@ -360,12 +366,12 @@ func TestNonTracingTransport(t *testing.T) {
 	})
 	c.maxAttempts = 3
 	fail = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-	if _, err := c.Create(context.Background(), "", "u", TokenInput{}); !errors.Is(err, ErrUnavailable) || calls.Load() != 3 {
+	if _, err := c.Create(context.Background(), heldSecret, "u", TokenInput{}); !errors.Is(err, ErrUnavailable) || calls.Load() != 3 {
 		t.Errorf("dial error: %v after %d calls, want 3", err, calls.Load())
 	}
 	calls.Store(0)
 	fail = &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
-	if _, err := c.Create(context.Background(), "", "u", TokenInput{}); !errors.Is(err, ErrUnavailable) || !errors.Is(err, syscall.ECONNRESET) || calls.Load() != 1 {
+	if _, err := c.Create(context.Background(), heldSecret, "u", TokenInput{}); !errors.Is(err, ErrUnavailable) || !errors.Is(err, syscall.ECONNRESET) || calls.Load() != 1 {
 		t.Errorf("reset: %v after %d calls, want 1", err, calls.Load())
 	}
 }
@@ -384,7 +390,7 @@ func TestCertificateFailureNotRetried(t *testing.T) {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	c, _ := newTestClient(t, srv.URL, nil) // NewTransport does not trust the test CA
-	_, err := c.ListPage(context.Background(), "", "u", ListOptions{})
+	_, err := c.ListPage(context.Background(), heldSecret, "u", ListOptions{})
 	var verr *tls.CertificateVerificationError
 	if !errors.Is(err, ErrUnavailable) || !errors.As(err, &verr) {
 		t.Errorf("%v, want ErrUnavailable wrapping a certificate error", err)
@@ -394,7 +400,7 @@ func TestCertificateFailureNotRetried(t *testing.T) {
 	}
 	// The same server through a client that trusts it works.
 	trusted, _ := newTestClient(t, srv.URL, func(o *Options) { o.Transport = srv.Client().Transport })
-	if _, err := trusted.ListPage(context.Background(), "", "u", ListOptions{}); err != nil {
+	if _, err := trusted.ListPage(context.Background(), heldSecret, "u", ListOptions{}); err != nil {
 		t.Errorf("trusted: %v", err)
 	}
 }

@@ -41,8 +41,8 @@ var codeByHTTPStatus = map[int]codes.Code{
 	504: codes.Unavailable,
 }
 
-// status is toStatus with the redaction of the secrets in play for the
-// call: the held secret and the call's own upstream credential.
+// status is toStatus with the redaction of the secret the call spends
+// upstream (the held one or the caller's own).
 func (s *Service) status(ctx context.Context, err error) error {
 	cred := auth.UpstreamSecret(ctx)
 	return toStatus(ctx, err, func(v string) string { return s.client.Redact(v, cred) })

@@ -15,18 +15,18 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
-	"github.com/cbkgate/cbkgate/internal/secret"
 )
 
-// serveService runs svc on a bare gRPC server (no recovery interceptor:
-// what the service does on its own is what is tested).
+// serveService runs svc on a bare gRPC server (no recovery interceptor,
+// only the secret a call spends: what the service does on its own is what
+// is tested).
 func serveService(t *testing.T, svc *Service) tokenv1.TokenServiceClient {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(spendEmulatorSecret()...)
 	tokenv1.RegisterTokenServiceServer(gs, svc)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
@@ -40,7 +40,7 @@ func serveService(t *testing.T, svc *Service) tokenv1.TokenServiceClient {
 
 func testClient(t *testing.T, url string) *chatbotkit.Client {
 	t.Helper()
-	c, err := chatbotkit.New(chatbotkit.Options{BaseURL: url, Secret: secret.Value(emulatorSecret)})
+	c, err := chatbotkit.New(chatbotkit.Options{BaseURL: url})
 	if err != nil {
 		t.Fatal(err)
 	}

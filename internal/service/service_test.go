@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	"github.com/cbkgate/cbkgate/internal/emulator"
 	"github.com/cbkgate/cbkgate/internal/secret"
@@ -49,10 +50,7 @@ func newTestService(t *testing.T, h http.Handler) (tokenv1.TokenServiceClient, *
 	hs := httptest.NewServer(up)
 	t.Cleanup(hs.Close)
 
-	client, err := chatbotkit.New(chatbotkit.Options{
-		BaseURL: hs.URL,
-		Secret:  secret.Value(emulatorSecret),
-	})
+	client, err := chatbotkit.New(chatbotkit.Options{BaseURL: hs.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +58,7 @@ func newTestService(t *testing.T, h http.Handler) (tokenv1.TokenServiceClient, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(spendEmulatorSecret()...)
 	tokenv1.RegisterTokenServiceServer(gs, New(client))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
@@ -72,6 +70,29 @@ func newTestService(t *testing.T, h http.Handler) (tokenv1.TokenServiceClient, *
 	t.Cleanup(func() { conn.Close() })
 	return tokenv1.NewTokenServiceClient(conn), up
 }
+
+// spendEmulatorSecret gives every call emulatorSecret to spend upstream, as
+// the auth interceptors give a call the held secret.
+func spendEmulatorSecret() []grpc.ServerOption {
+	withSecret := func(ctx context.Context) context.Context {
+		return auth.WithUpstreamSecret(ctx, secret.Value(emulatorSecret))
+	}
+	return []grpc.ServerOption{
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(withSecret(ctx), req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, contextStream{ss, withSecret(ss.Context())})
+		}),
+	}
+}
+
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s contextStream) Context() context.Context { return s.ctx }
 
 func newEmulatorService(t *testing.T) (tokenv1.TokenServiceClient, *emulator.Emulator, *upstream) {
 	t.Helper()
@@ -472,12 +493,12 @@ func TestUpstreamUnreachableIsUnavailable(t *testing.T) {
 	}
 	addr := lis.Addr().String()
 	lis.Close()
-	client, err := chatbotkit.New(chatbotkit.Options{BaseURL: "http://" + addr, Secret: "s"})
+	client, err := chatbotkit.New(chatbotkit.Options{BaseURL: "http://" + addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	svc := New(client)
-	_, err = svc.Create(context.Background(), &tokenv1.CreateRequest{UserId: "u"})
+	_, err = svc.Create(auth.WithUpstreamSecret(context.Background(), "s"), &tokenv1.CreateRequest{UserId: "u"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("got %v, want UNAVAILABLE", err)
 	}
