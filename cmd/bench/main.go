@@ -120,7 +120,10 @@ func benchmark(ctx context.Context, o options) error {
 		}
 	}
 
-	emu := emulator.New(emulator.Options{Secret: benchSecret})
+	// A full run creates about a million tokens, ten times the emulator's
+	// default cap (which bounds a shared dev emulator's memory, not this
+	// process's).
+	emu := emulator.New(emulator.Options{Secret: benchSecret, MaxTokens: 20_000_000})
 	emu.Seed(listUser, o.listTokens)
 	emu.Seed(memUser, o.memTokens)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

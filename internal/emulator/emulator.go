@@ -57,6 +57,10 @@ type Options struct {
 	// is empty, because an emulator that accepts anything would hide a client
 	// that forgets to authenticate.
 	Secret string
+	// MaxTokens caps the tokens Create makes across all users; 0 means
+	// 100,000 (defaultMaxTokens). cmd/bench, which creates about a million
+	// in a run, raises it.
+	MaxTokens int
 }
 
 // defaultMaxTokens caps the tokens Create makes across all users: far more
@@ -91,7 +95,7 @@ type Emulator struct {
 	// idPrefix is random per instance, so ids from another run are unknown.
 	idPrefix string
 
-	maxTokens int // defaultMaxTokens; tests lower it (export_test.go)
+	maxTokens int // Options.MaxTokens
 
 	mu      sync.RWMutex
 	created int                // tokens Create made, less those deleted (see delete)
@@ -122,8 +126,11 @@ func New(opts Options) *Emulator {
 	e := &Emulator{
 		secretHash: sha256.Sum256([]byte(opts.Secret)),
 		idPrefix:   "tok_" + strings.ToLower(rand.Text()[:8]) + "_",
-		maxTokens:  defaultMaxTokens,
+		maxTokens:  opts.MaxTokens,
 		users:      make(map[string][]token),
+	}
+	if e.maxTokens <= 0 {
+		e.maxTokens = defaultMaxTokens
 	}
 	return e
 }

@@ -905,8 +905,7 @@ func BenchmarkStreamMillion(b *testing.B) {
 // are 422 and change nothing; a delete makes room again; Seed is not
 // counted.
 func TestStoredBounds(t *testing.T) {
-	e, srv := start(t, emulator.Options{})
-	emulator.SetMaxTokens(e, 3)
+	e, srv := start(t, emulator.Options{MaxTokens: 3})
 	e.Seed("seeded", 10)
 	c := newClient(t, srv, "/v1")
 
