@@ -232,7 +232,8 @@ func TestTracingOverOTLPGRPC(t *testing.T) {
 }
 
 // TestTracingDisabled: OTEL_SDK_DISABLED=true wins over an endpoint:
-// nothing is exported, and traceparent still goes upstream.
+// nothing is exported, and the caller's traceparent still goes upstream,
+// unchanged.
 func TestTracingDisabled(t *testing.T) {
 	recv := newOTLPReceiver()
 	collector := httptest.NewServer(recv)
@@ -244,11 +245,13 @@ func TestTracingDisabled(t *testing.T) {
 	rec := &headerRecorder{next: emu}
 	up := upstream(t, rec)
 	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
-	if _, err := tokenv1.NewTokenServiceClient(s.conn(nil)).Create(callCtx(t), &tokenv1.CreateRequest{UserId: "u"}); err != nil {
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := metadata.AppendToOutgoingContext(callCtx(t), "traceparent", parent)
+	if _, err := tokenv1.NewTokenServiceClient(s.conn(nil)).Create(ctx, &tokenv1.CreateRequest{UserId: "u"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := rec.last(t).Get("Traceparent"); !traceparent.MatchString(got) {
-		t.Errorf("upstream traceparent %q with tracing off", got)
+	if got := rec.last(t).Values("Traceparent"); len(got) != 1 || got[0] != parent {
+		t.Errorf("upstream traceparent %q with tracing off, want the caller's %q", got, parent)
 	}
 	if err := s.stop(); err != nil {
 		t.Fatal(err)

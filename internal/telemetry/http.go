@@ -123,7 +123,7 @@ type HTTPOptions struct {
 // request id (the X-Request-Id answer header, and the request header the
 // gateway forwards to the gRPC server as x-request-id metadata), its trace
 // context as the traceparent the gRPC call continues (the HTTP server
-// span's; with tracing off the caller's or a fresh one), counts it in
+// span's; with tracing off the caller's, if it sent one), counts it in
 // cbkgate_http_requests_total and the duration histogram by route
 // pattern, and reports refusals. Put the tracing handler outside it.
 func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
@@ -137,15 +137,16 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 
 		// The request's own headers are what the gateway turns into gRPC
 		// metadata: the chosen id replaces whatever came in, and with
-		// tracing off the trace context does too.
+		// tracing on the HTTP server span's trace context does too (off,
+		// the caller's traceparent crosses as it came). They are changed
+		// in place: nothing reads the client's originals after this.
 		r = r.WithContext(ctx)
-		r.Header = r.Header.Clone()
 		dropMetadataHeaders(r.Header)
 		route := routeOf(r)
-		r.Header.Set(RequestIDHeader, id)
-		r.Header.Set(HTTPRouteHeader, route)
-		r.Header.Set(HTTPMethodHeader, methodLabel(r.Method))
-		opts.Tracing.inject(ctx, propagation.HeaderCarrier(r.Header))
+		r.Header[RequestIDHeader] = []string{id}
+		r.Header[HTTPRouteHeader] = []string{route}
+		r.Header[HTTPMethodHeader] = []string{methodLabel(r.Method)}
+		opts.Tracing.injectOn(ctx, propagation.HeaderCarrier(r.Header))
 		w.Header().Set(RequestIDHeader, id)
 
 		sw := &statusWriter{ResponseWriter: w, requestID: id}
@@ -178,11 +179,12 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 // second value of the metadata set here (its Grpc-Metadata- prefix), so
 // that no client can put its own value next to cbkgate's.
 func dropMetadataHeaders(h http.Header) {
+	const prefix = "grpc-metadata-"
 	for k := range h {
-		rest, ok := strings.CutPrefix(strings.ToLower(k), "grpc-metadata-")
-		if !ok {
-			continue
+		if len(k) <= len(prefix) || !strings.EqualFold(k[:len(prefix)], prefix) {
+			continue // most headers: no lower-cased copy of the name
 		}
+		rest := strings.ToLower(k[len(prefix):])
 		switch {
 		case rest == RequestIDMetadata, rest == "traceparent", rest == "tracestate", strings.HasPrefix(rest, "x-cbkgate-"):
 			delete(h, k)

@@ -40,9 +40,9 @@ func validRequestID(id string) bool {
 }
 
 // chooseRequestID returns the incoming id when it is valid, else the call's
-// trace id (32 hex digits). The trace context in ctx always has one: the
-// server span's when tracing is on, otherwise the caller's traceparent or
-// one made up for the call (see ensureTraceContext).
+// trace id (32 hex digits): the server span's when tracing is on, the
+// caller's traceparent's when it is off. A call with neither gets a new
+// random id of 32 hex digits.
 func chooseRequestID(ctx context.Context, incoming string) string {
 	if validRequestID(incoming) {
 		return incoming
@@ -53,17 +53,16 @@ func chooseRequestID(ctx context.Context, incoming string) string {
 	return newHexID(16)
 }
 
-func newHexID(n int) string { return hex.EncodeToString(randomBytes(n)) }
-
-// randomBytes returns n random bytes from the runtime's per-thread ChaCha8
-// generator (math/rand/v2): unpredictable enough for ids that are neither
-// secrets nor capabilities, and without crypto/rand's system call per id.
-func randomBytes(n int) []byte {
+// newHexID returns n random bytes in hex, from the runtime's per-thread
+// ChaCha8 generator (math/rand/v2): unpredictable enough for ids that are
+// neither secrets nor capabilities, and without crypto/rand's system call
+// per id.
+func newHexID(n int) string {
 	b := make([]byte, (n+7)/8*8)
 	for i := 0; i < len(b); i += 8 {
 		binary.LittleEndian.PutUint64(b[i:], rand.Uint64())
 	}
-	return b[:n]
+	return hex.EncodeToString(b[:n])
 }
 
 type requestIDKey struct{}

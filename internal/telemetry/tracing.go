@@ -35,12 +35,10 @@ const serviceName = "cbkgate"
 // configured, off (and then free: no spans, no instrumentation installed)
 // otherwise.
 //
-// Off or on, calls keep a W3C trace context, so that the request id rule
-// and the contract's "traceparent goes upstream" hold in both modes. With
-// tracing off cbkgate does not take part in the trace: it passes the
-// caller's traceparent on to ChatBotKit unchanged, and a call that came
-// without one gets a fresh trace id (flags 00, not sampled, since nothing
-// is recorded), which is then also the call's request id.
+// With tracing off cbkgate does not take part in the trace: it passes a
+// caller's valid traceparent (and tracestate) on to ChatBotKit unchanged,
+// and a call that came without one sends none. Making one up would cost
+// every call a trace context that nothing records.
 type Tracing struct {
 	sdk        *sdktrace.TracerProvider // nil when off
 	propagator propagation.TextMapPropagator
@@ -190,43 +188,29 @@ func (t *Tracing) clientTransport(rt http.RoundTripper) http.RoundTripper {
 	)
 }
 
-// withTraceContext gives a call a trace context when tracing is off: the
-// caller's (from carrier) if it sent a valid one, else a fresh trace id.
-// With tracing on the instrumentation has already put the server span in
-// ctx, and ctx is returned as it is.
+// withTraceContext gives a call the caller's trace context when tracing is
+// off and it sent a valid one (carrier), so that it can be passed on
+// upstream unchanged. A call without one has none: cbkgate makes up no
+// trace that nothing records. With tracing on the instrumentation has
+// already put the server span in ctx, and ctx is returned as it is.
 func (t *Tracing) withTraceContext(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
-	if t.Enabled() {
+	if t.Enabled() || trace.SpanContextFromContext(ctx).IsValid() {
 		return ctx
 	}
-	if trace.SpanContextFromContext(ctx).IsValid() {
-		return ctx
-	}
-	ctx = traceContext.Extract(ctx, carrier)
-	if trace.SpanContextFromContext(ctx).IsValid() {
-		return ctx
-	}
-	var tid trace.TraceID
-	var sid trace.SpanID
-	b := randomBytes(24)
-	copy(tid[:], b[:16])
-	copy(sid[:], b[16:])
-	return trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: tid, SpanID: sid, Remote: true,
-	}))
+	return traceContext.Extract(ctx, carrier)
 }
 
-// inject writes the call's trace context into carrier: the current span's
-// when tracing is on, the call's pass-through context when it is off.
-func (t *Tracing) inject(ctx context.Context, carrier propagation.TextMapCarrier) {
+// injectOn writes the current span's trace context into carrier when
+// tracing is on (off, there is no span of cbkgate's to continue).
+func (t *Tracing) injectOn(ctx context.Context, carrier propagation.TextMapCarrier) {
 	if t.Enabled() {
 		t.propagator.Inject(ctx, carrier)
-		return
 	}
-	traceContext.Inject(ctx, carrier)
 }
 
-// injectOff writes the call's trace context into an outgoing carrier when
-// tracing is off (on, the instrumentation does it).
+// injectOff writes the caller's trace context, if it sent one, into an
+// outgoing carrier when tracing is off (on, the instrumentation writes its
+// client span's).
 func (t *Tracing) injectOff(ctx context.Context, carrier propagation.TextMapCarrier) {
 	if !t.Enabled() {
 		traceContext.Inject(ctx, carrier)
