@@ -64,15 +64,15 @@ func dropGatewayHeaders(h http.Header) {
 // none means the call bypassed the middleware, two that something other
 // than the gateway added one. In pass-through mode the caller's Bearer
 // value is still needed, as the secret to forward.
-func (a *Authenticator) decideGateway(c *credentials, md metadata.MD) decision {
-	ids := md.Get(GatewayCallerKey)
+func (a *Authenticator) decideGateway(ctx context.Context, c *credentials) decision {
+	ids := metadata.ValueFromIncomingContext(ctx, GatewayCallerKey)
 	if len(ids) != 1 || ids[0] == "" {
 		return decision{refusal: apierr.Status(codes.Unauthenticated, apierr.ReasonMissingCredentials,
 			"the call came through the gateway without exactly one authenticated caller")}
 	}
 	d := decision{caller: ids[0], upstream: c.secret}
 	if a.passThrough {
-		bearer, refusal := a.bearer(presented{authorization: md.Get("authorization")})
+		bearer, refusal := a.bearer(presented{authorization: metadata.ValueFromIncomingContext(ctx, "authorization")})
 		if refusal != nil {
 			return decision{refusal: refusal}
 		}

@@ -81,13 +81,13 @@ func (a *Authenticator) authorizeGRPC(ctx context.Context, fullMethod string) (c
 		return ctx, nil
 	}
 	creds := a.creds.Load()
-	md, _ := metadata.FromIncomingContext(ctx)
+	// Key by key: metadata.FromIncomingContext would copy all of it.
 	var d decision
 	if a.fromTrustedPeer(ctx) {
-		d = a.decideGateway(creds, md)
+		d = a.decideGateway(ctx, creds)
 	} else {
 		d = a.decide(creds, presented{
-			authorization: md.Get("authorization"),
+			authorization: metadata.ValueFromIncomingContext(ctx, "authorization"),
 			cert:          verifiedPeerCert(ctx),
 		})
 	}

@@ -226,8 +226,7 @@ func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedP
 		attrs = append(attrs, slog.String(keyForwardedFor, chain))
 	}
 	if gateway {
-		md, _ := metadata.FromIncomingContext(ctx)
-		route, httpMethod := one(md, telemetry.HTTPRouteMetadata), one(md, telemetry.HTTPMethodMetadata)
+		route, httpMethod := one(ctx, telemetry.HTTPRouteMetadata), one(ctx, telemetry.HTTPMethodMetadata)
 		if route != "" {
 			attrs = append(attrs, slog.String(keyHTTPMethod, httpMethod), slog.String(keyRoute, route))
 		}
@@ -278,10 +277,10 @@ func durationMS(d time.Duration) slog.Attr {
 	return slog.Float64(keyDurationMS, float64(d.Microseconds())/1000)
 }
 
-// one returns the single value of a metadata key, "" when it has none or
-// several.
-func one(md metadata.MD, key string) string {
-	if v := md.Get(key); len(v) == 1 {
+// one returns the single value of an incoming metadata key, "" when it has
+// none or several.
+func one(ctx context.Context, key string) string {
+	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) == 1 {
 		return truncate(v[0], maxID)
 	}
 	return ""
@@ -301,8 +300,7 @@ func peerOf(ctx context.Context, trustedPeer func(net.Addr) bool) (addr, chain s
 	if trustedPeer == nil || !trustedPeer(p.Addr) {
 		return addr, "", false
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	xff := md.Get("x-forwarded-for")
+	xff := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for")
 	if len(xff) == 0 {
 		return addr, "", true
 	}
