@@ -3,7 +3,6 @@ package telemetry
 import (
 	"net/http"
 	"runtime"
-	"strconv"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +33,8 @@ type Metrics struct {
 	rateLimited      prometheus.Counter
 	authFailures     *prometheus.CounterVec
 	configReloads    *prometheus.CounterVec
+
+	series seriesCache
 }
 
 // Upstream operations, the values of the operation label.
@@ -169,9 +170,9 @@ func (m *Metrics) ConfigReload(err error) {
 
 // observeHTTP records one answered HTTP request.
 func (m *Metrics) observeHTTP(method, route string, status int, seconds float64) {
-	method = methodLabel(method)
-	m.httpRequests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
-	m.httpDuration.WithLabelValues(method, route).Observe(seconds)
+	s := m.httpSeries(methodLabel(method), route, status)
+	s.requests.Inc()
+	s.duration.Observe(seconds)
 }
 
 // methodLabel keeps the method label to the standard methods: a client can

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"path"
-	"strconv"
 
 	"go.opentelemetry.io/otel/propagation"
 
@@ -50,14 +49,11 @@ func (m *Metrics) UpstreamAttempts() func(chatbotkit.Attempt) {
 		return nil
 	}
 	return func(a chatbotkit.Attempt) {
-		code := "error"
-		if a.Status > 0 {
-			code = strconv.Itoa(a.Status)
-		}
-		m.upstreamRequests.WithLabelValues(a.Operation, code).Inc()
-		m.upstreamDuration.WithLabelValues(a.Operation).Observe(a.Duration.Seconds())
+		s := m.upstreamSeries(a.Operation, max(a.Status, 0))
+		s.requests.Inc()
+		s.duration.Observe(a.Duration.Seconds())
 		if a.Retry {
-			m.upstreamRetries.WithLabelValues(a.Operation).Inc()
+			s.retries.Inc()
 		}
 	}
 }
