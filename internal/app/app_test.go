@@ -54,7 +54,7 @@ func TestTokenLifecycle(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-lifecycle"
 	_, _, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 
 	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
 		t.Run(c.String(), func(t *testing.T) {
@@ -161,7 +161,7 @@ func TestHTTPWireNames(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-wire"
 	_, _, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 	h := s.httpCaller(bearer(secret))
 
 	resp, b := h.do(t, http.MethodPost, tokensPath("wire-user"), []byte(`{"name":"n","meta":{"k":"v"},"config":{}}`))
@@ -219,7 +219,7 @@ func TestValidation(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-validation"
 	_, count, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 	longID := strings.Repeat("u", 257)
 	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
 		t.Run(c.String(), func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // TestAuditTrail: every Create, Update and Delete, allowed or refused, over
@@ -19,8 +20,7 @@ func TestAuditTrail(t *testing.T) {
 	held := unique("cbk-held-SECRET")
 	key := unique("cbkgate-key-SECRET")
 	_, _, up := newEmulator(t, held)
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + writeKeys(t, "auditor "+key)},
-		map[string]string{"CHATBOTKIT_API_SECRET": held}, nil)
+	s := startServer(t, up.URL, gatetest.Held(held), gatetest.Args("--api-keys-file="+writeKeys(t, "auditor "+key)))
 	g, h := s.grpcCaller(bearer(key)), s.httpCaller(bearer(key))
 	wrongG, wrongH := s.grpcCaller(bearer("wrong-"+key)), s.httpCaller(bearer("wrong-"+key))
 	user := "audit-user"
@@ -87,13 +87,13 @@ func TestAuditTrail(t *testing.T) {
 	}
 
 	var audits []map[string]any
-	for _, l := range s.logs.JSON(t) {
+	for _, l := range s.Logs().JSON(t) {
 		if l["msg"] == "audit" {
 			audits = append(audits, l)
 		}
 	}
 	if len(audits) != len(wants) {
-		t.Fatalf("%d audit lines, want %d:\n%s", len(audits), len(wants), s.logs.String())
+		t.Fatalf("%d audit lines, want %d:\n%s", len(audits), len(wants), s.Logs().String())
 	}
 	for i, w := range wants {
 		a := audits[i]
@@ -113,7 +113,7 @@ func TestAuditTrail(t *testing.T) {
 			t.Errorf("audit line %d of a refused call names caller %q, want unauthenticated", i, caller)
 		}
 	}
-	all := s.logs.String()
+	all := s.Logs().String()
 	for _, secret := range append(minted, key, held) {
 		if strings.Contains(all, secret) {
 			t.Errorf("the log holds a secret or token value")

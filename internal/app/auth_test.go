@@ -15,6 +15,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/app"
 	"github.com/cbkgate/cbkgate/internal/config"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
@@ -57,7 +58,7 @@ func TestAuthPassThrough(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-passthrough"
 	_, count, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 
 	transports := []struct {
 		name string
@@ -109,7 +110,7 @@ func TestAuthPassThrough(t *testing.T) {
 			if tc.body == "" {
 				method = http.MethodGet
 			}
-			req, err := http.NewRequestWithContext(callCtx(t), method, s.httpURL+tc.path, strings.NewReader(tc.body))
+			req, err := http.NewRequestWithContext(callCtx(t), method, s.URL()+tc.path, strings.NewReader(tc.body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +123,7 @@ func TestAuthPassThrough(t *testing.T) {
 			if authz != "" {
 				req.Header.Set("Authorization", authz)
 			}
-			resp, err := s.httpClient(nil).Do(req)
+			resp, err := s.HTTPClient(nil).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +143,7 @@ func TestAuthAPIKeys(t *testing.T) {
 	const secret = "held-secret-apikeys"
 	_, count, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-one-0123456789", "key-two-abcdefghij")
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + keys}, map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
+	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
 
 	cases := []struct {
 		name  string
@@ -183,21 +184,23 @@ func TestAuthClientCert(t *testing.T) {
 	const secret = "held-secret-mtls"
 	_, count, up := newEmulator(t, secret)
 	p := newPKI(t)
-	s := startServer(t, up.URL, []string{
-		"--tls-cert=" + p.certFile, "--tls-key=" + p.keyFile, "--tls-client-ca=" + p.caFile,
-	}, map[string]string{"CHATBOTKIT_API_SECRET": secret}, p.clientTLS())
-	if !strings.HasPrefix(s.httpURL, "https://") {
-		t.Fatalf("HTTP listener %s is not TLS", s.httpURL)
+	s := startServer(t, up.URL,
+		gatetest.Held(secret),
+		gatetest.Args("--tls-cert="+p.certFile, "--tls-key="+p.keyFile, "--tls-client-ca="+p.caFile),
+		gatetest.ClientTLS(p.clientTLS()),
+	)
+	if !strings.HasPrefix(s.URL(), "https://") {
+		t.Fatalf("HTTP listener %s is not TLS", s.URL())
 	}
 
 	rogueCA := testpki.NewCA(t, "some other CA")
 	rogue := rogueCA.Issue(t, "rogue client", x509.ExtKeyUsageClientAuth).TLS()
 
 	grpcWith := func(cert *tls.Certificate) caller {
-		return &grpcCaller{c: tokenv1.NewTokenServiceClient(s.conn(cert))}
+		return &grpcCaller{c: tokenv1.NewTokenServiceClient(s.Dial(cert))}
 	}
 	httpWith := func(cert *tls.Certificate) caller {
-		return &httpCaller{base: s.httpURL, client: s.httpClient(cert)}
+		return &httpCaller{base: s.URL(), client: s.HTTPClient(cert)}
 	}
 
 	t.Run("with client certificate", func(t *testing.T) {
@@ -225,7 +228,7 @@ func TestAuthClientCert(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("/healthz over HTTPS without certificate: %d %s, want 200", resp.StatusCode, b)
 		}
-		hc := healthpb.NewHealthClient(s.conn(nil))
+		hc := healthpb.NewHealthClient(s.Dial(nil))
 		hr, err := hc.Check(callCtx(t), &healthpb.HealthCheckRequest{})
 		if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("gRPC health over TLS without certificate: %v, %v; want SERVING", hr, err)
@@ -238,7 +241,7 @@ func TestAuthClientCert(t *testing.T) {
 			t.Error("gRPC with a certificate from another CA succeeded")
 		}
 		h := httpWith(&rogue).(*httpCaller)
-		req, err := http.NewRequestWithContext(callCtx(t), http.MethodGet, s.httpURL+tokensPath("u"), nil)
+		req, err := http.NewRequestWithContext(callCtx(t), http.MethodGet, s.URL()+tokensPath("u"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,9 +261,11 @@ func TestAuthAPIKeysOrClientCert(t *testing.T) {
 	_, _, up := newEmulator(t, secret)
 	p := newPKI(t)
 	keys := writeKeys(t, "key-both-0123456789")
-	s := startServer(t, up.URL, []string{
-		"--tls-cert=" + p.certFile, "--tls-key=" + p.keyFile, "--tls-client-ca=" + p.caFile, "--api-keys-file=" + keys,
-	}, map[string]string{"CHATBOTKIT_API_SECRET": secret}, p.clientTLS())
+	s := startServer(t, up.URL,
+		gatetest.Held(secret),
+		gatetest.Args("--tls-cert="+p.certFile, "--tls-key="+p.keyFile, "--tls-client-ca="+p.caFile, "--api-keys-file="+keys),
+		gatetest.ClientTLS(p.clientTLS()),
+	)
 
 	for _, tc := range []struct {
 		name  string
@@ -273,8 +278,8 @@ func TestAuthAPIKeysOrClientCert(t *testing.T) {
 		{"neither", nil, "", codes.Unauthenticated},
 		{"wrong key, no certificate", nil, bearer("wrong"), codes.Unauthenticated},
 	} {
-		g := &grpcCaller{c: tokenv1.NewTokenServiceClient(s.conn(tc.cert)), authz: tc.authz}
-		h := &httpCaller{base: s.httpURL, client: s.httpClient(tc.cert), authz: tc.authz}
+		g := &grpcCaller{c: tokenv1.NewTokenServiceClient(s.Dial(tc.cert)), authz: tc.authz}
+		h := &httpCaller{base: s.URL(), client: s.HTTPClient(tc.cert), authz: tc.authz}
 		for _, c := range []caller{g, h} {
 			wantAll(t, tc.name+" over "+c.String(), everyRPC(t, c), tc.want, "")
 		}
@@ -299,7 +304,7 @@ func TestAuthAllowUnauthenticated(t *testing.T) {
 		t.Error("app.New with a held secret and no way to authenticate callers succeeded; want a refusal to start")
 	}
 
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, env, nil)
+	s := startServer(t, up.URL, gatetest.Held(secret))
 	for _, c := range []caller{s.grpcCaller(""), s.httpCaller(""), s.connectCaller("")} {
 		wantAll(t, "no credentials over "+c.String(), everyRPC(t, c), codes.OK, "")
 	}
@@ -314,19 +319,18 @@ func TestCORS(t *testing.T) {
 	const origin = "https://app.example"
 	_, count, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-cors-0123456789")
-	s := startServer(t, up.URL, []string{"--cors-origins=" + origin, "--api-keys-file=" + keys},
-		map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
+	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--cors-origins="+origin, "--api-keys-file="+keys))
 
 	send := func(t *testing.T, method, path string, hdr map[string]string) *http.Response {
 		t.Helper()
-		req, err := http.NewRequestWithContext(callCtx(t), method, s.httpURL+path, nil)
+		req, err := http.NewRequestWithContext(callCtx(t), method, s.URL()+path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}
-		resp, err := s.httpClient(nil).Do(req)
+		resp, err := s.HTTPClient(nil).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

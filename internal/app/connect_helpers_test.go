@@ -38,8 +38,8 @@ func (s *server) grpcWebCaller(authz string) *connectCaller {
 }
 
 func (s *server) newConnectCaller(name, authz string, opts ...connect.ClientOption) *connectCaller {
-	hc := s.httpClient(nil)
-	base := s.httpURL + "/cbkgate.token.v1.TokenService/"
+	hc := s.HTTPClient(nil)
+	base := s.URL() + "/cbkgate.token.v1.TokenService/"
 	return &connectCaller{
 		name:    name,
 		authz:   authz,

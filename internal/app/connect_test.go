@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // TestConnectErrorDetails: a validation error reaches Connect and gRPC-Web
@@ -20,7 +21,7 @@ func TestConnectErrorDetails(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-connect-details"
 	_, count, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
 		t.Run(c.String(), func(t *testing.T) {
 			for name, st := range map[string]interface {
@@ -63,8 +64,8 @@ func TestConnectHTTP(t *testing.T) {
 	const secret = "emu-secret-connect-http"
 	const origin = "https://app.example"
 	_, count, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, []string{"--cors-origins=" + origin}, nil, nil)
-	route := s.httpURL + "/cbkgate.token.v1.TokenService/Create"
+	s := startServer(t, up.URL, gatetest.Args("--cors-origins="+origin))
+	route := s.URL() + "/cbkgate.token.v1.TokenService/Create"
 	send := func(t *testing.T, method string, body []byte, hdr map[string]string) (*http.Response, []byte) {
 		t.Helper()
 		req, err := http.NewRequestWithContext(callCtx(t), method, route, bytes.NewReader(body))
@@ -74,7 +75,7 @@ func TestConnectHTTP(t *testing.T) {
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}
-		resp, err := s.httpClient(nil).Do(req)
+		resp, err := s.HTTPClient(nil).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +150,7 @@ func TestConnectRefusals(t *testing.T) {
 	const secret = "held-secret-connect-refusals"
 	_, count, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-connect-0123456789")
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + keys}, map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
+	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
 
 	_, want := s.httpCaller("").create(t, &tokenv1.CreateRequest{UserId: "u", Name: "n"})
 	if want == nil || want.Code() != codes.Unauthenticated {
@@ -171,13 +172,13 @@ func TestConnectRefusals(t *testing.T) {
 		}
 	}
 
-	req, err := http.NewRequestWithContext(callCtx(t), http.MethodPost, s.httpURL+"/cbkgate.token.v1.TokenService/Create",
+	req, err := http.NewRequestWithContext(callCtx(t), http.MethodPost, s.URL()+"/cbkgate.token.v1.TokenService/Create",
 		strings.NewReader(`{"user_id":"u"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.httpClient(nil).Do(req)
+	resp, err := s.HTTPClient(nil).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // TestMaxConnectionAgeRotatesConnections: with --max-connection-age, one
@@ -42,11 +43,10 @@ func TestMaxConnectionAgeRotatesConnections(t *testing.T) {
 		emu.ServeHTTP(w, r)
 	})
 	up := upstream(t, slowLists)
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated", "--max-connection-age=1s"},
-		map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
+	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--max-connection-age=1s"))
 
 	var dials atomic.Int64
-	cc, err := grpc.NewClient(s.grpc,
+	cc, err := grpc.NewClient(s.GRPCAddr(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			dials.Add(1)
@@ -105,14 +105,14 @@ func TestMaxConnectionAgeRotatesConnections(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		hc := s.httpClient(nil)
+		hc := s.HTTPClient(nil)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			resp, err := hc.Post(s.httpURL+"/v1/users/u/tokens", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"h%d"}`, i)))
+			resp, err := hc.Post(s.URL()+"/v1/users/u/tokens", "application/json", strings.NewReader(fmt.Sprintf(`{"name":"h%d"}`, i)))
 			if err != nil {
 				fail("HTTP Create %d: %v", i, err)
 			} else {

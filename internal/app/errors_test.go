@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 const upstreamMessage = "upstream says no"
@@ -78,7 +79,7 @@ func TestListUpstreamFailure(t *testing.T) {
 				t.Parallel()
 				f := &faultyUpstream{status: tc.status, code: tc.code, failFirst: failFirst}
 				up := upstream(t, f)
-				s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "held-secret"}, nil)
+				s := startServer(t, up.URL, gatetest.Held("held-secret"))
 				wantTokens := 3
 				if failFirst {
 					wantTokens = 0
@@ -163,7 +164,7 @@ func TestUnaryUpstreamErrors(t *testing.T) {
 			t.Parallel()
 			f := &faultyUpstream{status: tc.status, code: tc.code, retryAfter: tc.retryAfter, failFirst: true}
 			up := upstream(t, f)
-			s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "held-secret"}, nil)
+			s := startServer(t, up.URL, gatetest.Held("held-secret"))
 			h := s.httpCaller("")
 			for _, c := range []caller{s.grpcCaller(""), h, s.connectCaller(""), s.grpcWebCaller("")} {
 				for _, rpc := range []struct {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 const tokenService = "cbkgate.token.v1.TokenService"
@@ -31,8 +32,8 @@ func TestHealthAndDiscovery(t *testing.T) {
 	const secret = "held-secret-health"
 	_, _, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-health-0123456789")
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + keys}, map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
-	cc := s.conn(nil)
+	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
+	cc := s.Dial(nil)
 
 	t.Run("grpc health", func(t *testing.T) {
 		hc := healthpb.NewHealthClient(cc)

@@ -1,9 +1,9 @@
 package app_test
 
-// The harness of the end-to-end tests: a real cbkgate (app.New + Run) on
-// loopback ports, in front of an httptest upstream (the emulator or a
-// misbehaving handler), driven through a real gRPC connection and a real
-// net/http client against the gateway.
+// The callers of the end-to-end tests: a real cbkgate (internal/gatetest)
+// in front of an httptest upstream (the emulator or a misbehaving handler),
+// driven through a real gRPC connection and a real net/http client against
+// the gateway.
 
 import (
 	"bytes"
@@ -11,10 +11,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,32 +22,23 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
-	"github.com/cbkgate/cbkgate/internal/app"
-	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/emulator"
-	"github.com/cbkgate/cbkgate/internal/logging"
-	"github.com/cbkgate/cbkgate/internal/testlog"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/testpki"
-	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // callTimeout bounds every single call a test makes, so a hang fails the
 // test instead of the whole run.
-const callTimeout = 15 * time.Second
+const callTimeout = gatetest.CallTimeout
 
 // counter wraps an upstream handler and counts the requests it gets.
 type counter struct {
@@ -82,131 +71,15 @@ func newEmulator(t *testing.T, secret string) (*emulator.Emulator, *counter, *ht
 	return emu, c, upstream(t, c)
 }
 
-// server is one running cbkgate.
-type server struct {
-	t       *testing.T
-	app     *app.App
-	logs    *testlog.Buffer
-	grpc    string // host:port
-	httpURL string // http(s)://host:port
-	tls     *tls.Config
+// server is one running cbkgate (internal/gatetest), with this package's
+// callers on it.
+type server struct{ *gatetest.Gate }
 
-	cancel  context.CancelFunc
-	done    chan error // Run's result
-	stopped atomic.Bool
-}
-
-// startServer loads the configuration from args (listen addresses and
-// upstream added) and env, builds the app with a debug JSON logger and runs
-// it until the test ends. clientTLS, if set, is what the test's clients use
-// to reach the TLS listeners.
-func startServer(t *testing.T, upstreamURL string, args []string, env map[string]string, clientTLS *tls.Config) *server {
+// startServer runs cbkgate in front of upstreamURL until the test ends;
+// without options in pass-through mode, logging at debug level.
+func startServer(t *testing.T, upstreamURL string, opts ...gatetest.Option) *server {
 	t.Helper()
-	all := append([]string{
-		"--grpc-addr=127.0.0.1:0",
-		"--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
-		"--upstream=" + upstreamURL,
-	}, args...)
-	cfg, err := config.Load(all, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatalf("config.Load: %v", err)
-	}
-	logs := &testlog.Buffer{}
-	a, err := app.New(cfg, logging.New(logs, slog.LevelDebug, "json"))
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{
-		t: t, app: a, logs: logs,
-		grpc:   a.GRPCAddr().String(),
-		tls:    clientTLS,
-		cancel: cancel,
-		done:   make(chan error, 1),
-	}
-	scheme := "http"
-	if cfg.TLSCertFile != "" {
-		scheme = "https"
-	}
-	s.httpURL = scheme + "://" + a.HTTPAddr().String()
-	go func() { s.done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		if err := s.stop(); err != nil {
-			t.Errorf("Run returned %v at cleanup", err)
-		}
-	})
-	s.waitReady()
-	return s
-}
-
-// stop cancels Run's context and waits for Run to return, once.
-func (s *server) stop() error {
-	s.t.Helper()
-	if s.stopped.Swap(true) {
-		return nil
-	}
-	s.cancel()
-	select {
-	case err := <-s.done:
-		return err
-	case <-time.After(30 * time.Second):
-		s.t.Fatal("Run did not return within 30s of its context ending")
-		return nil
-	}
-}
-
-// waitReady polls /readyz until it answers 200, bounded.
-func (s *server) waitReady() {
-	s.t.Helper()
-	c := s.httpClient(nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := c.Get(s.httpURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("/readyz not 200 within 10s (last error %v)", err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// conn dials the gRPC listener. cert, if not nil, is presented as the TLS
-// client certificate.
-func (s *server) conn(cert *tls.Certificate) *grpc.ClientConn {
-	s.t.Helper()
-	creds := insecure.NewCredentials()
-	if s.tls != nil {
-		tc := s.tls.Clone()
-		if cert != nil {
-			tc.Certificates = []tls.Certificate{*cert}
-		}
-		creds = credentials.NewTLS(tc)
-	}
-	cc, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { cc.Close() })
-	return cc
-}
-
-// httpClient returns a client for the HTTP listener; cert as for conn.
-func (s *server) httpClient(cert *tls.Certificate) *http.Client {
-	tr := &http.Transport{}
-	if s.tls != nil {
-		tc := s.tls.Clone()
-		if cert != nil {
-			tc.Certificates = []tls.Certificate{*cert}
-		}
-		tr.TLSClientConfig = tc
-	}
-	s.t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: callTimeout}
+	return &server{gatetest.Start(t, upstreamURL, opts...)}
 }
 
 func callCtx(t *testing.T) context.Context {
@@ -232,7 +105,7 @@ type grpcCaller struct {
 }
 
 func (s *server) grpcCaller(authz string) *grpcCaller {
-	return &grpcCaller{c: tokenv1.NewTokenServiceClient(s.conn(nil)), authz: authz}
+	return &grpcCaller{c: tokenv1.NewTokenServiceClient(s.Dial(nil)), authz: authz}
 }
 
 func (g *grpcCaller) String() string { return "grpc" }
@@ -250,17 +123,11 @@ func (g *grpcCaller) list(t *testing.T, req *tokenv1.ListRequest) ([]*tokenv1.Li
 	if err != nil {
 		return nil, status.Convert(err)
 	}
-	var out []*tokenv1.ListResponse
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return out, status.Convert(err)
-		}
-		out = append(out, m)
+	out, err := gatetest.Recv(stream)
+	if err != nil {
+		return out, status.Convert(err)
 	}
+	return out, nil
 }
 
 func (g *grpcCaller) create(t *testing.T, req *tokenv1.CreateRequest) (*tokenv1.CreateResponse, *status.Status) {
@@ -289,7 +156,7 @@ type httpCaller struct {
 }
 
 func (s *server) httpCaller(authz string) *httpCaller {
-	return &httpCaller{base: s.httpURL, client: s.httpClient(nil), authz: authz}
+	return &httpCaller{base: s.URL(), client: s.HTTPClient(nil), authz: authz}
 }
 
 func (h *httpCaller) String() string { return "http" }
@@ -355,7 +222,7 @@ func (h *httpCaller) unary(t *testing.T, method, path string, body []byte, out p
 		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
 	}
 	if resp.StatusCode != http.StatusOK {
-		st := testwire.Status(t, b)
+		st := gatetest.Status(t, b)
 		if want := runtime.HTTPStatusFromCode(st.Code()); resp.StatusCode != want {
 			t.Errorf("%s %s: HTTP %d for %v, want %d", method, path, resp.StatusCode, st.Code(), want)
 		}
@@ -444,13 +311,13 @@ func (h *httpCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) ndjson {
 	if resp.StatusCode != http.StatusOK && !bytes.HasPrefix(b, []byte(`{"error"`)) {
 		// Refused before the gateway ran the call (authentication, a bad
 		// query parameter): a plain google.rpc.Status.
-		out.err = testwire.Status(t, b)
+		out.err = gatetest.Status(t, b)
 		if want := runtime.HTTPStatusFromCode(out.err.Code()); resp.StatusCode != want {
 			t.Errorf("List over HTTP: HTTP %d for %v, want %d", resp.StatusCode, out.err.Code(), want)
 		}
 		return out
 	}
-	out.results, out.err = testwire.NDJSON(t, b)
+	out.results, out.err = gatetest.NDJSON(t, b)
 	switch {
 	case out.err == nil && resp.StatusCode != http.StatusOK:
 		t.Errorf("List over HTTP: HTTP %d with no error line", resp.StatusCode)
@@ -488,22 +355,13 @@ func wantCode(t *testing.T, what string, st *status.Status, want codes.Code) {
 	}
 }
 
-// errorInfo returns the status's google.rpc.ErrorInfo, failing if absent.
-func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {
-	t.Helper()
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok {
-			return ei
-		}
-	}
-	t.Fatalf("status %v %q carries no ErrorInfo (details %v)", st.Code(), st.Message(), st.Details())
-	return nil
-}
-
 // wantErrorInfo checks the ErrorInfo of an error that came from upstream.
 func wantErrorInfo(t *testing.T, st *status.Status, reason string, httpStatus int) {
 	t.Helper()
-	ei := errorInfo(t, st)
+	ei := gatetest.ErrorInfo(st)
+	if ei == nil {
+		t.Fatalf("status %v %q carries no ErrorInfo (details %v)", st.Code(), st.Message(), st.Details())
+	}
 	if ei.GetReason() != reason || ei.GetDomain() != "chatbotkit.com" || ei.GetMetadata()["http_status"] != strconv.Itoa(httpStatus) {
 		t.Errorf("ErrorInfo = reason %q domain %q metadata %v; want reason %q domain chatbotkit.com http_status %d",
 			ei.GetReason(), ei.GetDomain(), ei.GetMetadata(), reason, httpStatus)

@@ -17,6 +17,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/k8ssecret"
 )
 
@@ -24,7 +25,7 @@ import (
 func callLines(t *testing.T, s *server) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, l := range s.logs.JSON(t) {
+	for _, l := range s.Logs().JSON(t) {
 		if m, _ := l["method"].(string); l["msg"] == "grpc call" && len(m) > 26 && m[:26] == "/cbkgate.token.v1.TokenSer" {
 			out = append(out, l)
 		}
@@ -41,7 +42,7 @@ func TestCallerIdentity(t *testing.T) {
 	const secret = "held-secret-identity"
 	_, count, up := newEmulator(t, secret)
 	keys := writeKeys(t, "alice key-alice-0123456789", "bob sha256:"+hexSHA("key-bob-0123456789"))
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + keys}, map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
+	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
 
 	wantCallers := func(what string, from int, want string) {
 		t.Helper()
@@ -80,7 +81,7 @@ func TestCallerIdentity(t *testing.T) {
 		t.Errorf("alice over gRPC claiming key:admin: %v", err)
 	}
 	// And over Connect, in the header the in-process hop carries it in.
-	req, err := http.NewRequestWithContext(callCtx(t), http.MethodPost, s.httpURL+"/cbkgate.token.v1.TokenService/Create",
+	req, err := http.NewRequestWithContext(callCtx(t), http.MethodPost, s.URL()+"/cbkgate.token.v1.TokenService/Create",
 		bytes.NewReader([]byte(`{"user_id":"u","name":"n"}`)))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func TestCallerIdentity(t *testing.T) {
 	req.Header.Set("Authorization", bearer("key-alice-0123456789"))
 	req.Header.Set(auth.GatewayCallerKey, "key:admin")
 	req.Header.Set("Grpc-Metadata-"+auth.GatewayCallerKey, "key:admin")
-	resp, err := s.httpClient(nil).Do(req)
+	resp, err := s.HTTPClient(nil).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestCallerIdentityPassThrough(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-identity"
 	_, _, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 	wantAll(t, "grpc", everyRPC(t, s.grpcCaller(bearer(secret))), codes.OK, "")
 	wantAll(t, "http", everyRPC(t, s.httpCaller(bearer(secret))), codes.OK, "")
 	want := "bearer:" + hexSHA(secret)[:8]
@@ -142,7 +143,7 @@ func TestCallerIdentityPassThrough(t *testing.T) {
 			t.Errorf("call line %v: caller %v, want %s", l, l["caller"], want)
 		}
 	}
-	if bytes.Contains([]byte(s.logs.String()), []byte(secret)) {
+	if bytes.Contains([]byte(s.Logs().String()), []byte(secret)) {
 		t.Error("the log carries the bearer")
 	}
 }
@@ -163,8 +164,10 @@ func TestKeysRotateUnderLoad(t *testing.T) {
 		"renamed key-stable-0123456789\nnew key-new-0123456789\n",
 	}
 	dir := k8ssecret.New(t, map[string]string{"keys.txt": versions[0], "cbk-secret": secret + "\n"})
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + dir.Path("keys.txt")},
-		map[string]string{"CHATBOTKIT_API_SECRET_FILE": dir.Path("cbk-secret")}, nil)
+	s := startServer(t, up.URL,
+		gatetest.Args("--api-keys-file="+dir.Path("keys.txt")),
+		gatetest.Env("CHATBOTKIT_API_SECRET_FILE", dir.Path("cbk-secret")),
+	)
 
 	// The load: started before the first swap and kept up until the last
 	// rotation has taken effect (stop), bounded by the deadline. It is not
@@ -233,7 +236,7 @@ func TestKeysRotateUnderLoad(t *testing.T) {
 	waitFor("key-old-0123456789", codes.Unauthenticated)
 
 	dir.Update(t, map[string]string{"keys.txt": versions[2], "cbk-secret": secret + "\n"})
-	if err := s.app.Reload(); err != nil { // SIGHUP's path
+	if err := s.App().Reload(); err != nil { // SIGHUP's path
 		t.Fatal(err)
 	}
 	waitFor("key-new-0123456789", codes.Unauthenticated)

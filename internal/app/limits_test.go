@@ -30,6 +30,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/app"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 const heldSecretForLimits = "sk-limits-held-0123456789abcdef"
@@ -40,11 +41,7 @@ func startLimited(t *testing.T, upstreamURL string, idle, body, stalled time.Dur
 	t.Helper()
 	restore := app.SetTimeouts(idle, body, stalled)
 	defer restore()
-	if len(args) == 0 {
-		args = []string{"--allow-unauthenticated"}
-	}
-	return startServer(t, upstreamURL, args,
-		map[string]string{"CHATBOTKIT_API_SECRET": heldSecretForLimits}, nil)
+	return startServer(t, upstreamURL, gatetest.Held(heldSecretForLimits), gatetest.Args(args...))
 }
 
 // endlessList is an upstream whose listing never ends: every page is full
@@ -105,7 +102,7 @@ func steady(t *testing.T, what string, f func() int) int {
 
 // logHas reports whether a log line has every key=value given.
 func logHas(s *server, kv ...string) bool {
-	for _, line := range strings.Split(s.logs.String(), "\n") {
+	for _, line := range strings.Split(s.Logs().String(), "\n") {
 		ok := line != ""
 		for i := 0; ok && i+1 < len(kv); i += 2 {
 			ok = strings.Contains(line, fmt.Sprintf("%q:%q", kv[i], kv[i+1]))
@@ -119,7 +116,7 @@ func logHas(s *server, kv ...string) bool {
 
 func TestIdleGRPCConnectionIsClosed(t *testing.T) {
 	s := startLimited(t, upstream(t, &endlessList{}).URL, 300*time.Millisecond, time.Minute, time.Minute)
-	c, err := net.Dial("tcp", s.grpc)
+	c, err := net.Dial("tcp", s.GRPCAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +157,7 @@ func TestIdleGRPCConnectionIsClosed(t *testing.T) {
 
 func TestIdleHTTPConnectionIsClosed(t *testing.T) {
 	s := startLimited(t, upstream(t, &endlessList{}).URL, 300*time.Millisecond, time.Minute, time.Minute)
-	c, err := net.Dial("tcp", strings.TrimPrefix(s.httpURL, "http://"))
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.URL(), "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,12 +183,14 @@ func TestIdleHTTP2ConnectionIsClosed(t *testing.T) {
 	p := newPKI(t)
 	restore := app.SetTimeouts(300*time.Millisecond, time.Minute, time.Minute)
 	s := startServer(t, upstream(t, &endlessList{}).URL,
-		[]string{"--allow-unauthenticated", "--tls-cert=" + p.certFile, "--tls-key=" + p.keyFile},
-		map[string]string{"CHATBOTKIT_API_SECRET": heldSecretForLimits}, p.clientTLS())
+		gatetest.Held(heldSecretForLimits),
+		gatetest.Args("--tls-cert="+p.certFile, "--tls-key="+p.keyFile),
+		gatetest.ClientTLS(p.clientTLS()),
+	)
 	restore()
 	tc := p.clientTLS()
 	tc.NextProtos = []string{"h2"}
-	c, err := tls.Dial("tcp", strings.TrimPrefix(s.httpURL, "https://"), tc)
+	c, err := tls.Dial("tcp", strings.TrimPrefix(s.URL(), "https://"), tc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +243,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			s := startLimited(t, upstream(t, up).URL, time.Minute, 500*time.Millisecond, time.Minute, mode.args...)
-			addr := strings.TrimPrefix(s.httpURL, "http://")
+			addr := strings.TrimPrefix(s.URL(), "http://")
 			before := openFDs(t)
 			const conns = 100
 			var wg sync.WaitGroup
@@ -298,7 +297,7 @@ func TestStalledGRPCListIsCutOff(t *testing.T) {
 	s := startLimited(t, upstream(t, up).URL, time.Minute, time.Minute, 500*time.Millisecond)
 	// A static window, so the transport buffers only 64 KiB for the test's
 	// stream however long it goes unread.
-	cc, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +340,7 @@ func TestStalledHTTPListIsCutOff(t *testing.T) {
 	up := &endlessList{}
 	s := startLimited(t, upstream(t, up).URL, time.Minute, time.Minute, 500*time.Millisecond)
 	d := net.Dialer{}
-	c, err := d.Dial("tcp", strings.TrimPrefix(s.httpURL, "http://"))
+	c, err := d.Dial("tcp", strings.TrimPrefix(s.URL(), "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,10 +402,12 @@ func (t *tailBuffer) last() string {
 func TestBadHandshakeFloodIsRateLimited(t *testing.T) {
 	p := newPKI(t)
 	s := startServer(t, upstream(t, &endlessList{}).URL,
-		[]string{"--allow-unauthenticated", "--tls-cert=" + p.certFile, "--tls-key=" + p.keyFile},
-		map[string]string{"CHATBOTKIT_API_SECRET": heldSecretForLimits}, p.clientTLS())
-	before := strings.Count(s.logs.String(), "\n")
-	addr := strings.TrimPrefix(s.httpURL, "https://")
+		gatetest.Held(heldSecretForLimits),
+		gatetest.Args("--tls-cert="+p.certFile, "--tls-key="+p.keyFile),
+		gatetest.ClientTLS(p.clientTLS()),
+	)
+	before := strings.Count(s.Logs().String(), "\n")
+	addr := strings.TrimPrefix(s.URL(), "https://")
 	start := time.Now()
 	for range 300 {
 		c, err := net.Dial("tcp", addr)
@@ -421,7 +422,7 @@ func TestBadHandshakeFloodIsRateLimited(t *testing.T) {
 	elapsed := time.Since(start)
 	var lines int
 	waitFor(t, 5*time.Second, "the handshake lines written", func() bool {
-		lines = strings.Count(s.logs.String(), "\n") - before
+		lines = strings.Count(s.Logs().String(), "\n") - before
 		return lines > 0
 	})
 	bound := 20 + int(10*elapsed.Seconds()) + 2
@@ -429,5 +430,5 @@ func TestBadHandshakeFloodIsRateLimited(t *testing.T) {
 	if lines > bound {
 		t.Fatalf("%d lines for 300 failed handshakes, want at most %d", lines, bound)
 	}
-	s.logs.JSON(t) // every line is JSON
+	s.Logs().JSON(t) // every line is JSON
 }

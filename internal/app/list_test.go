@@ -95,7 +95,7 @@ func TestListPagination(t *testing.T) {
 	if len(asc) != n || len(desc) != n {
 		t.Fatalf("emulator holds %d/%d tokens, want %d", len(asc), len(desc), n)
 	}
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 
 	cases := []struct {
 		name     string

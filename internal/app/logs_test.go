@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // callLog tallies the "grpc call" lines a test expects, by method and code.
@@ -60,7 +61,7 @@ func secretsRun(t *testing.T, c caller, want callLog, wantOK bool) []string {
 // and that it has exactly the expected "grpc call" lines for TokenService.
 func checkLogs(t *testing.T, s *server, forbidden map[string]string, want callLog) {
 	t.Helper()
-	all := s.logs.String()
+	all := s.Logs().String()
 	for what, v := range forbidden {
 		if v == "" {
 			t.Fatalf("empty forbidden value for %s", what)
@@ -70,7 +71,7 @@ func checkLogs(t *testing.T, s *server, forbidden map[string]string, want callLo
 		}
 	}
 	got := callLog{}
-	for _, line := range s.logs.JSON(t) {
+	for _, line := range s.Logs().JSON(t) {
 		if line["msg"] != "grpc call" {
 			continue
 		}
@@ -118,7 +119,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		upSecret := unique("cbk-passthrough-SECRET")
 		wrongBearer := unique("cbk-wrong-bearer-SECRET")
 		_, _, up := newEmulator(t, upSecret)
-		s := startServer(t, up.URL, nil, nil, nil)
+		s := startServer(t, up.URL)
 
 		want := callLog{}
 		var minted []string
@@ -148,8 +149,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		apiKey := unique("cbkgate-apikey-SECRET")
 		wrongKey := unique("cbkgate-wrongkey-SECRET")
 		_, _, up := newEmulator(t, held)
-		s := startServer(t, up.URL, []string{"--api-keys-file=" + writeKeys(t, apiKey)},
-			map[string]string{"CHATBOTKIT_API_SECRET": held}, nil)
+		s := startServer(t, up.URL, gatetest.Held(held), gatetest.Args("--api-keys-file="+writeKeys(t, apiKey)))
 
 		want := callLog{}
 		var minted []string

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/version"
 )
 
@@ -120,8 +121,7 @@ func TestMetrics(t *testing.T) {
 	key := unique("cbkgate-key-SECRET")
 	emu, _, _ := newEmulator(t, held)
 	up := upstream(t, &flakyUpstream{next: emu})
-	s := startServer(t, up.URL, []string{"--api-keys-file=" + writeKeys(t, key)},
-		map[string]string{"CHATBOTKIT_API_SECRET": held}, nil)
+	s := startServer(t, up.URL, gatetest.Held(held), gatetest.Args("--api-keys-file="+writeKeys(t, key)))
 	user := unique("metrics-user")
 
 	g, h := s.grpcCaller(bearer(key)), s.httpCaller(bearer(key))
@@ -153,7 +153,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	all := scrape(t, "http://"+s.app.AdminAddr().String()+"/metrics")
+	all := scrape(t, "http://"+s.App().AdminAddr().String()+"/metrics")
 	const svc = `grpc_service="cbkgate.token.v1.TokenService"`
 	grpcKey := func(name, method, typ, code string) string {
 		k := name + `{` + `grpc_code="` + code + `",grpc_method="` + method + `",` + svc + `,grpc_type="` + typ + `"}`
@@ -250,7 +250,7 @@ func TestMetrics(t *testing.T) {
 func TestMetricsRateLimited(t *testing.T) {
 	t.Parallel()
 	_, _, up := newEmulator(t, "up-secret")
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated", "--caller-rate=1"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
+	s := startServer(t, up.URL, gatetest.Held("up-secret"), gatetest.Args("--caller-rate=1"))
 	refused := 0
 	for _, c := range []caller{s.grpcCaller(""), s.httpCaller("")} {
 		for range 4 {
@@ -267,7 +267,7 @@ func TestMetricsRateLimited(t *testing.T) {
 	if refused == 0 {
 		t.Fatal("8 creates within moments at --caller-rate=1 (burst 2): none refused")
 	}
-	all := scrape(t, "http://"+s.app.AdminAddr().String()+"/metrics")
+	all := scrape(t, "http://"+s.App().AdminAddr().String()+"/metrics")
 	if got := all["cbkgate_rate_limited_total{}"]; got != float64(refused) {
 		t.Errorf("cbkgate_rate_limited_total = %v, want %d (the calls refused)", got, refused)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // headerRecorder passes requests on and remembers the X-Request-Id and
@@ -53,7 +54,7 @@ var hexTraceID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 func linesWith(t *testing.T, s *server, id string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, l := range s.logs.JSON(t) {
+	for _, l := range s.Logs().JSON(t) {
 		if l["request_id"] == id {
 			out = append(out, l)
 		}
@@ -79,8 +80,8 @@ func TestRequestIDs(t *testing.T) {
 	emu, _, _ := newEmulator(t, "up-secret")
 	rec := &headerRecorder{next: emu}
 	up := upstream(t, rec)
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
-	client := tokenv1.NewTokenServiceClient(s.conn(nil))
+	s := startServer(t, up.URL, gatetest.Held("up-secret"))
+	client := tokenv1.NewTokenServiceClient(s.Dial(nil))
 	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
 	callerParent := "00-" + callerTrace + "-00f067aa0ba902b7-01"
 	const httpTrace = "0af7651916cd43dd8448eb211c80319c"
@@ -236,7 +237,7 @@ func TestRequestIDs(t *testing.T) {
 			lines[0]["http_method"] != "PUT" || lines[0]["route"] != "/v1/users/{user_id}/tokens" {
 			t.Errorf("refusal lines %v, want one http call refused line with method, route and status", lines)
 		}
-		if bytes.Contains([]byte(s.logs.String()), []byte("/v1/users/rid-user")) {
+		if bytes.Contains([]byte(s.Logs().String()), []byte("/v1/users/rid-user")) {
 			t.Errorf("a raw path is in the log")
 		}
 	})

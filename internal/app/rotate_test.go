@@ -14,6 +14,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/k8ssecret"
 	"github.com/cbkgate/cbkgate/internal/testpki"
 )
@@ -71,9 +72,11 @@ func TestTLSAndSecretRotate(t *testing.T) {
 	}
 	dir := k8ssecret.New(t, files(v1, "held-secret-one"))
 	clientTLS := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-	s := startServer(t, up.URL, []string{
-		"--tls-cert=" + dir.Path("tls.crt"), "--tls-key=" + dir.Path("tls.key"), "--api-keys-file=" + dir.Path("keys.txt"),
-	}, map[string]string{"CHATBOTKIT_API_SECRET_FILE": dir.Path("cbk-secret")}, clientTLS)
+	s := startServer(t, up.URL,
+		gatetest.Args("--tls-cert="+dir.Path("tls.crt"), "--tls-key="+dir.Path("tls.key"), "--api-keys-file="+dir.Path("keys.txt")),
+		gatetest.Env("CHATBOTKIT_API_SECRET_FILE", dir.Path("cbk-secret")),
+		gatetest.ClientTLS(clientTLS),
+	)
 
 	served := func(addr string) string {
 		t.Helper()
@@ -84,7 +87,7 @@ func TestTLSAndSecretRotate(t *testing.T) {
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 	}
-	httpAddr := strings.TrimPrefix(s.httpURL, "https://")
+	httpAddr := strings.TrimPrefix(s.URL(), "https://")
 	create := func(c *grpcCaller) {
 		t.Helper()
 		if _, st := c.create(t, &tokenv1.CreateRequest{UserId: "rot", Name: "n"}); st.Code() != codes.OK {
@@ -97,17 +100,17 @@ func TestTLSAndSecretRotate(t *testing.T) {
 	if got := rec.last(); got != "held-secret-one" {
 		t.Fatalf("upstream saw %q, want the first secret", got)
 	}
-	for _, addr := range []string{s.grpc, httpAddr} {
+	for _, addr := range []string{s.GRPCAddr(), httpAddr} {
 		if cn := served(addr); cn != "server-v1" {
 			t.Fatalf("%s serves %q before the rotation, want server-v1", addr, cn)
 		}
 	}
 
 	dir.Update(t, files(v2, "held-secret-two"))
-	if err := s.app.Reload(); err != nil {
+	if err := s.App().Reload(); err != nil {
 		t.Fatal(err)
 	}
-	for _, addr := range []string{s.grpc, httpAddr} {
+	for _, addr := range []string{s.GRPCAddr(), httpAddr} {
 		if cn := served(addr); cn != "server-v2" {
 			t.Errorf("%s serves %q after the rotation, want server-v2", addr, cn)
 		}
@@ -126,7 +129,7 @@ func TestTLSAndSecretRotate(t *testing.T) {
 	if resp, b := h.do(t, http.MethodPost, tokensPath("rot"), []byte(`{"name":"n"}`)); resp.StatusCode != http.StatusOK || rec.last() != "held-secret-two" {
 		t.Errorf("HTTPS create after the rotation: %d %s, upstream saw %q", resp.StatusCode, b, rec.last())
 	}
-	if strings.Contains(s.logs.String(), "held-secret-") {
+	if strings.Contains(s.Logs().String(), "held-secret-") {
 		t.Error("the log carries the upstream secret")
 	}
 }

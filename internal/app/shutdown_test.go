@@ -18,6 +18,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // blockingUpstream holds every create until release is closed (or the
@@ -84,7 +85,7 @@ func inFlight(t *testing.T, s *server) <-chan callResult {
 		cancel()
 		wg.Wait()
 	})
-	client := tokenv1.NewTokenServiceClient(s.conn(nil))
+	client := tokenv1.NewTokenServiceClient(s.Dial(nil))
 	wg.Add(inFlightCalls)
 	go func() {
 		defer wg.Done()
@@ -92,8 +93,8 @@ func inFlight(t *testing.T, s *server) <-chan callResult {
 		st := status.Convert(err)
 		out <- callResult{code: st.Code(), msg: "grpc: " + st.Message()}
 	}()
-	hc := s.httpClient(nil)
-	url := s.httpURL + tokensPath("drain-user")
+	hc := s.HTTPClient(nil)
+	url := s.URL() + tokensPath("drain-user")
 	go func() {
 		defer wg.Done()
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"name":"http"}`))
@@ -156,13 +157,12 @@ func TestShutdownDrain(t *testing.T) {
 			close(block.release)
 		}
 	})
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated", "--shutdown-timeout=20s"},
-		map[string]string{"CHATBOTKIT_API_SECRET": secret}, nil)
+	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.ShutdownTimeout(20*time.Second))
 
 	// A health watcher from before the shutdown, as a load balancer has.
 	watchCtx, stopWatch := context.WithCancel(callCtx(t))
 	defer stopWatch()
-	watch, err := healthpb.NewHealthClient(s.conn(nil)).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	watch, err := healthpb.NewHealthClient(s.Dial(nil)).Watch(watchCtx, &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestShutdownDrain(t *testing.T) {
 	results := inFlight(t, s)
 	block.waitEntered(t, inFlightCalls)
 
-	s.cancel() // as SIGTERM does
+	s.Shutdown() // as SIGTERM does
 
 	// Health turns NOT_SERVING for the watcher.
 	for {
@@ -195,7 +195,7 @@ func TestShutdownDrain(t *testing.T) {
 	var last string
 	readyz503 := false
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		resp, err := probe.Get(s.httpURL + "/readyz")
+		resp, err := probe.Get(s.URL() + "/readyz")
 		if err != nil {
 			last = err.Error()
 			continue
@@ -213,7 +213,7 @@ func TestShutdownDrain(t *testing.T) {
 
 	// New calls on a fresh connection are refused; nothing goes upstream.
 	ctx, cancel := context.WithTimeout(callCtx(t), 5*time.Second)
-	_, err = tokenv1.NewTokenServiceClient(s.conn(nil)).Create(ctx, &tokenv1.CreateRequest{UserId: "late"})
+	_, err = tokenv1.NewTokenServiceClient(s.Dial(nil)).Create(ctx, &tokenv1.CreateRequest{UserId: "late"})
 	cancel()
 	if status.Code(err) == codes.OK {
 		t.Error("a new gRPC call during the drain succeeded")
@@ -226,9 +226,8 @@ func TestShutdownDrain(t *testing.T) {
 
 	// Run is still draining while the calls are held.
 	select {
-	case err := <-s.done:
-		s.done <- err
-		t.Fatalf("Run returned (%v) while calls were still in flight", err)
+	case <-s.Done():
+		t.Fatalf("Run returned (%v) while calls were still in flight", s.Err())
 	default:
 	}
 
@@ -238,7 +237,7 @@ func TestShutdownDrain(t *testing.T) {
 			t.Errorf("in-flight call did not complete OK during the drain: %+v", r)
 		}
 	}
-	if err := s.stop(); err != nil {
+	if err := s.Stop(30 * time.Second); err != nil {
 		t.Errorf("Run = %v after a clean drain, want nil", err)
 	}
 }
@@ -250,14 +249,13 @@ func TestShutdownTimeout(t *testing.T) {
 	block := newBlockingUpstream(nil) // never answers a create
 	up := upstream(t, block)
 	t.Cleanup(func() { close(block.release) })
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated", "--shutdown-timeout=300ms"},
-		map[string]string{"CHATBOTKIT_API_SECRET": "held-secret-timeout"}, nil)
+	s := startServer(t, up.URL, gatetest.Held("held-secret-timeout"), gatetest.ShutdownTimeout(300*time.Millisecond))
 
 	results := inFlight(t, s)
 	block.waitEntered(t, inFlightCalls)
 
 	start := time.Now()
-	err := s.stop()
+	err := s.Stop(30 * time.Second)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Errorf("Run = %v after the shutdown timeout, want nil", err)
@@ -270,7 +268,7 @@ func TestShutdownTimeout(t *testing.T) {
 			t.Errorf("a call stuck past the shutdown timeout ended OK: %+v", r)
 		}
 	}
-	if !strings.Contains(s.logs.String(), "shutdown timeout reached") {
+	if !strings.Contains(s.Logs().String(), "shutdown timeout reached") {
 		t.Error("no log line says the shutdown timeout cut calls off")
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
-	"github.com/cbkgate/cbkgate/internal/testwire"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // sseCaller is httpCaller whose List asks for Server-Sent Events.
@@ -89,7 +89,7 @@ func (c *sseCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) sseAnswer {
 	out := sseAnswer{httpStatus: resp.StatusCode}
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		// Refused before the gateway ran the call: a plain Status.
-		out.err = testwire.Status(t, b)
+		out.err = gatetest.Status(t, b)
 		return out
 	}
 	out.events = parseSSE(t, b)
@@ -111,7 +111,7 @@ func (c *sseCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) sseAnswer {
 			if i != len(out.events)-1 {
 				t.Errorf("SSE: the error event is not the last")
 			}
-			out.err = testwire.Status(t, []byte(ev.data))
+			out.err = gatetest.Status(t, []byte(ev.data))
 		default:
 			t.Errorf("SSE: unexpected event type %q", ev.event)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // TestListSSEResume: an SSE reader that reconnects with Last-Event-ID (the
@@ -20,7 +21,7 @@ func TestListSSEResume(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-sse-resume"
 	_, _, up := newEmulator(t, secret)
-	s := startServer(t, up.URL, nil, nil, nil)
+	s := startServer(t, up.URL)
 	g := s.grpcCaller(bearer(secret))
 	var want []string
 	for i := range 7 {
@@ -69,16 +70,16 @@ func TestListSSEFlushedPerToken(t *testing.T) {
 			close(release)
 		}
 	})
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "held-secret"}, nil)
+	s := startServer(t, up.URL, gatetest.Held("held-secret"))
 
 	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.httpURL+tokensPath("u")+"?page_size=1", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+tokensPath("u")+"?page_size=1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := s.httpClient(nil).Do(req)
+	resp, err := s.HTTPClient(nil).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

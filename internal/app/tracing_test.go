@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // otlpReceiver is an OTLP collector stub on loopback: it accepts trace
@@ -111,7 +113,7 @@ func TestTracing(t *testing.T) {
 	emu, _, _ := newEmulator(t, "up-secret")
 	rec := &headerRecorder{next: emu}
 	up := upstream(t, rec)
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
+	s := startServer(t, up.URL, gatetest.Held("up-secret"))
 
 	const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	h := s.httpCaller("")
@@ -126,13 +128,13 @@ func TestTracing(t *testing.T) {
 	httpUp := rec.last(t)
 
 	var hdr metadata.MD
-	if _, err := tokenv1.NewTokenServiceClient(s.conn(nil)).Create(callCtx(t), &tokenv1.CreateRequest{UserId: "trace-user"}, grpc.Header(&hdr)); err != nil {
+	if _, err := tokenv1.NewTokenServiceClient(s.Dial(nil)).Create(callCtx(t), &tokenv1.CreateRequest{UserId: "trace-user"}, grpc.Header(&hdr)); err != nil {
 		t.Fatal(err)
 	}
 	grpcTrace := hdr.Get("x-request-id")[0]
 	grpcUp := rec.last(t)
 
-	if err := s.stop(); err != nil { // flushes the spans
+	if err := s.Stop(30 * time.Second); err != nil { // flushes the spans
 		t.Fatal(err)
 	}
 
@@ -218,12 +220,12 @@ func TestTracingOverOTLPGRPC(t *testing.T) {
 	tracingEnv(t, "http://"+lis.Addr().String(), "grpc")
 
 	_, _, up := newEmulator(t, "up-secret")
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
+	s := startServer(t, up.URL, gatetest.Held("up-secret"))
 	var hdr metadata.MD
-	if _, err := tokenv1.NewTokenServiceClient(s.conn(nil)).Create(callCtx(t), &tokenv1.CreateRequest{UserId: "u"}, grpc.Header(&hdr)); err != nil {
+	if _, err := tokenv1.NewTokenServiceClient(s.Dial(nil)).Create(callCtx(t), &tokenv1.CreateRequest{UserId: "u"}, grpc.Header(&hdr)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.stop(); err != nil {
+	if err := s.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if got := recv.trace(hdr.Get("x-request-id")[0]); len(got) != 2 {
@@ -244,16 +246,16 @@ func TestTracingDisabled(t *testing.T) {
 	emu, _, _ := newEmulator(t, "up-secret")
 	rec := &headerRecorder{next: emu}
 	up := upstream(t, rec)
-	s := startServer(t, up.URL, []string{"--allow-unauthenticated"}, map[string]string{"CHATBOTKIT_API_SECRET": "up-secret"}, nil)
+	s := startServer(t, up.URL, gatetest.Held("up-secret"))
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	ctx := metadata.AppendToOutgoingContext(callCtx(t), "traceparent", parent)
-	if _, err := tokenv1.NewTokenServiceClient(s.conn(nil)).Create(ctx, &tokenv1.CreateRequest{UserId: "u"}); err != nil {
+	if _, err := tokenv1.NewTokenServiceClient(s.Dial(nil)).Create(ctx, &tokenv1.CreateRequest{UserId: "u"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := rec.last(t).Values("Traceparent"); len(got) != 1 || got[0] != parent {
 		t.Errorf("upstream traceparent %q with tracing off, want the caller's %q", got, parent)
 	}
-	if err := s.stop(); err != nil {
+	if err := s.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if recv.exports != 0 {

@@ -90,7 +90,7 @@ func TestFaultCancelMidList(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(g.ctx())
 	defer cancel()
-	stream, err := g.api.List(ctx, &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
+	stream, err := g.Client().List(ctx, &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestFaultHTTPClientGone(t *testing.T) {
 		up.Script(fu.List, fu.Page("c1", fu.Tokens("tok_", 2)...), fu.Hang(fu.Page("")))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.httpURL+"/v1/users/u1/tokens?page_size=2", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL()+"/v1/users/u1/tokens?page_size=2", nil)
 		resp, err := g.hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -224,7 +224,7 @@ func TestFaultHTTPClientGone(t *testing.T) {
 		defer cancel()
 		errc := make(chan error, 1)
 		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.httpURL+"/v1/users/u1/tokens", nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.URL()+"/v1/users/u1/tokens", nil)
 			resp, err := g.hc.Do(req)
 			if err == nil {
 				resp.Body.Close()

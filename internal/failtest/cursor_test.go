@@ -20,7 +20,7 @@ func TestFaultListCursorStuck(t *testing.T) {
 	page := fu.Tokens("tok_", 2)
 	up.SetDefault(fu.List, fu.Page("c1", page...))
 
-	stream, err := g.api.List(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
+	stream, err := g.Client().List(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,8 +26,8 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/testlog"
-	"github.com/cbkgate/cbkgate/internal/testwire"
 )
 
 // peakHeap runs f while sampling the heap in use, and returns how far
@@ -95,7 +95,7 @@ func TestHostileHugePage(t *testing.T) {
 		t.Logf("%s: heap peak %+.1f MiB", c.name, float64(peak)/miB)
 		st := wantCode(t, err, codes.Internal)
 		if !ownReason(st, "UPSTREAM_MALFORMED") {
-			t.Errorf("%s: ErrorInfo %v, want UPSTREAM_MALFORMED", c.name, errorInfo(st))
+			t.Errorf("%s: ErrorInfo %v, want UPSTREAM_MALFORMED", c.name, gatetest.ErrorInfo(st))
 		}
 		if len(got) != 0 {
 			t.Errorf("%s: %d tokens passed on from a page longer than asked for", c.name, len(got))
@@ -113,13 +113,13 @@ func TestHostileHugePage(t *testing.T) {
 func TestHostileEchoedSecrets(t *testing.T) {
 	check := func(t *testing.T, g *gate, secret string, st *status.Status) {
 		t.Helper()
-		for _, s := range []string{st.Message(), errorInfo(st).GetReason(), fmt.Sprint(st.Proto())} {
+		for _, s := range []string{st.Message(), gatetest.ErrorInfo(st).GetReason(), fmt.Sprint(st.Proto())} {
 			if strings.Contains(s, secret) {
 				t.Errorf("the caller sees the secret: %q", s)
 			}
 		}
-		if strings.Contains(g.logs.String(), secret) {
-			t.Errorf("the log shows the secret:\n%s", g.logs.String())
+		if strings.Contains(g.Logs().String(), secret) {
+			t.Errorf("the log shows the secret:\n%s", g.Logs().String())
 		}
 	}
 	t.Run("held secret", func(t *testing.T) {
@@ -134,11 +134,11 @@ func TestHostileEchoedSecrets(t *testing.T) {
 		if res.status != http.StatusBadRequest {
 			t.Fatalf("HTTP: %d %s", res.status, res.body)
 		}
-		check(t, g, heldSecret, testwire.Status(t, res.body))
+		check(t, g, heldSecret, gatetest.Status(t, res.body))
 	})
 	t.Run("short pass-through bearer", func(t *testing.T) {
 		up := newUpstream(t)
-		g := startGate(t, up.URL, passThrough())
+		g := startGate(t, up.URL, gatetest.PassThrough())
 		g.bearer = "k6c8zq"
 		echo := fu.Error(403, "NO_"+g.bearer, "the key "+g.bearer+" may not do this")
 		up.Script(fu.Create, echo, echo)
@@ -148,7 +148,7 @@ func TestHostileEchoedSecrets(t *testing.T) {
 		if res.status != http.StatusForbidden {
 			t.Fatalf("HTTP: %d %s", res.status, res.body)
 		}
-		check(t, g, g.bearer, testwire.Status(t, res.body))
+		check(t, g, g.bearer, gatetest.Status(t, res.body))
 	})
 }
 
@@ -173,8 +173,8 @@ func TestHostileUpstreamDownShowsNoInternals(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(g.logs.String(), addr) {
-		t.Errorf("the log does not say which address failed:\n%s", g.logs.String())
+	if !strings.Contains(g.Logs().String(), addr) {
+		t.Errorf("the log does not say which address failed:\n%s", g.Logs().String())
 	}
 }
 
@@ -201,7 +201,7 @@ func TestHostileBadHTTPInput(t *testing.T) {
 		{"POST", "/v1/users/u1/tokens", `{"meta":` + deep + `}`},
 		{"POST", "/v1/users/u1/tokens", "{\"name\":\"\xff\"}"},
 	} {
-		req, err := http.NewRequestWithContext(g.ctx(), c.method, g.httpURL+c.path, strings.NewReader(c.body))
+		req, err := http.NewRequestWithContext(g.ctx(), c.method, g.URL()+c.path, strings.NewReader(c.body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,7 +216,7 @@ func TestHostileBadHTTPInput(t *testing.T) {
 			t.Errorf("%s %.60s: %d %s, want 400", c.method, c.path, resp.StatusCode, body)
 			continue
 		}
-		if st := testwire.Status(t, body); st.Code() != codes.InvalidArgument {
+		if st := gatetest.Status(t, body); st.Code() != codes.InvalidArgument {
 			t.Errorf("%s %.60s: %v, want INVALID_ARGUMENT", c.method, c.path, st)
 		}
 	}
@@ -237,15 +237,15 @@ func TestHostileTimestampOutOfRange(t *testing.T) {
 
 	_, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
 	if st := wantCode(t, err, codes.Internal); !ownReason(st, "UPSTREAM_MALFORMED") {
-		t.Errorf("gRPC: ErrorInfo %v, want UPSTREAM_MALFORMED", errorInfo(st))
+		t.Errorf("gRPC: ErrorInfo %v, want UPSTREAM_MALFORMED", gatetest.ErrorInfo(st))
 	}
 	res := g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens", "")
-	results, errLine := testwire.NDJSON(t, res.body)
+	results, errLine := gatetest.NDJSON(t, res.body)
 	if res.status != http.StatusInternalServerError || len(results) != 0 || errLine == nil || errLine.Code() != codes.Internal {
 		t.Fatalf("HTTP: %d, %d results, error line %v; want 500 and an INTERNAL line", res.status, len(results), errLine)
 	}
 	listLines := 0
-	for _, line := range strings.Split(g.logs.String(), "\n") {
+	for _, line := range strings.Split(g.Logs().String(), "\n") {
 		if strings.Contains(line, `"method":"/cbkgate.token.v1.TokenService/List"`) {
 			listLines++
 			if !strings.Contains(line, `"code":"Internal"`) {
@@ -264,8 +264,8 @@ func TestHostileTimestampOutOfRange(t *testing.T) {
 // and say how many they left out.
 func TestHostileRefusedCallFlood(t *testing.T) {
 	up := newUpstream(t)
-	g := startGate(t, up.URL, passThrough())
-	before := g.logs.Lines()
+	g := startGate(t, up.URL, gatetest.PassThrough())
+	before := g.Logs().Lines()
 	start := time.Now()
 	const attempts = 3000
 	var wg sync.WaitGroup
@@ -284,7 +284,7 @@ func TestHostileRefusedCallFlood(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	lines := g.logs.Lines() - before
+	lines := g.Logs().Lines() - before
 	// The limiter's burst, its rate over the flood, and a line or two of
 	// the server's own.
 	bound := 20 + int(10*elapsed.Seconds()) + 5
@@ -297,7 +297,7 @@ func TestHostileRefusedCallFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	g.list(ctx, &tokenv1.ListRequest{UserId: "u"})
-	if !strings.Contains(g.logs.String(), `"suppressed":`) {
+	if !strings.Contains(g.Logs().String(), `"suppressed":`) {
 		t.Errorf("no line says how many were suppressed")
 	}
 	wantCalls(t, up, fu.List, 0)
@@ -310,8 +310,8 @@ func TestHostileRefusedCallFlood(t *testing.T) {
 func TestHostileGatewayHeaders(t *testing.T) {
 	up := newUpstream(t)
 	g := startGate(t, up.URL)
-	before, beforeGRPC := g.logs.Lines(), grpcLogs.Lines()
-	req, err := http.NewRequestWithContext(g.ctx(), http.MethodGet, g.httpURL+"/v1/users/u1/tokens", nil)
+	before, beforeGRPC := g.Logs().Lines(), grpcLogs.Lines()
+	req, err := http.NewRequestWithContext(g.ctx(), http.MethodGet, g.URL()+"/v1/users/u1/tokens", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,12 +328,12 @@ func TestHostileGatewayHeaders(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	lines := g.logs.Lines() - before + grpcLogs.Lines() - beforeGRPC
+	lines := g.Logs().Lines() - before + grpcLogs.Lines() - beforeGRPC
 	t.Logf("one request with 1,800 Grpc-Metadata headers wrote %d log lines", lines)
 	if lines > 2 {
-		t.Errorf("%d log lines, want at most 2:\n%s\n%s", lines, g.logs.String(), grpcLogs.String())
+		t.Errorf("%d log lines, want at most 2:\n%s\n%s", lines, g.Logs().String(), grpcLogs.String())
 	}
-	for _, b := range []*testlog.Buffer{g.logs, grpcLogs} {
+	for _, b := range []*testlog.Buffer{g.Logs(), grpcLogs} {
 		for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 			if line != "" && !strings.HasPrefix(line, "{") {
 				t.Errorf("a log line is not JSON: %q", line)
@@ -363,7 +363,7 @@ func TestHostileCallerRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := newUpstream(t)
-	g := startGate(t, up.URL, withArgs("--caller-rate=5", "--api-keys-file="+keyFile))
+	g := startGate(t, up.URL, gatetest.Args("--caller-rate=5", "--api-keys-file="+keyFile))
 	ctx := func() context.Context {
 		return metadata.AppendToOutgoingContext(g.ctx(), "authorization", "Bearer "+key)
 	}
@@ -377,7 +377,7 @@ func TestHostileCallerRate(t *testing.T) {
 			ok++
 		case codes.ResourceExhausted:
 			st := status.Convert(err)
-			if !ownReason(st, "RATE_LIMITED") || retryInfo(st).GetRetryDelay().AsDuration() <= 0 {
+			if !ownReason(st, "RATE_LIMITED") || gatetest.RetryInfo(st).GetRetryDelay().AsDuration() <= 0 {
 				t.Fatalf("refusal without RATE_LIMITED and RetryInfo: %v", st.Details())
 			}
 			limited++

@@ -29,6 +29,7 @@ import (
 
 	"github.com/cbkgate/cbkgate/internal/app"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // rawH2 is a bare HTTP/2 client connection to the gRPC listener, for what
@@ -197,7 +198,7 @@ const miB = 1 << 20
 // list over 64 KiB ends the connection, only 256 calls of one connection
 // get in, and the server's memory grows by less than 32 MiB either way.
 func TestHostileMetadataAndStreams(t *testing.T) {
-	g := startGate(t, newUpstream(t).URL, passThrough())
+	g := startGate(t, newUpstream(t).URL, gatetest.PassThrough())
 	baseHeap, baseRSS := memory(t)
 	check := func(what string) {
 		t.Helper()
@@ -210,7 +211,7 @@ func TestHostileMetadataAndStreams(t *testing.T) {
 	}
 
 	// Header lists far over the cap: the connection is ended.
-	big := dialRawH2(t, g.app.GRPCAddr().String())
+	big := dialRawH2(t, g.GRPCAddr())
 	if got := big.settings[http2.SettingMaxHeaderListSize]; got != app.MaxHeaderListBytes {
 		t.Errorf("server SETTINGS_MAX_HEADER_LIST_SIZE = %d, want %d", got, app.MaxHeaderListBytes)
 	}
@@ -230,7 +231,7 @@ func TestHostileMetadataAndStreams(t *testing.T) {
 
 	// Header lists just under the cap, more calls than a connection may
 	// have: the extra ones are refused.
-	r := dialRawH2(t, g.app.GRPCAddr().String())
+	r := dialRawH2(t, g.GRPCAddr())
 	if got := r.settings[http2.SettingMaxConcurrentStreams]; got != app.MaxStreamsPerConn {
 		t.Errorf("server SETTINGS_MAX_CONCURRENT_STREAMS = %d, want %d", got, app.MaxStreamsPerConn)
 	}
@@ -251,10 +252,10 @@ func TestHostileMetadataAndStreams(t *testing.T) {
 // stay open as long as the client likes; past MaxWatchStreams in the
 // process, a new one is refused at once.
 func TestWatchStreamsAreCapped(t *testing.T) {
-	g := startGate(t, newUpstream(t).URL, passThrough())
+	g := startGate(t, newUpstream(t).URL, gatetest.PassThrough())
 	var conns []*grpc.ClientConn
 	for range 2 { // the cap is per process, not per connection
-		cc, err := grpc.NewClient(g.app.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(g.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +278,7 @@ func TestWatchStreamsAreCapped(t *testing.T) {
 		_, err = w.Recv()
 	}
 	st := wantCode(t, err, codes.ResourceExhausted)
-	if ei := errorInfo(st); ei.GetReason() != "TOO_MANY_STREAMS" || ei.GetDomain() != "cbkgate" {
+	if ei := gatetest.ErrorInfo(st); ei.GetReason() != "TOO_MANY_STREAMS" || ei.GetDomain() != "cbkgate" {
 		t.Fatalf("ErrorInfo %v, want cbkgate TOO_MANY_STREAMS", ei)
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -291,9 +292,9 @@ func TestWatchStreamsAreCapped(t *testing.T) {
 // bounded, the connection's memory too, and nothing reaches the upstream.
 func TestHostileRapidReset(t *testing.T) {
 	up := newUpstream(t)
-	g := startGate(t, up.URL, passThrough())
-	before := g.logs.Lines()
-	r := dialRawH2(t, g.app.GRPCAddr().String())
+	g := startGate(t, up.URL, gatetest.PassThrough())
+	before := g.Logs().Lines()
+	r := dialRawH2(t, g.GRPCAddr())
 	const attempts = 5000
 	start := time.Now()
 	for i := range attempts {
@@ -309,7 +310,7 @@ func TestHostileRapidReset(t *testing.T) {
 	elapsed := time.Since(start)
 	// Let the handlers of the last streams finish and log.
 	time.Sleep(200 * time.Millisecond)
-	lines := g.logs.Lines() - before
+	lines := g.Logs().Lines() - before
 	bound := 20 + int(10*(elapsed.Seconds()+0.2)) + 5
 	t.Logf("%d rapid-reset List attempts in %s wrote %d log lines (bound %d)", attempts, elapsed.Round(time.Millisecond), lines, bound)
 	if lines > bound {

@@ -9,6 +9,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // TestFaultPassThroughUpstream401: in pass-through mode the caller's own
@@ -19,7 +20,7 @@ import (
 // logs.
 func TestFaultPassThroughUpstream401(t *testing.T) {
 	up := newUpstream(t)
-	g := startGate(t, up.URL, passThrough())
+	g := startGate(t, up.URL, gatetest.PassThrough())
 	reject := fu.Error(401, "NOT_AUTHENTICATED", "invalid secret "+g.bearer)
 	up.SetDefault(fu.List, reject)
 	up.SetDefault(fu.Create, reject)
@@ -51,7 +52,7 @@ func TestFaultPassThroughUpstream401(t *testing.T) {
 		t.Errorf("HTTP List: %d, WWW-Authenticate %q; want 401 and exactly one Bearer realm=\"cbkgate\"", res.status, wa)
 	}
 	wantCalls(t, up, fu.List, 2)
-	if strings.Contains(g.logs.String(), g.bearer) {
+	if strings.Contains(g.Logs().String(), g.bearer) {
 		t.Error("cbkgate logged the caller's secret")
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
-	"github.com/cbkgate/cbkgate/internal/testwire"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // TestFaultList503TwiceThenOK: a list page answered 503 twice and then
@@ -72,7 +72,7 @@ func TestFaultListRetriesExhausted(t *testing.T) {
 	if res.status != http.StatusOK {
 		t.Fatalf("HTTP %d after tokens were sent, want 200", res.status)
 	}
-	results, errLine := testwire.NDJSON(t, res.body)
+	results, errLine := gatetest.NDJSON(t, res.body)
 	if !slices.Equal(ids(results), tokenIDs(first)) || errLine == nil || errLine.Code() != codes.Unavailable {
 		t.Fatalf("HTTP: results %v, error line %v; want %v then UNAVAILABLE", ids(results), errLine, tokenIDs(first))
 	}
@@ -103,9 +103,9 @@ func TestFaultWrites503NotRetried(t *testing.T) {
 	wantCode(t, err, codes.Unavailable)
 	wantCalls(t, up, fu.Create, 1)
 
-	_, err = g.api.Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t1"})
+	_, err = g.Client().Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t1"})
 	st := wantCode(t, err, codes.ResourceExhausted)
-	if ri := retryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != time.Second {
+	if ri := gatetest.RetryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != time.Second {
 		t.Errorf("RetryInfo %v, want a 1s delay", ri)
 	}
 	wantCalls(t, up, fu.Delete, 1)
@@ -155,7 +155,7 @@ func TestFaultList429RetryAfterBeyondDeadline(t *testing.T) {
 		t.Errorf("answered after %s: it waited instead of returning the 429", took)
 	}
 	wantErrorInfo(t, st, "LIMITS_REACHED", "429")
-	if ri := retryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != 30*time.Second {
+	if ri := gatetest.RetryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != 30*time.Second {
 		t.Errorf("RetryInfo %v, want 30s", ri)
 	}
 	wantCalls(t, up, fu.List, 1)
@@ -177,7 +177,7 @@ func TestFaultList429RetryAfterTooLong(t *testing.T) {
 
 	_, err := g.list(g.withAuth(context.Background()), &tokenv1.ListRequest{UserId: "u1"})
 	st := wantCode(t, err, codes.ResourceExhausted)
-	if ri := retryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != 24*time.Hour {
+	if ri := gatetest.RetryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != 24*time.Hour {
 		t.Errorf("RetryInfo %v, want 24h", ri)
 	}
 	wantCalls(t, up, fu.List, 1)

@@ -9,7 +9,6 @@ package failtest
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"runtime"
@@ -25,13 +24,13 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
-	"github.com/cbkgate/cbkgate/internal/testwire"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // openList starts a List over gRPC and receives n tokens.
 func openList(t *testing.T, g *gate, n int) (tokenv1.TokenService_ListClient, []*tokenv1.ListResponse) {
 	t.Helper()
-	stream, err := g.api.List(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: int32(n)})
+	stream, err := g.Client().List(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: int32(n)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,16 +47,8 @@ func openList(t *testing.T, g *gate, n int) (tokenv1.TokenService_ListClient, []
 
 // drainList receives the rest of a stream.
 func drainList(stream tokenv1.TokenService_ListClient, got []*tokenv1.ListResponse) ([]*tokenv1.ListResponse, error) {
-	for {
-		r, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return got, nil
-		}
-		if err != nil {
-			return got, err
-		}
-		got = append(got, r)
-	}
+	rest, err := gatetest.Recv(stream)
+	return append(got, rest...), err
 }
 
 // httpList is a streamed List over HTTP whose body is read after the test
@@ -68,7 +59,7 @@ type httpList struct {
 
 func openHTTPList(t *testing.T, g *gate, pageSize int) *httpList {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(g.ctx(), http.MethodGet, g.httpURL+"/v1/users/u1/tokens?page_size="+strconv.Itoa(pageSize), nil)
+	req, _ := http.NewRequestWithContext(g.ctx(), http.MethodGet, g.URL()+"/v1/users/u1/tokens?page_size="+strconv.Itoa(pageSize), nil)
 	resp, err := g.hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +85,7 @@ func waitDraining(t *testing.T, g *gate) {
 	probe := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		resp, err := probe.Get(g.httpURL + "/readyz")
+		resp, err := probe.Get(g.URL() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusServiceUnavailable {
@@ -117,7 +108,7 @@ func waitDraining(t *testing.T, g *gate) {
 // streams are done.
 func TestShutdownListsInFlightComplete(t *testing.T) {
 	up := newUpstream(t)
-	g := startGate(t, up.URL, shutdownTimeout(20*time.Second))
+	g := startGate(t, up.URL, gatetest.ShutdownTimeout(20*time.Second))
 	all := fu.Tokens("tok_", 4)
 	up.Script(fu.List,
 		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)), // the gRPC stream
@@ -128,13 +119,13 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 	hl := openHTTPList(t, g, 2)
 	waitHeld(t, up, 2)
 
-	g.cancel() // as SIGTERM does
+	g.Shutdown() // as SIGTERM does
 	waitDraining(t, g)
 	// A call sent before the server's GOAWAY reached the client is still
 	// taken (HTTP/2's graceful shutdown) and served in full; "new" means
 	// after the client was told. /readyz turns 503 before the GOAWAY goes
 	// out, so wait, bounded, until the open connection has received it.
-	for deadline := time.Now().Add(5 * time.Second); g.conn.GetState() == connectivity.Ready; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); g.Conn().GetState() == connectivity.Ready; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the open gRPC connection was not told of the drain (GOAWAY) within 5s")
 		}
@@ -160,7 +151,7 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 			}
 			continue
 		}
-		if res.status != http.StatusServiceUnavailable || testwire.Status(t, res.body).Code() != codes.Unavailable {
+		if res.status != http.StatusServiceUnavailable || gatetest.Status(t, res.body).Code() != codes.Unavailable {
 			t.Fatalf("new HTTP Create during the drain: %d %s, want 503 UNAVAILABLE", res.status, res.body)
 		}
 		break
@@ -170,9 +161,8 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 	}
 	wantCalls(t, up, fu.Create, served)
 	select {
-	case err := <-g.done:
-		g.done <- err
-		t.Fatalf("Run returned (%v) with two streams in flight", err)
+	case <-g.Done():
+		t.Fatalf("Run returned (%v) with two streams in flight", g.Err())
 	default:
 	}
 
@@ -185,12 +175,12 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 	if err != nil {
 		t.Fatalf("HTTP List across the drain: reading: %v", err)
 	}
-	results, errLine := testwire.NDJSON(t, body)
+	results, errLine := gatetest.NDJSON(t, body)
 	// The first two lines were read by nobody yet: they are in body too.
 	if errLine != nil || !slices.Equal(ids(results), tokenIDs(all)) {
 		t.Errorf("HTTP List across the drain: %v, error line %v; want %v and no error", ids(results), errLine, tokenIDs(all))
 	}
-	if err := g.stop(10 * time.Second); err != nil {
+	if err := g.Stop(10 * time.Second); err != nil {
 		t.Errorf("Run = %v after a clean drain, want nil", err)
 	}
 	wantCalls(t, up, fu.List, 4)
@@ -205,7 +195,7 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 func TestShutdownStuckCallsCutOff(t *testing.T) {
 	up := newUpstream(t)
 	const timeout = 500 * time.Millisecond
-	g := startGate(t, up.URL, shutdownTimeout(timeout))
+	g := startGate(t, up.URL, gatetest.ShutdownTimeout(timeout))
 	before := snapshot()
 	all := fu.Tokens("tok_", 4)
 	up.Script(fu.List,
@@ -225,7 +215,7 @@ func TestShutdownStuckCallsCutOff(t *testing.T) {
 	waitHeld(t, up, 3)
 
 	start := time.Now()
-	if err := g.stop(timeout + 10*time.Second); err != nil {
+	if err := g.Stop(timeout + 10*time.Second); err != nil {
 		t.Errorf("Run = %v after cutting calls off, want nil", err)
 	}
 	if took := time.Since(start); took < timeout || took > timeout+3*time.Second {
@@ -249,11 +239,11 @@ func TestShutdownStuckCallsCutOff(t *testing.T) {
 	body, err := hl.rest()
 	if err == nil {
 		// The connection ended cleanly, so the listing must say it failed.
-		if _, errLine := testwire.NDJSON(t, body); errLine == nil {
+		if _, errLine := gatetest.NDJSON(t, body); errLine == nil {
 			t.Errorf("HTTP List cut off by the shutdown looks complete: %s", body)
 		}
 	}
-	g.conn.Close()
+	g.Conn().Close()
 	g.hc.CloseIdleConnections()
 	wantNothingLeft(t, before)
 }
@@ -276,10 +266,10 @@ func TestShutdownLeavesNothingRunning(t *testing.T) {
 	if res := g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens", ""); res.status != http.StatusOK {
 		t.Fatalf("HTTP List: %d", res.status)
 	}
-	if err := g.stop(10 * time.Second); err != nil {
+	if err := g.Stop(10 * time.Second); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	g.conn.Close()
+	g.Conn().Close()
 	g.hc.CloseIdleConnections()
 	wantNothingLeft(t, before)
 }

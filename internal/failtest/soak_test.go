@@ -184,7 +184,7 @@ func (s *soaker) round(user string, viaHTTP bool) error {
 		id = out.GetId()
 	} else {
 		s.calls.Add(1)
-		out, err := s.g.api.Create(ctx, &tokenv1.CreateRequest{UserId: user, Name: "soak"})
+		out, err := s.g.Client().Create(ctx, &tokenv1.CreateRequest{UserId: user, Name: "soak"})
 		if err != nil {
 			return fmt.Errorf("create: %w", err)
 		}
@@ -196,7 +196,7 @@ func (s *soaker) round(user string, viaHTTP bool) error {
 
 	s.calls.Add(1)
 	name := "soak renamed"
-	if _, err := s.g.api.Update(ctx, &tokenv1.UpdateRequest{UserId: user, TokenId: id, Name: &name}); err != nil {
+	if _, err := s.g.Client().Update(ctx, &tokenv1.UpdateRequest{UserId: user, TokenId: id, Name: &name}); err != nil {
 		return fmt.Errorf("update: %w", err)
 	}
 
@@ -248,7 +248,7 @@ func (s *soaker) round(user string, viaHTTP bool) error {
 		}
 	} else {
 		s.calls.Add(1)
-		out, err := s.g.api.Delete(ctx, &tokenv1.DeleteRequest{UserId: user, TokenId: id})
+		out, err := s.g.Client().Delete(ctx, &tokenv1.DeleteRequest{UserId: user, TokenId: id})
 		if err != nil {
 			return fmt.Errorf("delete: %w", err)
 		}
@@ -304,7 +304,7 @@ func (s *soaker) httpBody(ctx context.Context, method, path, body string) ([]byt
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, s.g.httpURL+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, s.g.URL()+path, rd)
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
-	"github.com/cbkgate/cbkgate/internal/testwire"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // statusCase is one upstream error status: the gRPC code the contract maps
@@ -77,11 +77,11 @@ func TestFaultStatusUnary(t *testing.T) {
 			wantCalls(t, up, fu.Create, 1)
 
 			name := "x"
-			_, err = g.api.Update(g.ctx(), &tokenv1.UpdateRequest{UserId: "u1", TokenId: "t1", Name: &name})
+			_, err = g.Client().Update(g.ctx(), &tokenv1.UpdateRequest{UserId: "u1", TokenId: "t1", Name: &name})
 			wantErrorInfo(t, wantCode(t, err, c.grpc), c.code, strconv.Itoa(c.status))
 			wantCalls(t, up, fu.Update, 1)
 
-			_, err = g.api.Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t1"})
+			_, err = g.Client().Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t1"})
 			wantErrorInfo(t, wantCode(t, err, c.grpc), c.code, strconv.Itoa(c.status))
 			wantCalls(t, up, fu.Delete, 1)
 		})
@@ -135,7 +135,7 @@ func TestFaultStatusHTTP(t *testing.T) {
 			if res.status != c.http {
 				t.Fatalf("POST: HTTP %d, want %d; body %s", res.status, c.http, res.body)
 			}
-			st := testwire.Status(t, res.body)
+			st := gatetest.Status(t, res.body)
 			if st.Code() != c.grpc || st.Message() != c.message() {
 				t.Fatalf("POST: Status %s %q, want %s %q", st.Code(), st.Message(), c.grpc, c.message())
 			}
@@ -149,7 +149,7 @@ func TestFaultStatusHTTP(t *testing.T) {
 			if res.status != c.http {
 				t.Fatalf("GET list: HTTP %d, want %d; body %s", res.status, c.http, res.body)
 			}
-			results, errLine := testwire.NDJSON(t, res.body)
+			results, errLine := gatetest.NDJSON(t, res.body)
 			if len(results) != 0 || errLine == nil {
 				t.Fatalf("GET list: %d results and error line %v, want only an error line", len(results), errLine)
 			}

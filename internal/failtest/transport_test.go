@@ -13,7 +13,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
-	"github.com/cbkgate/cbkgate/internal/testwire"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // TestFaultConnectionRefused: with nothing listening upstream, every call
@@ -31,14 +31,14 @@ func TestFaultConnectionRefused(t *testing.T) {
 
 	_, err = g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
 	if st := wantCode(t, err, codes.Unavailable); !ownReason(st, "UPSTREAM_UNAVAILABLE") {
-		t.Errorf("list: ErrorInfo %v on a connection that never opened", errorInfo(st))
+		t.Errorf("list: ErrorInfo %v on a connection that never opened", gatetest.ErrorInfo(st))
 	}
 	_, err = g.create(g.ctx())
 	if st := wantCode(t, err, codes.Unavailable); !ownReason(st, "UPSTREAM_UNAVAILABLE") {
-		t.Errorf("create: ErrorInfo %v on a connection that never opened", errorInfo(st))
+		t.Errorf("create: ErrorInfo %v on a connection that never opened", gatetest.ErrorInfo(st))
 	}
 	res := g.do(g.ctx(), http.MethodPost, "/v1/users/u1/tokens", `{}`)
-	if res.status != http.StatusServiceUnavailable || testwire.Status(t, res.body).Code() != codes.Unavailable {
+	if res.status != http.StatusServiceUnavailable || gatetest.Status(t, res.body).Code() != codes.Unavailable {
 		t.Errorf("HTTP create: %d %s, want 503 UNAVAILABLE", res.status, res.body)
 	}
 }
@@ -61,7 +61,7 @@ func TestFaultResetList(t *testing.T) {
 	up.SetDefault(fu.List, fu.Reset())
 	_, err = g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
 	if st := wantCode(t, err, codes.Unavailable); !ownReason(st, "UPSTREAM_UNAVAILABLE") {
-		t.Errorf("ErrorInfo %v for a reset", errorInfo(st))
+		t.Errorf("ErrorInfo %v for a reset", gatetest.ErrorInfo(st))
 	}
 	wantCalls(t, up, fu.List, 2+maxAttempts)
 }
@@ -80,10 +80,10 @@ func TestFaultResetWrites(t *testing.T) {
 	wantCode(t, err, codes.Unavailable)
 	wantCalls(t, up, fu.Create, 1)
 	name := "n"
-	_, err = g.api.Update(g.ctx(), &tokenv1.UpdateRequest{UserId: "u1", TokenId: "t1", Name: &name})
+	_, err = g.Client().Update(g.ctx(), &tokenv1.UpdateRequest{UserId: "u1", TokenId: "t1", Name: &name})
 	wantCode(t, err, codes.Unavailable)
 	wantCalls(t, up, fu.Update, 1)
-	_, err = g.api.Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t1"})
+	_, err = g.Client().Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t1"})
 	wantCode(t, err, codes.Unavailable)
 	wantCalls(t, up, fu.Delete, 1)
 }
@@ -183,10 +183,10 @@ func TestFaultOversizedBody(t *testing.T) {
 	_, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
 	st := wantCode(t, err, codes.Internal)
 	if !ownReason(st, "UPSTREAM_MALFORMED") {
-		t.Errorf("ErrorInfo %v, want cbkgate UPSTREAM_MALFORMED", errorInfo(st))
+		t.Errorf("ErrorInfo %v, want cbkgate UPSTREAM_MALFORMED", gatetest.ErrorInfo(st))
 	}
 	// The caller gets a generic message; the call's log line says why.
-	if !strings.Contains(g.logs.String(), "too large") {
+	if !strings.Contains(g.Logs().String(), "too large") {
 		t.Errorf("the log does not say the answer was too large")
 	}
 	wantCalls(t, up, fu.List, 1)

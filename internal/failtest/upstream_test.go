@@ -30,13 +30,13 @@ func TestUpstreamIDsOneSegment(t *testing.T) {
 		if _, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: id}); err != nil {
 			t.Fatalf("List user %q: %v", id, err)
 		}
-		if _, err := g.api.Create(g.ctx(), &tokenv1.CreateRequest{UserId: id}); err != nil {
+		if _, err := g.Client().Create(g.ctx(), &tokenv1.CreateRequest{UserId: id}); err != nil {
 			t.Fatalf("Create user %q: %v", id, err)
 		}
-		if _, err := g.api.Update(g.ctx(), &tokenv1.UpdateRequest{UserId: id, TokenId: id, Name: &name}); err != nil {
+		if _, err := g.Client().Update(g.ctx(), &tokenv1.UpdateRequest{UserId: id, TokenId: id, Name: &name}); err != nil {
 			t.Fatalf("Update %q: %v", id, err)
 		}
-		if _, err := g.api.Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: id}); err != nil {
+		if _, err := g.Client().Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: id}); err != nil {
 			t.Fatalf("Delete token %q: %v", id, err)
 		}
 	}
@@ -82,7 +82,7 @@ func TestUpstreamIDsOverHTTP(t *testing.T) {
 	}
 	// "." and ".." are refused before anything goes upstream.
 	for _, id := range []string{".", ".."} {
-		_, err := g.api.Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: id})
+		_, err := g.Client().Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: id})
 		wantCode(t, err, codes.InvalidArgument)
 	}
 	wantCalls(t, up, fu.Delete, 8)
@@ -102,7 +102,7 @@ func TestUpstreamConnectionReuse(t *testing.T) {
 		if _, err := g.create(g.ctx()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := g.api.Update(g.ctx(), &tokenv1.UpdateRequest{UserId: "u1", TokenId: "t1", Name: &name}); err != nil {
+		if _, err := g.Client().Update(g.ctx(), &tokenv1.UpdateRequest{UserId: "u1", TokenId: "t1", Name: &name}); err != nil {
 			t.Fatal(err)
 		}
 		if res := g.do(g.ctx(), http.MethodDelete, "/v1/users/u1/tokens/t1", ""); res.status != http.StatusOK {

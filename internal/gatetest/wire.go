@@ -1,7 +1,7 @@
-// Package testwire decodes what cbkgate's JSON API answers, for the tests of
-// every package that drive it over HTTP (internal/app, internal/failtest),
-// so that the line format is read one way. Only tests import it.
-package testwire
+package gatetest
+
+// What cbkgate's JSON API answers, read one way for every test that drives
+// it over HTTP; and the details of a google.rpc.Status.
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -64,4 +65,24 @@ func NDJSON(t testing.TB, b []byte) (results []*tokenv1.ListResponse, errLine *s
 		t.Fatalf("List over HTTP: %v", err)
 	}
 	return results, errLine
+}
+
+// ErrorInfo returns the status's google.rpc.ErrorInfo, or nil.
+func ErrorInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei
+		}
+	}
+	return nil
+}
+
+// RetryInfo returns the status's google.rpc.RetryInfo, or nil.
+func RetryInfo(st *status.Status) *errdetails.RetryInfo {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri
+		}
+	}
+	return nil
 }
