@@ -53,7 +53,7 @@ func ids(toks []*tokenv1.Token) []string {
 func TestTokenLifecycle(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-lifecycle"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 
 	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
@@ -160,7 +160,7 @@ func TestTokenLifecycle(t *testing.T) {
 func TestHTTPWireNames(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-wire"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 	h := s.httpCaller(bearer(secret))
 
@@ -218,7 +218,7 @@ func TestHTTPWireNames(t *testing.T) {
 func TestValidation(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-validation"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 	longID := strings.Repeat("u", 257)
 	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
@@ -246,11 +246,11 @@ func TestValidation(t *testing.T) {
 				}},
 			}
 			for _, tc := range cases {
-				before := count.count()
+				before := up.Count()
 				if got := tc.run(t); got != codes.InvalidArgument {
 					t.Errorf("%s: code %v, want InvalidArgument", tc.name, got)
 				}
-				if n := count.count() - before; n != 0 {
+				if n := up.Count() - before; n != 0 {
 					t.Errorf("%s: %d upstream requests, want none", tc.name, n)
 				}
 			}

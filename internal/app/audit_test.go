@@ -19,7 +19,7 @@ func TestAuditTrail(t *testing.T) {
 	t.Parallel()
 	held := unique("cbk-held-SECRET")
 	key := unique("cbkgate-key-SECRET")
-	_, _, up := newEmulator(t, held)
+	_, up := newEmulator(t, held)
 	s := startServer(t, up.URL, gatetest.Held(held), gatetest.Args("--api-keys-file="+writeKeys(t, "auditor "+key)))
 	g, h := s.grpcCaller(bearer(key)), s.httpCaller(bearer(key))
 	wrongG, wrongH := s.grpcCaller(bearer("wrong-"+key)), s.httpCaller(bearer("wrong-"+key))

@@ -57,7 +57,7 @@ func wantAll(t *testing.T, what string, got map[string]*status.Status, want code
 func TestAuthPassThrough(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-passthrough"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 
 	transports := []struct {
@@ -73,15 +73,15 @@ func TestAuthPassThrough(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			// Missing or malformed: refused by cbkgate, nothing upstream.
 			for _, authz := range []string{"", "Basic dXNlcjpwYXNz", "Bearer", "Bearer two values"} {
-				before := count.count()
+				before := up.Count()
 				wantAll(t, "authorization "+authz, everyRPC(t, tr.mk(authz)), codes.Unauthenticated, "")
-				if n := count.count() - before; n != 0 {
+				if n := up.Count() - before; n != 0 {
 					t.Errorf("authorization %q: %d upstream requests, want none", authz, n)
 				}
 			}
 
 			// Wrong secret: upstream refuses; its 401 comes back with ErrorInfo.
-			before := count.count()
+			before := up.Count()
 			got := everyRPC(t, tr.mk(bearer("not-the-secret")))
 			wantAll(t, "wrong secret", got, codes.Unauthenticated, "not-the-secret")
 			for rpc, st := range got {
@@ -89,7 +89,7 @@ func TestAuthPassThrough(t *testing.T) {
 					t.Run(rpc, func(t *testing.T) { wantErrorInfo(t, st, "NOT_AUTHENTICATED", http.StatusUnauthorized) })
 				}
 			}
-			if n := count.count() - before; n < 4 {
+			if n := up.Count() - before; n < 4 {
 				t.Errorf("wrong secret: %d upstream requests, want one per call", n)
 			}
 
@@ -141,7 +141,7 @@ func TestAuthPassThrough(t *testing.T) {
 func TestAuthAPIKeys(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-apikeys"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-one-0123456789", "key-two-abcdefghij")
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
 
@@ -159,9 +159,9 @@ func TestAuthAPIKeys(t *testing.T) {
 	}
 	for _, tc := range cases {
 		for _, c := range []caller{s.grpcCaller(tc.authz), s.httpCaller(tc.authz), s.connectCaller(tc.authz)} {
-			before := count.count()
+			before := up.Count()
 			wantAll(t, tc.name+" over "+c.String(), everyRPC(t, c), tc.want, strings.TrimPrefix(tc.authz, "Bearer "))
-			if n := count.count() - before; tc.want != codes.OK && n != 0 {
+			if n := up.Count() - before; tc.want != codes.OK && n != 0 {
 				t.Errorf("%s over %v: %d upstream requests, want none", tc.name, c, n)
 			}
 		}
@@ -182,7 +182,7 @@ func TestAuthAPIKeys(t *testing.T) {
 func TestAuthClientCert(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-mtls"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	p := newPKI(t)
 	s := startServer(t, up.URL,
 		gatetest.Held(secret),
@@ -211,7 +211,7 @@ func TestAuthClientCert(t *testing.T) {
 	})
 
 	t.Run("without client certificate", func(t *testing.T) {
-		before := count.count()
+		before := up.Count()
 		wantAll(t, "grpc", everyRPC(t, grpcWith(nil)), codes.Unauthenticated, "")
 		h := httpWith(nil).(*httpCaller)
 		resp, b := h.do(t, http.MethodGet, tokensPath("u"), nil)
@@ -219,7 +219,7 @@ func TestAuthClientCert(t *testing.T) {
 			t.Errorf("GET without certificate: HTTP %d %s, want 401", resp.StatusCode, b)
 		}
 		wantAll(t, "http", everyRPC(t, h), codes.Unauthenticated, "")
-		if n := count.count() - before; n != 0 {
+		if n := up.Count() - before; n != 0 {
 			t.Errorf("%d upstream requests without a certificate, want none", n)
 		}
 
@@ -258,7 +258,7 @@ func TestAuthClientCert(t *testing.T) {
 func TestAuthAPIKeysOrClientCert(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-both"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	p := newPKI(t)
 	keys := writeKeys(t, "key-both-0123456789")
 	s := startServer(t, up.URL,
@@ -292,7 +292,7 @@ func TestAuthAPIKeysOrClientCert(t *testing.T) {
 func TestAuthAllowUnauthenticated(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-open"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	env := map[string]string{"CHATBOTKIT_API_SECRET": secret}
 
 	args := []string{"--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--upstream=" + up.URL}
@@ -317,7 +317,7 @@ func TestCORS(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-cors"
 	const origin = "https://app.example"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-cors-0123456789")
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--cors-origins="+origin, "--api-keys-file="+keys))
 
@@ -354,7 +354,7 @@ func TestCORS(t *testing.T) {
 			{"PATCH", tokenPath("u", "t")},
 			{"DELETE", tokenPath("u", "t")},
 		} {
-			before := count.count()
+			before := up.Count()
 			resp := send(t, http.MethodOptions, tc.path, map[string]string{
 				"Origin":                         origin,
 				"Access-Control-Request-Method":  tc.method,
@@ -377,7 +377,7 @@ func TestCORS(t *testing.T) {
 			if h.Get("Access-Control-Allow-Credentials") != "" {
 				t.Errorf("preflight %s: Allow-Credentials sent", tc.method)
 			}
-			if n := count.count() - before; n != 0 {
+			if n := up.Count() - before; n != 0 {
 				t.Errorf("preflight went upstream %d times", n)
 			}
 		}
@@ -405,12 +405,12 @@ func TestCORS(t *testing.T) {
 		}
 		// Even with a valid key, a foreign page's request is refused
 		// before it costs an upstream call.
-		before := count.count()
+		before := up.Count()
 		resp = send(t, http.MethodGet, tokensPath("u"), map[string]string{"Origin": other, "Authorization": bearer("key-cors-0123456789")})
 		if got := corsHeaders(resp.Header); resp.StatusCode != http.StatusForbidden || len(got) != 0 {
 			t.Errorf("GET from %s: HTTP %d with CORS headers %v; want 403 without any", other, resp.StatusCode, got)
 		}
-		if n := count.count() - before; n != 0 {
+		if n := up.Count() - before; n != 0 {
 			t.Errorf("GET from %s: %d upstream requests, want none", other, n)
 		}
 	})

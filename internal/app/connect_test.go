@@ -20,7 +20,7 @@ import (
 func TestConnectErrorDetails(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-connect-details"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 	for _, c := range []caller{s.grpcCaller(bearer(secret)), s.httpCaller(bearer(secret)), s.connectCaller(bearer(secret)), s.grpcWebCaller(bearer(secret))} {
 		t.Run(c.String(), func(t *testing.T) {
@@ -49,7 +49,7 @@ func TestConnectErrorDetails(t *testing.T) {
 			}
 		})
 	}
-	if n := count.count(); n != 0 {
+	if n := up.Count(); n != 0 {
 		t.Errorf("%d upstream requests, want none", n)
 	}
 }
@@ -63,7 +63,7 @@ func TestConnectHTTP(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-connect-http"
 	const origin = "https://app.example"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL, gatetest.Args("--cors-origins="+origin))
 	route := s.URL() + "/cbkgate.token.v1.TokenService/Create"
 	send := func(t *testing.T, method string, body []byte, hdr map[string]string) (*http.Response, []byte) {
@@ -127,7 +127,7 @@ func TestConnectHTTP(t *testing.T) {
 	})
 
 	t.Run("oversized body", func(t *testing.T) {
-		before := count.count()
+		before := up.Count()
 		big := `{"user_id":"u","name":"` + strings.Repeat("x", 2<<20) + `"}`
 		resp, body := send(t, http.MethodPost, []byte(big), map[string]string{"Content-Type": "application/json", "Authorization": bearer(secret)})
 		// Connect's answer for a message over the cap: resource_exhausted
@@ -135,7 +135,7 @@ func TestConnectHTTP(t *testing.T) {
 		if resp.StatusCode != http.StatusTooManyRequests || !bytes.Contains(body, []byte(`"resource_exhausted"`)) {
 			t.Fatalf("a 2 MiB Connect body: HTTP %d %.300s", resp.StatusCode, body)
 		}
-		if n := count.count() - before; n != 0 {
+		if n := up.Count() - before; n != 0 {
 			t.Errorf("%d upstream requests, want none", n)
 		}
 	})
@@ -148,7 +148,7 @@ func TestConnectHTTP(t *testing.T) {
 func TestConnectRefusals(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-connect-refusals"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-connect-0123456789")
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
 
@@ -188,7 +188,7 @@ func TestConnectRefusals(t *testing.T) {
 		!bytes.Contains(body, []byte(`"code":"unauthenticated"`)) {
 		t.Errorf("Connect unary refusal: HTTP %d, WWW-Authenticate %q, body %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
 	}
-	if n := count.count(); n != 0 {
+	if n := up.Count(); n != 0 {
 		t.Errorf("%d upstream requests, want none", n)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
-	"github.com/cbkgate/cbkgate/internal/emulator"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
@@ -34,15 +34,9 @@ func TestMaxConnectionAgeRotatesConnections(t *testing.T) {
 		listSize  = 12
 		pageDelay = 250 * time.Millisecond // 12 pages: a List of ~3 s, over two ages
 	)
-	emu := emulator.New(emulator.Options{Secret: secret})
+	emu, up := newEmulator(t, secret)
 	emu.Seed(listUser, listSize)
-	slowLists := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/"+listUser+"/") {
-			time.Sleep(pageDelay)
-		}
-		emu.ServeHTTP(w, r)
-	})
-	up := upstream(t, slowLists)
+	up.SetDefault(fu.List, fu.Slow(pageDelay, fu.Forward(emu)))
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--max-connection-age=1s"))
 
 	var dials atomic.Int64

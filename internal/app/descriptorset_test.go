@@ -45,7 +45,7 @@ func TestDescriptorSetDecodesErrorDetails(t *testing.T) {
 	}
 
 	const secret = "emu-secret-descriptorset"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 	_, st := s.grpcCaller(bearer(secret)).list(t, &tokenv1.ListRequest{UserId: "..", PageSize: -1})
 	wantCode(t, "list with two bad fields", st, codes.InvalidArgument)

@@ -3,8 +3,6 @@ package app_test
 import (
 	"fmt"
 	"net/http"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,43 +11,36 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 const upstreamMessage = "upstream says no"
 
-// faultyUpstream serves one good JSON page of three tokens with a cursor
-// to a list without a cursor (unless failFirst), and answers every other
-// request with status and a ChatBotKit error body.
-type faultyUpstream struct {
-	status     int
-	code       string
-	retryAfter string
-	failFirst  bool
-
-	pages    atomic.Int64 // good pages served
-	failures atomic.Int64 // error answers
+// failingUpstream answers every request with status and a ChatBotKit
+// error body (and Retry-After, if set). failures counts those answers.
+func failingUpstream(t *testing.T, status int, code, retryAfter string) (up *fu.Server, failures func() int) {
+	t.Helper()
+	up = fu.Start(t)
+	fail := fu.Error(status, code, upstreamMessage)
+	if retryAfter != "" {
+		fail = fail.WithHeader("Retry-After", retryAfter)
+	}
+	up.SetDefaultAll(fail)
+	return up, func() int {
+		n := 0
+		for _, r := range up.Requests() {
+			if r.Reply == fail.String() {
+				n++
+			}
+		}
+		return n
+	}
 }
 
-func (f *faultyUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "" && strings.HasSuffix(r.URL.Path, "/token/list") && r.URL.Query().Get("cursor") == "" && !f.failFirst {
-		f.pages.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"items":[`+
-			`{"id":"tok_1","name":"one","createdAt":1700000000000,"updatedAt":1700000000000},`+
-			`{"id":"tok_2","name":"two","createdAt":1700000001000,"updatedAt":1700000001000},`+
-			`{"id":"tok_3","name":"three","meta":{"k":"v"},"createdAt":1700000002000,"updatedAt":1700000002000}`+
-			`],"cursor":"page-2"}`)
-		return
-	}
-	f.failures.Add(1)
-	w.Header().Set("Content-Type", "application/json")
-	if f.retryAfter != "" {
-		w.Header().Set("Retry-After", f.retryAfter)
-	}
-	w.WriteHeader(f.status)
-	fmt.Fprintf(w, `{"message":%q,"code":%q}`, upstreamMessage, f.code)
-}
+// firstPage is the one good page of a listing that then fails: three
+// tokens and a cursor.
+var firstPage = fu.Page("page-2", fu.Tokens("tok_", 3)...)
 
 // TestListUpstreamFailure: a listing that fails upstream, after the first
 // page or before any token, ends with the mapped status after the tokens
@@ -77,8 +68,7 @@ func TestListUpstreamFailure(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				f := &faultyUpstream{status: tc.status, code: tc.code, failFirst: failFirst}
-				up := upstream(t, f)
+				up, failures := failingUpstream(t, tc.status, tc.code, "")
 				s := startServer(t, up.URL, gatetest.Held("held-secret"))
 				wantTokens := 3
 				if failFirst {
@@ -86,7 +76,10 @@ func TestListUpstreamFailure(t *testing.T) {
 				}
 				g, h, e := s.grpcCaller(""), s.httpCaller(""), s.sseCaller("")
 				for _, c := range []caller{g, h, e, s.connectCaller(""), s.grpcWebCaller("")} {
-					before := f.failures.Load()
+					if !failFirst {
+						up.Script(fu.List, firstPage)
+					}
+					before := failures()
 					var rs []*tokenv1.ListResponse
 					var st *status.Status
 					var httpStatus int
@@ -124,7 +117,7 @@ func TestListUpstreamFailure(t *testing.T) {
 							t.Errorf("http: status %d, want %d", httpStatus, wantHTTP)
 						}
 					}
-					n := f.failures.Load() - before
+					n := failures() - before
 					switch {
 					case tc.retried && (n < 2 || n > 10):
 						t.Errorf("%v: %d upstream attempts of the failing page, want a few retries (2..10)", c, n)
@@ -162,8 +155,7 @@ func TestUnaryUpstreamErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
 			t.Parallel()
-			f := &faultyUpstream{status: tc.status, code: tc.code, retryAfter: tc.retryAfter, failFirst: true}
-			up := upstream(t, f)
+			up, failures := failingUpstream(t, tc.status, tc.code, tc.retryAfter)
 			s := startServer(t, up.URL, gatetest.Held("held-secret"))
 			h := s.httpCaller("")
 			for _, c := range []caller{s.grpcCaller(""), h, s.connectCaller(""), s.grpcWebCaller("")} {
@@ -181,13 +173,13 @@ func TestUnaryUpstreamErrors(t *testing.T) {
 						return st
 					}},
 				} {
-					before := f.failures.Load()
+					before := failures()
 					st := rpc.run()
 					if st.Code() != tc.want || st.Message() != upstreamMessage {
 						t.Errorf("%v %s: status %v %q, want %v %q", c, rpc.name, st.Code(), st.Message(), tc.want, upstreamMessage)
 					}
 					wantErrorInfo(t, st, tc.code, tc.status)
-					if n := f.failures.Load() - before; n != 1 {
+					if n := failures() - before; n != 1 {
 						t.Errorf("%v %s: %d upstream requests, want exactly 1 (a write that reached upstream is not retried)", c, rpc.name, n)
 					}
 					if tc.retryAfter != "" {

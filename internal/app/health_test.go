@@ -30,7 +30,7 @@ const tokenService = "cbkgate.token.v1.TokenService"
 func TestHealthAndDiscovery(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-health"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	keys := writeKeys(t, "key-health-0123456789")
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
 	cc := s.Dial(nil)

@@ -1,7 +1,8 @@
 package app_test
 
 // The callers of the end-to-end tests: a real cbkgate (internal/gatetest)
-// in front of an httptest upstream (the emulator or a misbehaving handler),
+// in front of internal/faultyupstream (forwarding to the emulator, or
+// misbehaving as scripted),
 // driven through a real gRPC connection and a real net/http client against
 // the gateway.
 
@@ -14,13 +15,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -32,6 +31,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/emulator"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/testpki"
 )
@@ -40,35 +40,24 @@ import (
 // test instead of the whole run.
 const callTimeout = gatetest.CallTimeout
 
-// counter wraps an upstream handler and counts the requests it gets.
-type counter struct {
-	next http.Handler
-	n    atomic.Int64
-}
-
-func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c.n.Add(1)
-	c.next.ServeHTTP(w, r)
-}
-
-func (c *counter) count() int64 { return c.n.Load() }
-
-// upstream serves h on a loopback httptest server, closed at cleanup
-// (after the app that uses it, since cleanups run last-in first-out).
-func upstream(t *testing.T, h http.Handler) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-// newEmulator returns an emulator accepting secret, counted, on a loopback
-// server.
-func newEmulator(t *testing.T, secret string) (*emulator.Emulator, *counter, *httptest.Server) {
+// newEmulator returns an emulator accepting secret, behind a faulty
+// upstream that forwards every request to it (and records them, so tests
+// count them, read their headers or script a fault first).
+func newEmulator(t *testing.T, secret string) (*emulator.Emulator, *fu.Server) {
 	t.Helper()
 	emu := emulator.New(emulator.Options{Secret: secret})
-	c := &counter{next: emu}
-	return emu, c, upstream(t, c)
+	up := fu.Start(t)
+	up.SetDefaultAll(fu.Forward(emu))
+	return emu, up
+}
+
+// newEndlessList returns an upstream whose listing never ends: every page
+// is full and names a next cursor.
+func newEndlessList(t *testing.T) *fu.Server {
+	t.Helper()
+	up := fu.Start(t)
+	up.SetDefault(fu.List, fu.FullPages())
+	return up
 }
 
 // server is one running cbkgate (internal/gatetest), with this package's

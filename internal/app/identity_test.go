@@ -40,7 +40,7 @@ func callLines(t *testing.T, s *server) []map[string]any {
 func TestCallerIdentity(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-identity"
-	_, count, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	keys := writeKeys(t, "alice key-alice-0123456789", "bob sha256:"+hexSHA("key-bob-0123456789"))
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys))
 
@@ -110,7 +110,7 @@ func TestCallerIdentity(t *testing.T) {
 	}
 
 	// A claim with no key at all gets nowhere, on either transport.
-	upBefore := count.count()
+	upBefore := up.Count()
 	noKey := s.grpcCaller("")
 	if _, err := noKey.c.Create(metadata.AppendToOutgoingContext(noKey.ctx(t), auth.GatewayCallerKey, "key:admin"),
 		&tokenv1.CreateRequest{UserId: "u"}); codeOf(err) != codes.Unauthenticated {
@@ -119,7 +119,7 @@ func TestCallerIdentity(t *testing.T) {
 	claimOnly := s.httpCaller("")
 	claimOnly.header = http.Header{"Grpc-Metadata-Cbkgate-Internal-Caller": {"key:admin"}}
 	wantAll(t, "HTTP with only a claimed identity", everyRPC(t, claimOnly), codes.Unauthenticated, "")
-	if n := count.count() - upBefore; n != 0 {
+	if n := up.Count() - upBefore; n != 0 {
 		t.Errorf("%d upstream requests for calls with only a claimed identity", n)
 	}
 }
@@ -129,7 +129,7 @@ func TestCallerIdentity(t *testing.T) {
 func TestCallerIdentityPassThrough(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-identity"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 	wantAll(t, "grpc", everyRPC(t, s.grpcCaller(bearer(secret))), codes.OK, "")
 	wantAll(t, "http", everyRPC(t, s.httpCaller(bearer(secret))), codes.OK, "")
@@ -156,7 +156,7 @@ func TestCallerIdentityPassThrough(t *testing.T) {
 func TestKeysRotateUnderLoad(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-rotate"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	versions := []string{
 		"stable key-stable-0123456789\nold key-old-0123456789\n",
 		"stable key-stable-0123456789\nnew key-new-0123456789\n",

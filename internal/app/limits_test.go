@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -42,38 +41,6 @@ func startLimited(t *testing.T, upstreamURL string, idle, body, stalled time.Dur
 	restore := app.SetTimeouts(idle, body, stalled)
 	defer restore()
 	return startServer(t, upstreamURL, gatetest.Held(heldSecretForLimits), gatetest.Args(args...))
-}
-
-// endlessList is an upstream whose listing never ends: every page is full
-// and names a next cursor.
-type endlessList struct {
-	mu    sync.Mutex
-	pages int
-}
-
-func (e *endlessList) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e.mu.Lock()
-	e.pages++
-	e.mu.Unlock()
-	n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Query().Get("cursor"), "c"))
-	take, _ := strconv.Atoi(r.URL.Query().Get("take"))
-	var b strings.Builder
-	b.WriteString(`{"items":[`)
-	for i := range take {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"id":"tok_%d_%d","name":"a token with a name of some length","createdAt":1700000000000,"updatedAt":1700000000000}`, n, i)
-	}
-	fmt.Fprintf(&b, `],"cursor":"c%d"}`, n+1)
-	w.Header().Set("Content-Type", "application/json")
-	io.WriteString(w, b.String())
-}
-
-func (e *endlessList) count() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.pages
 }
 
 // waitFor polls cond, bounded by within.
@@ -115,7 +82,7 @@ func logHas(s *server, kv ...string) bool {
 }
 
 func TestIdleGRPCConnectionIsClosed(t *testing.T) {
-	s := startLimited(t, upstream(t, &endlessList{}).URL, 300*time.Millisecond, time.Minute, time.Minute)
+	s := startLimited(t, newEndlessList(t).URL, 300*time.Millisecond, time.Minute, time.Minute)
 	c, err := net.Dial("tcp", s.GRPCAddr())
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +123,7 @@ func TestIdleGRPCConnectionIsClosed(t *testing.T) {
 }
 
 func TestIdleHTTPConnectionIsClosed(t *testing.T) {
-	s := startLimited(t, upstream(t, &endlessList{}).URL, 300*time.Millisecond, time.Minute, time.Minute)
+	s := startLimited(t, newEndlessList(t).URL, 300*time.Millisecond, time.Minute, time.Minute)
 	c, err := net.Dial("tcp", strings.TrimPrefix(s.URL(), "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +149,7 @@ func TestIdleHTTPConnectionIsClosed(t *testing.T) {
 func TestIdleHTTP2ConnectionIsClosed(t *testing.T) {
 	p := newPKI(t)
 	restore := app.SetTimeouts(300*time.Millisecond, time.Minute, time.Minute)
-	s := startServer(t, upstream(t, &endlessList{}).URL,
+	s := startServer(t, newEndlessList(t).URL,
 		gatetest.Held(heldSecretForLimits),
 		gatetest.Args("--tls-cert="+p.certFile, "--tls-key="+p.keyFile),
 		gatetest.ClientTLS(p.clientTLS()),
@@ -231,7 +198,7 @@ func openFDs(t *testing.T) int {
 // refused before its body (no credentials) or reads it; none reaches the
 // upstream, and the file descriptors they held are released.
 func TestSlowBodyIsCutOff(t *testing.T) {
-	up := &counter{next: &endlessList{}}
+	up := newEndlessList(t)
 	keys := writeKeys(t, "sk-limits-key-0123456789abcdef")
 	for _, mode := range []struct {
 		name string
@@ -242,7 +209,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 		{"call refused before its body", []string{"--api-keys-file=" + keys}, http.StatusUnauthorized},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			s := startLimited(t, upstream(t, up).URL, time.Minute, 500*time.Millisecond, time.Minute, mode.args...)
+			s := startLimited(t, up.URL, time.Minute, 500*time.Millisecond, time.Minute, mode.args...)
 			addr := strings.TrimPrefix(s.URL(), "http://")
 			before := openFDs(t)
 			const conns = 100
@@ -280,7 +247,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 			for err := range errs {
 				t.Fatal(err)
 			}
-			if n := up.count(); n != 0 {
+			if n := up.Count(); n != 0 {
 				t.Fatalf("upstream got %d requests", n)
 			}
 			waitFor(t, 10*time.Second, "file descriptors released", func() bool { return openFDs(t) <= before+5 })
@@ -293,8 +260,8 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 // READER_STALLED), and the reader, when it reads again, gets what was
 // already sent and then CANCELLED.
 func TestStalledGRPCListIsCutOff(t *testing.T) {
-	up := &endlessList{}
-	s := startLimited(t, upstream(t, up).URL, time.Minute, time.Minute, 500*time.Millisecond)
+	up := newEndlessList(t)
+	s := startLimited(t, up.URL, time.Minute, time.Minute, 500*time.Millisecond)
 	// A static window, so the transport buffers only 64 KiB for the test's
 	// stream however long it goes unread.
 	cc, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -312,7 +279,7 @@ func TestStalledGRPCListIsCutOff(t *testing.T) {
 	waitFor(t, 15*time.Second, "the List call logged as cut off", func() bool {
 		return logHas(s, "method", "/cbkgate.token.v1.TokenService/List", "code", "Canceled")
 	})
-	pages := steady(t, "upstream pages", up.count)
+	pages := steady(t, "upstream pages", up.Count)
 	if pages > 40 {
 		t.Fatalf("%d upstream pages fetched for a reader that took nothing", pages)
 	}
@@ -337,8 +304,8 @@ func TestStalledGRPCListIsCutOff(t *testing.T) {
 // reading an NDJSON List has its answer cut (the connection closed, or an
 // error line), and the server stops fetching pages.
 func TestStalledHTTPListIsCutOff(t *testing.T) {
-	up := &endlessList{}
-	s := startLimited(t, upstream(t, up).URL, time.Minute, time.Minute, 500*time.Millisecond)
+	up := newEndlessList(t)
+	s := startLimited(t, up.URL, time.Minute, time.Minute, 500*time.Millisecond)
 	d := net.Dialer{}
 	c, err := d.Dial("tcp", strings.TrimPrefix(s.URL(), "http://"))
 	if err != nil {
@@ -353,7 +320,7 @@ func TestStalledHTTPListIsCutOff(t *testing.T) {
 	waitFor(t, 20*time.Second, "the List call ended", func() bool {
 		return logHas(s, "method", "/cbkgate.token.v1.TokenService/List")
 	})
-	pages := steady(t, "upstream pages", up.count)
+	pages := steady(t, "upstream pages", up.Count)
 	if pages > 200 {
 		t.Fatalf("%d upstream pages fetched for a reader that stopped", pages)
 	}
@@ -401,7 +368,7 @@ func (t *tailBuffer) last() string {
 // bounded number of lines, all in the process's JSON format.
 func TestBadHandshakeFloodIsRateLimited(t *testing.T) {
 	p := newPKI(t)
-	s := startServer(t, upstream(t, &endlessList{}).URL,
+	s := startServer(t, newEndlessList(t).URL,
 		gatetest.Held(heldSecretForLimits),
 		gatetest.Args("--tls-cert="+p.certFile, "--tls-key="+p.keyFile),
 		gatetest.ClientTLS(p.clientTLS()),

@@ -88,7 +88,7 @@ func TestListPagination(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-pages"
 	const user, n = "many-tokens", 237
-	emu, _, up := newEmulator(t, secret)
+	emu, up := newEmulator(t, secret)
 	emu.Seed(user, n)
 	asc := emulatorIDs(t, up.URL, secret, user, "asc")
 	desc := emulatorIDs(t, up.URL, secret, user, "desc")

@@ -118,7 +118,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		t.Parallel()
 		upSecret := unique("cbk-passthrough-SECRET")
 		wrongBearer := unique("cbk-wrong-bearer-SECRET")
-		_, _, up := newEmulator(t, upSecret)
+		_, up := newEmulator(t, upSecret)
 		s := startServer(t, up.URL)
 
 		want := callLog{}
@@ -148,7 +148,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		held := unique("cbk-held-SECRET")
 		apiKey := unique("cbkgate-apikey-SECRET")
 		wrongKey := unique("cbkgate-wrongkey-SECRET")
-		_, _, up := newEmulator(t, held)
+		_, up := newEmulator(t, held)
 		s := startServer(t, up.URL, gatetest.Held(held), gatetest.Args("--api-keys-file="+writeKeys(t, apiKey)))
 
 		want := callLog{}

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/version"
 )
@@ -96,31 +96,14 @@ func compareSamples(t *testing.T, what string, got, want map[string]float64) {
 	}
 }
 
-// flakyUpstream answers the first list request with 503, then passes every
-// request on.
-type flakyUpstream struct {
-	next   http.Handler
-	failed atomic.Bool
-}
-
-func (f *flakyUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasSuffix(r.URL.Path, "/list") && !f.failed.Swap(true) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(`{"message":"busy","code":"SERVICE_UNAVAILABLE"}`))
-		return
-	}
-	f.next.ServeHTTP(w, r)
-}
-
 // TestMetrics drives known calls over both transports and checks the
 // scrape of /metrics on the admin listener, value for value.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	held := unique("cbk-held-SECRET")
 	key := unique("cbkgate-key-SECRET")
-	emu, _, _ := newEmulator(t, held)
-	up := upstream(t, &flakyUpstream{next: emu})
+	_, up := newEmulator(t, held)
+	up.Script(fu.List, fu.Error(http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "busy")) // the first list, then the emulator
 	s := startServer(t, up.URL, gatetest.Held(held), gatetest.Args("--api-keys-file="+writeKeys(t, key)))
 	user := unique("metrics-user")
 
@@ -249,7 +232,7 @@ func TestMetrics(t *testing.T) {
 // cbkgate_rate_limited_total, over both transports.
 func TestMetricsRateLimited(t *testing.T) {
 	t.Parallel()
-	_, _, up := newEmulator(t, "up-secret")
+	_, up := newEmulator(t, "up-secret")
 	s := startServer(t, up.URL, gatetest.Held("up-secret"), gatetest.Args("--caller-rate=1"))
 	refused := 0
 	for _, c := range []caller{s.grpcCaller(""), s.httpCaller("")} {

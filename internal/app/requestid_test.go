@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -14,38 +13,26 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
-// headerRecorder passes requests on and remembers the X-Request-Id and
-// traceparent of each.
+// headerRecorder reads the headers of the requests an upstream got.
 type headerRecorder struct {
-	next http.Handler
-	mu   sync.Mutex
-	seen []http.Header
+	up   *fu.Server
+	seen int // requests already read by last
 }
 
-func (h *headerRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	h.seen = append(h.seen, http.Header{
-		"X-Request-Id": r.Header.Values("X-Request-Id"),
-		"Traceparent":  r.Header.Values("Traceparent"),
-	})
-	h.mu.Unlock()
-	h.next.ServeHTTP(w, r)
-}
-
-// last returns the headers of the last upstream request and forgets all.
+// last returns the headers of the last upstream request, failing if none
+// arrived since the previous last.
 func (h *headerRecorder) last(t *testing.T) http.Header {
 	t.Helper()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.seen) == 0 {
+	rs := h.up.Requests()
+	if len(rs) == h.seen {
 		t.Fatal("no upstream request")
 	}
-	last := h.seen[len(h.seen)-1]
-	h.seen = nil
-	return last
+	h.seen = len(rs)
+	return rs[len(rs)-1].Header
 }
 
 var hexTraceID = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -77,9 +64,8 @@ func msgs(lines []map[string]any) string {
 // caller's traceparent when it sent one.
 func TestRequestIDs(t *testing.T) {
 	t.Parallel()
-	emu, _, _ := newEmulator(t, "up-secret")
-	rec := &headerRecorder{next: emu}
-	up := upstream(t, rec)
+	_, up := newEmulator(t, "up-secret")
+	rec := &headerRecorder{up: up}
 	s := startServer(t, up.URL, gatetest.Held("up-secret"))
 	client := tokenv1.NewTokenServiceClient(s.Dial(nil))
 	const callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"

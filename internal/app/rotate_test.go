@@ -6,52 +6,25 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
-	"github.com/cbkgate/cbkgate/internal/emulator"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/k8ssecret"
 	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
-// secretRecorder stands in front of the emulator: it accepts either of two
-// held secrets, remembers which one each request spent, and passes the
-// request on with the emulator's own.
-type secretRecorder struct {
-	emu      http.Handler
-	emuToken string
-	accept   map[string]bool
-	mu       sync.Mutex
-	seen     []string
-}
-
-func (s *secretRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	s.mu.Lock()
-	s.seen = append(s.seen, got)
-	s.mu.Unlock()
-	if !s.accept[got] {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		_, _ = w.Write([]byte(`{"message":"bad secret","code":"NOT_AUTHENTICATED"}`))
-		return
-	}
-	r.Header.Set("Authorization", "Bearer "+s.emuToken)
-	s.emu.ServeHTTP(w, r)
-}
-
-func (s *secretRecorder) last() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.seen) == 0 {
+// lastSecret returns the held secret the last upstream request spent.
+func lastSecret(up *fu.Server) string {
+	rs := up.Requests()
+	if len(rs) == 0 {
 		return ""
 	}
-	return s.seen[len(s.seen)-1]
+	return strings.TrimPrefix(rs[len(rs)-1].Header.Get("Authorization"), "Bearer ")
 }
 
 // TestTLSAndSecretRotate: the server certificate and the held upstream
@@ -63,9 +36,7 @@ func TestTLSAndSecretRotate(t *testing.T) {
 	ca := testpki.NewCA(t, "rotation CA")
 	v1 := ca.Issue(t, "server-v1", x509.ExtKeyUsageServerAuth)
 	v2 := ca.Issue(t, "server-v2", x509.ExtKeyUsageServerAuth)
-	rec := &secretRecorder{emu: emulator.New(emulator.Options{Secret: "emu"}), emuToken: "emu",
-		accept: map[string]bool{"held-secret-one": true, "held-secret-two": true}}
-	up := upstream(t, rec)
+	up := fu.Start(t) // answers every create; lastSecret reads what it spent
 	files := func(cert *testpki.Cert, secret string) map[string]string {
 		return map[string]string{"tls.crt": string(cert.CertPEM()), "tls.key": string(cert.KeyPEM(t)),
 			"cbk-secret": secret + "\n", "keys.txt": "alice key-alice-0123456789\n"}
@@ -97,7 +68,7 @@ func TestTLSAndSecretRotate(t *testing.T) {
 
 	old := s.grpcCaller(bearer("key-alice-0123456789"))
 	create(old)
-	if got := rec.last(); got != "held-secret-one" {
+	if got := lastSecret(up); got != "held-secret-one" {
 		t.Fatalf("upstream saw %q, want the first secret", got)
 	}
 	for _, addr := range []string{s.GRPCAddr(), httpAddr} {
@@ -116,18 +87,18 @@ func TestTLSAndSecretRotate(t *testing.T) {
 		}
 	}
 	create(s.grpcCaller(bearer("key-alice-0123456789")))
-	if got := rec.last(); got != "held-secret-two" {
+	if got := lastSecret(up); got != "held-secret-two" {
 		t.Errorf("a new call spent %q upstream, want the second secret", got)
 	}
 	// The connection made before the rotation is still good, and its new
 	// calls spend the new secret.
 	create(old)
-	if got := rec.last(); got != "held-secret-two" {
+	if got := lastSecret(up); got != "held-secret-two" {
 		t.Errorf("a new call on the old connection spent %q, want the second secret", got)
 	}
 	h := s.httpCaller(bearer("key-alice-0123456789"))
-	if resp, b := h.do(t, http.MethodPost, tokensPath("rot"), []byte(`{"name":"n"}`)); resp.StatusCode != http.StatusOK || rec.last() != "held-secret-two" {
-		t.Errorf("HTTPS create after the rotation: %d %s, upstream saw %q", resp.StatusCode, b, rec.last())
+	if resp, b := h.do(t, http.MethodPost, tokensPath("rot"), []byte(`{"name":"n"}`)); resp.StatusCode != http.StatusOK || lastSecret(up) != "held-secret-two" {
+		t.Errorf("HTTPS create after the rotation: %d %s, upstream saw %q", resp.StatusCode, b, lastSecret(up))
 	}
 	if strings.Contains(s.Logs().String(), "held-secret-") {
 		t.Error("the log carries the upstream secret")

@@ -17,48 +17,21 @@ import (
 	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
-	"github.com/cbkgate/cbkgate/internal/emulator"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
-// blockingUpstream holds every create until release is closed (or the
-// request is cancelled), then hands it to next.
-type blockingUpstream struct {
-	next    http.Handler
-	entered chan struct{} // one send per create that arrived
-	release chan struct{}
+// holdCreates makes up hold every create until released (or cancelled),
+// then answer with then.
+func holdCreates(up *fu.Server, then fu.Reply) {
+	up.SetDefault(fu.Create, fu.Hang(then))
 }
 
-func newBlockingUpstream(next http.Handler) *blockingUpstream {
-	return &blockingUpstream{next: next, entered: make(chan struct{}, 16), release: make(chan struct{})}
-}
-
-func (b *blockingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token/create") {
-		b.entered <- struct{}{}
-		select {
-		case <-b.release:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	if b.next == nil {
-		http.Error(w, `{"message":"no upstream","code":"NOT_IMPLEMENTED"}`, http.StatusNotImplemented)
-		return
-	}
-	b.next.ServeHTTP(w, r)
-}
-
-// waitEntered waits, bounded, until n creates are held upstream.
-func (b *blockingUpstream) waitEntered(t *testing.T, n int) {
+// waitHeld waits, bounded, until n creates are held upstream.
+func waitHeld(t *testing.T, up *fu.Server, n int) {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for range n {
-		select {
-		case <-b.entered:
-		case <-timeout:
-			t.Fatalf("the in-flight calls did not reach upstream within 10s")
-		}
+	if !up.Wait(10*time.Second, func(rs []fu.Request) bool { return fu.Held(rs) == n }) {
+		t.Fatalf("the in-flight calls did not reach upstream within 10s: %+v", up.Requests())
 	}
 }
 
@@ -147,16 +120,8 @@ func collect(t *testing.T, results <-chan callResult, n int) []callResult {
 func TestShutdownDrain(t *testing.T) {
 	t.Parallel()
 	const secret = "held-secret-drain"
-	emu := emulator.New(emulator.Options{Secret: secret})
-	block := newBlockingUpstream(emu)
-	up := upstream(t, block)
-	t.Cleanup(func() {
-		select {
-		case <-block.release:
-		default:
-			close(block.release)
-		}
-	})
+	emu, up := newEmulator(t, secret)
+	holdCreates(up, fu.Forward(emu))
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.ShutdownTimeout(20*time.Second))
 
 	// A health watcher from before the shutdown, as a load balancer has.
@@ -171,7 +136,7 @@ func TestShutdownDrain(t *testing.T) {
 	}
 
 	results := inFlight(t, s)
-	block.waitEntered(t, inFlightCalls)
+	waitHeld(t, up, inFlightCalls)
 
 	s.Shutdown() // as SIGTERM does
 
@@ -218,10 +183,8 @@ func TestShutdownDrain(t *testing.T) {
 	if status.Code(err) == codes.OK {
 		t.Error("a new gRPC call during the drain succeeded")
 	}
-	select {
-	case <-block.entered:
-		t.Error("a call started during the drain reached upstream")
-	default:
+	if n := up.Calls(fu.Create); n != inFlightCalls {
+		t.Errorf("%d creates reached upstream, want the %d in flight: a call started during the drain reached it", n, inFlightCalls)
 	}
 
 	// Run is still draining while the calls are held.
@@ -231,7 +194,7 @@ func TestShutdownDrain(t *testing.T) {
 	default:
 	}
 
-	close(block.release)
+	up.Release()
 	for _, r := range collect(t, results, inFlightCalls) {
 		if r.err != nil || r.code != codes.OK || (r.httpStatus != 0 && r.httpStatus != http.StatusOK) {
 			t.Errorf("in-flight call did not complete OK during the drain: %+v", r)
@@ -246,13 +209,12 @@ func TestShutdownDrain(t *testing.T) {
 // are cut off, end non-OK, and Run still returns nil, promptly.
 func TestShutdownTimeout(t *testing.T) {
 	t.Parallel()
-	block := newBlockingUpstream(nil) // never answers a create
-	up := upstream(t, block)
-	t.Cleanup(func() { close(block.release) })
+	up := fu.Start(t)
+	holdCreates(up, fu.Error(http.StatusNotImplemented, "NOT_IMPLEMENTED", "no upstream")) // never released
 	s := startServer(t, up.URL, gatetest.Held("held-secret-timeout"), gatetest.ShutdownTimeout(300*time.Millisecond))
 
 	results := inFlight(t, s)
-	block.waitEntered(t, inFlightCalls)
+	waitHeld(t, up, inFlightCalls)
 
 	start := time.Now()
 	err := s.Stop(30 * time.Second)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
@@ -20,7 +21,7 @@ import (
 func TestListSSEResume(t *testing.T) {
 	t.Parallel()
 	const secret = "emu-secret-sse-resume"
-	_, _, up := newEmulator(t, secret)
+	_, up := newEmulator(t, secret)
 	s := startServer(t, up.URL)
 	g := s.grpcCaller(bearer(secret))
 	var want []string
@@ -50,26 +51,9 @@ func TestListSSEResume(t *testing.T) {
 // while the next upstream page is still outstanding.
 func TestListSSEFlushedPerToken(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	var once bool
-	up := upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if r.URL.Query().Get("cursor") == "" {
-			fmt.Fprint(w, `{"items":[{"id":"tok_1","name":"one","createdAt":1700000000000,"updatedAt":1700000000000}],"cursor":"page-2"}`)
-			return
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		fmt.Fprint(w, `{"items":[]}`)
-	}))
-	t.Cleanup(func() {
-		if !once {
-			close(release)
-		}
-	})
+	up := fu.Start(t)
+	up.Script(fu.List, fu.Page("page-2", fu.Token{ID: "tok_1", Name: "one", CreatedAt: 1700000000000, UpdatedAt: 1700000000000}),
+		fu.Hang(fu.Page(""))) // the second page, until released
 	s := startServer(t, up.URL, gatetest.Held("held-secret"))
 
 	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
@@ -102,6 +86,5 @@ func TestListSSEFlushedPerToken(t *testing.T) {
 	if len(event) != 2 || event[0] != "id: page-2" || !strings.Contains(event[1], `"tok_1"`) {
 		t.Fatalf("first event = %q", event)
 	}
-	close(release)
-	once = true
+	up.Release()
 }

@@ -110,9 +110,8 @@ func TestTracing(t *testing.T) {
 	defer collector.Close()
 	tracingEnv(t, collector.URL, "http/protobuf")
 
-	emu, _, _ := newEmulator(t, "up-secret")
-	rec := &headerRecorder{next: emu}
-	up := upstream(t, rec)
+	_, up := newEmulator(t, "up-secret")
+	rec := &headerRecorder{up: up}
 	s := startServer(t, up.URL, gatetest.Held("up-secret"))
 
 	const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -219,7 +218,7 @@ func TestTracingOverOTLPGRPC(t *testing.T) {
 	defer gs.Stop()
 	tracingEnv(t, "http://"+lis.Addr().String(), "grpc")
 
-	_, _, up := newEmulator(t, "up-secret")
+	_, up := newEmulator(t, "up-secret")
 	s := startServer(t, up.URL, gatetest.Held("up-secret"))
 	var hdr metadata.MD
 	if _, err := tokenv1.NewTokenServiceClient(s.Dial(nil)).Create(callCtx(t), &tokenv1.CreateRequest{UserId: "u"}, grpc.Header(&hdr)); err != nil {
@@ -243,9 +242,8 @@ func TestTracingDisabled(t *testing.T) {
 	tracingEnv(t, collector.URL, "http/protobuf")
 	t.Setenv("OTEL_SDK_DISABLED", "true")
 
-	emu, _, _ := newEmulator(t, "up-secret")
-	rec := &headerRecorder{next: emu}
-	up := upstream(t, rec)
+	_, up := newEmulator(t, "up-secret")
+	rec := &headerRecorder{up: up}
 	s := startServer(t, up.URL, gatetest.Held("up-secret"))
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	ctx := metadata.AppendToOutgoingContext(callCtx(t), "traceparent", parent)

@@ -82,7 +82,7 @@ func wantUpstreamCancelled(t *testing.T, up *fu.Server, at time.Time) {
 // upstream request for the next page is cancelled at once, and goroutines
 // return to their baseline.
 func TestFaultCancelMidList(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	baseline := goroutineBaseline(t, g, up)
 	first := fu.Tokens("tok_", 2)
@@ -113,7 +113,7 @@ func TestFaultCancelMidList(t *testing.T) {
 // a List gets DEADLINE_EXCEEDED after the tokens already sent, and the held
 // upstream request is cancelled at the deadline.
 func TestFaultDeadlineMidList(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	baseline := goroutineBaseline(t, g, up)
 	first := fu.Tokens("tok_", 2)
@@ -135,7 +135,7 @@ func TestFaultDeadlineMidList(t *testing.T) {
 // is still working on it gets CANCELLED; the upstream request is cancelled
 // at once and not sent again.
 func TestFaultCancelUnary(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	baseline := goroutineBaseline(t, g, up)
 	up.Script(fu.Create, fu.Hang(fu.Created("late", "secret")))
@@ -159,7 +159,7 @@ func TestFaultCancelUnary(t *testing.T) {
 // TestFaultCancelDuringRetryWait: a caller that cancels while cbkgate waits
 // out a Retry-After gets CANCELLED at once and no further attempt is made.
 func TestFaultCancelDuringRetryWait(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	baseline := goroutineBaseline(t, g, up)
 	up.SetDefault(fu.List, fu.Error(503, "SERVICE_UNAVAILABLE", "busy").WithHeader("Retry-After", "20"))
@@ -192,7 +192,7 @@ func TestFaultCancelDuringRetryWait(t *testing.T) {
 // TestFaultHTTPClientGone: an HTTP caller that goes away in the middle of a
 // streamed List, or during a Create, cancels the upstream request at once.
 func TestFaultHTTPClientGone(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	baseline := goroutineBaseline(t, g, up)
 

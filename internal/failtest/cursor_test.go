@@ -15,7 +15,7 @@ import (
 // repeat the same tokens forever. The caller gets each token once and then
 // INTERNAL: never duplicates, never an endless stream.
 func TestFaultListCursorStuck(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	page := fu.Tokens("tok_", 2)
 	up.SetDefault(fu.List, fu.Page("c1", page...))

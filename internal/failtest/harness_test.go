@@ -162,18 +162,6 @@ func wantErrorInfo(t *testing.T, st *status.Status, reason string, httpStatus st
 	}
 }
 
-// newUpstream starts a faulty upstream, closed when the test ends (after
-// cbkgate, since cleanups run last-in first-out).
-func newUpstream(t *testing.T) *faultyupstream.Server {
-	t.Helper()
-	s, err := faultyupstream.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
-
 // wantCalls fails unless route got exactly n requests, and nothing reached
 // a path that is not one of the four endpoints.
 func wantCalls(t *testing.T, up *faultyupstream.Server, route faultyupstream.Route, n int) {

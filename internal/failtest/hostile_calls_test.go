@@ -78,7 +78,7 @@ func TestHostileHugePage(t *testing.T) {
 		return gz.String()
 	}
 	plain, odd := fu.PageOfIDs(800_000, false), fu.PageOfIDs(800_000, true)
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	for _, c := range []struct {
 		name  string
@@ -123,7 +123,7 @@ func TestHostileEchoedSecrets(t *testing.T) {
 		}
 	}
 	t.Run("held secret", func(t *testing.T) {
-		up := newUpstream(t)
+		up := fu.Start(t)
 		g := startGate(t, up.URL)
 		echo := fu.Error(400, "BAD_"+heldSecret, "we got "+heldSecret)
 		up.Script(fu.List, echo)
@@ -137,7 +137,7 @@ func TestHostileEchoedSecrets(t *testing.T) {
 		check(t, g, heldSecret, gatetest.Status(t, res.body))
 	})
 	t.Run("short pass-through bearer", func(t *testing.T) {
-		up := newUpstream(t)
+		up := fu.Start(t)
 		g := startGate(t, up.URL, gatetest.PassThrough())
 		g.bearer = "k6c8zq"
 		echo := fu.Error(403, "NO_"+g.bearer, "the key "+g.bearer+" may not do this")
@@ -182,7 +182,7 @@ func TestHostileUpstreamDownShowsNoInternals(t *testing.T) {
 // INVALID_ARGUMENT: never a 5xx (the issue found 500s), never a redirect
 // (307 for a raw "." segment), and nothing reaches the upstream.
 func TestHostileBadHTTPInput(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	noRedirect := &http.Client{
 		Transport:     g.hc.Transport,
@@ -230,7 +230,7 @@ func TestHostileBadHTTPInput(t *testing.T) {
 // OK over gRPC and an error line over HTTP whose log said OK), and the
 // call's log line says what the caller got.
 func TestHostileTimestampOutOfRange(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	tok := fu.Token{ID: "t1", CreatedAt: 253402300800000, UpdatedAt: 1}
 	up.SetDefault(fu.List, fu.Page("", tok))
@@ -263,7 +263,7 @@ func TestHostileTimestampOutOfRange(t *testing.T) {
 // 50,000 lines, 14 MB, in 0.55 s), write a bounded number of log lines,
 // and say how many they left out.
 func TestHostileRefusedCallFlood(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL, gatetest.PassThrough())
 	before := g.Logs().Lines()
 	start := time.Now()
@@ -308,7 +308,7 @@ func TestHostileRefusedCallFlood(t *testing.T) {
 // at most a couple of lines, every one of them JSON, and none of those
 // headers reaches gRPC.
 func TestHostileGatewayHeaders(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	before, beforeGRPC := g.Logs().Lines(), grpcLogs.Lines()
 	req, err := http.NewRequestWithContext(g.ctx(), http.MethodGet, g.URL()+"/v1/users/u1/tokens", nil)
@@ -362,7 +362,7 @@ func TestHostileCallerRate(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL, gatetest.Args("--caller-rate=5", "--api-keys-file="+keyFile))
 	ctx := func() context.Context {
 		return metadata.AppendToOutgoingContext(g.ctx(), "authorization", "Bearer "+key)

@@ -198,7 +198,7 @@ const miB = 1 << 20
 // list over 64 KiB ends the connection, only 256 calls of one connection
 // get in, and the server's memory grows by less than 32 MiB either way.
 func TestHostileMetadataAndStreams(t *testing.T) {
-	g := startGate(t, newUpstream(t).URL, gatetest.PassThrough())
+	g := startGate(t, fu.Start(t).URL, gatetest.PassThrough())
 	baseHeap, baseRSS := memory(t)
 	check := func(what string) {
 		t.Helper()
@@ -252,7 +252,7 @@ func TestHostileMetadataAndStreams(t *testing.T) {
 // stay open as long as the client likes; past MaxWatchStreams in the
 // process, a new one is refused at once.
 func TestWatchStreamsAreCapped(t *testing.T) {
-	g := startGate(t, newUpstream(t).URL, gatetest.PassThrough())
+	g := startGate(t, fu.Start(t).URL, gatetest.PassThrough())
 	var conns []*grpc.ClientConn
 	for range 2 { // the cap is per process, not per connection
 		cc, err := grpc.NewClient(g.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -291,7 +291,7 @@ func TestWatchStreamsAreCapped(t *testing.T) {
 // attempts wrote 50,000 log lines, 14 MB, in 0.55 s). The log lines stay
 // bounded, the connection's memory too, and nothing reaches the upstream.
 func TestHostileRapidReset(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL, gatetest.PassThrough())
 	before := g.Logs().Lines()
 	r := dialRawH2(t, g.GRPCAddr())

@@ -19,7 +19,7 @@ import (
 // and the secret appears neither in the status message nor in cbkgate's
 // logs.
 func TestFaultPassThroughUpstream401(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL, gatetest.PassThrough())
 	reject := fu.Error(401, "NOT_AUTHENTICATED", "invalid secret "+g.bearer)
 	up.SetDefault(fu.List, reject)

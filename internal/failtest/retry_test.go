@@ -18,7 +18,7 @@ import (
 // served gives the caller the whole list, in order, once, with OK; the
 // failing page was sent three times and no other page was sent again.
 func TestFaultList503TwiceThenOK(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	all := fu.Tokens("tok_", 6)
 	unavailable := fu.Error(503, "SERVICE_UNAVAILABLE", "try again")
@@ -48,7 +48,7 @@ func TestFaultList503TwiceThenOK(t *testing.T) {
 // ends the listing with UNAVAILABLE after the first page's tokens: never OK
 // with tokens missing. The page was tried 4 times.
 func TestFaultListRetriesExhausted(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	first := fu.Tokens("tok_", 2)
 	up.Script(fu.List, fu.Page("c1", first...))
@@ -81,7 +81,7 @@ func TestFaultListRetriesExhausted(t *testing.T) {
 // TestFaultCreate500CalledOnce: a create answered 500 reaches the upstream
 // exactly once; the caller sees INTERNAL with the upstream's details.
 func TestFaultCreate500CalledOnce(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.Create, fu.Error(500, "INTERNAL_SERVER_ERROR", "boom"))
 
@@ -94,7 +94,7 @@ func TestFaultCreate500CalledOnce(t *testing.T) {
 // TestFaultWrites503NotRetried: a write answered 503 or 429 reached the
 // upstream, so it is not sent again, whatever Retry-After says.
 func TestFaultWrites503NotRetried(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.Create, fu.Error(503, "SERVICE_UNAVAILABLE", "busy"))
 	up.SetDefault(fu.Delete, fu.Error(429, "TOO_MANY_REQUESTS", "slow down").WithHeader("Retry-After", "1"))
@@ -115,7 +115,7 @@ func TestFaultWrites503NotRetried(t *testing.T) {
 // Retry-After: 1 is asked again no sooner than a second later, and the
 // listing then completes OK.
 func TestFaultList429RetryAfterHonoured(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	all := fu.Tokens("tok_", 3)
 	up.Script(fu.List,
@@ -142,7 +142,7 @@ func TestFaultList429RetryAfterHonoured(t *testing.T) {
 // RESOURCE_EXHAUSTED with RetryInfo at once (well before its deadline), and
 // over HTTP 429 with a Retry-After header.
 func TestFaultList429RetryAfterBeyondDeadline(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.List, fu.Error(429, "LIMITS_REACHED", "limit reached").WithHeader("Retry-After", "30"))
 
@@ -171,7 +171,7 @@ func TestFaultList429RetryAfterBeyondDeadline(t *testing.T) {
 // TestFaultList429RetryAfterTooLong: a Retry-After longer than cbkgate is
 // willing to wait (30 s) is not waited for even without a caller deadline.
 func TestFaultList429RetryAfterTooLong(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.List, fu.Error(429, "TOO_MANY_REQUESTS", "come back tomorrow").WithHeader("Retry-After", "86400"))
 

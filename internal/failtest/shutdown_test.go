@@ -107,7 +107,7 @@ func waitDraining(t *testing.T, g *gate) {
 // (HTTP 503) and nothing new goes upstream; Run returns nil once the
 // streams are done.
 func TestShutdownListsInFlightComplete(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL, gatetest.ShutdownTimeout(20*time.Second))
 	all := fu.Tokens("tok_", 4)
 	up.Script(fu.List,
@@ -193,7 +193,7 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 // sees OK or a listing that looks complete, and nothing of cbkgate is left
 // running.
 func TestShutdownStuckCallsCutOff(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	const timeout = 500 * time.Millisecond
 	g := startGate(t, up.URL, gatetest.ShutdownTimeout(timeout))
 	before := snapshot()
@@ -253,7 +253,7 @@ func TestShutdownStuckCallsCutOff(t *testing.T) {
 // the upstream, which is still up (as ChatBotKit would be) and so would not
 // close them itself.
 func TestShutdownLeavesNothingRunning(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	before := snapshot()
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.List, fu.Page("", fu.Tokens("tok_", 3)...))

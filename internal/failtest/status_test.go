@@ -61,7 +61,7 @@ func TestFaultStatusUnary(t *testing.T) {
 	for _, c := range statusCases {
 		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
 			t.Parallel()
-			up := newUpstream(t)
+			up := fu.Start(t)
 			g := startGate(t, up.URL)
 			reply := fu.Error(c.status, c.code, c.message())
 			up.Script(fu.Create, reply)
@@ -96,7 +96,7 @@ func TestFaultStatusList(t *testing.T) {
 	for _, c := range statusCases {
 		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
 			t.Parallel()
-			up := newUpstream(t)
+			up := fu.Start(t)
 			g := startGate(t, up.URL)
 			up.SetDefault(fu.List, fu.Error(c.status, c.code, c.message()))
 
@@ -126,7 +126,7 @@ func TestFaultStatusHTTP(t *testing.T) {
 	for _, c := range statusCases {
 		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
 			t.Parallel()
-			up := newUpstream(t)
+			up := fu.Start(t)
 			g := startGate(t, up.URL)
 			up.Script(fu.Create, fu.Error(c.status, c.code, c.message()))
 			up.SetDefault(fu.List, fu.Error(c.status, c.code, c.message()))
@@ -165,7 +165,7 @@ func TestFaultStatusHTTP(t *testing.T) {
 // HTML page from a proxy): the code follows the status, ErrorInfo's reason
 // falls back to the status's standard code and the message to its text.
 func TestFaultErrorBodyNotJSON(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.Script(fu.Create, fu.Raw(http.StatusBadGateway, "text/html", "<html><body>502 Bad Gateway</body></html>"))
 
@@ -182,7 +182,7 @@ func TestFaultErrorBodyNotJSON(t *testing.T) {
 // is read only up to a small cap: the caller gets the status's code with the
 // fallback message, at once, and cbkgate read a bounded amount.
 func TestFaultErrorBodyOversized(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.Script(fu.Create, fu.Oversized(http.StatusConflict))
 

@@ -47,7 +47,7 @@ func TestFaultConnectionRefused(t *testing.T) {
 // reset once gives the whole list OK, a reset on every attempt UNAVAILABLE
 // after 4 attempts.
 func TestFaultResetList(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	all := fu.Tokens("tok_", 3)
 	up.Script(fu.List, fu.Reset(), fu.Page("", all...))
@@ -70,7 +70,7 @@ func TestFaultResetList(t *testing.T) {
 // after the request went out is not sent again (it may have been carried
 // out): UNAVAILABLE, one upstream call each.
 func TestFaultResetWrites(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.Create, fu.Reset())
 	up.SetDefault(fu.Update, fu.Reset())
@@ -93,7 +93,7 @@ func TestFaultResetWrites(t *testing.T) {
 // completes OK with no token twice; on the second page every time, and the
 // caller has the first page's tokens and then UNAVAILABLE, never OK.
 func TestFaultCutShortPage(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	all := fu.Tokens("tok_", 4)
 	up.Script(fu.List,
@@ -120,7 +120,7 @@ func TestFaultCutShortPage(t *testing.T) {
 // TestFaultCutShortCreate: a create answer cut short may have minted the
 // token, so it is not sent again: UNAVAILABLE, one call.
 func TestFaultCutShortCreate(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.Create, fu.CutPage("", fu.Tokens("tok_", 3)...))
 
@@ -132,7 +132,7 @@ func TestFaultCutShortCreate(t *testing.T) {
 // TestFaultMalformedJSON: a 200 answer that is not JSON is INTERNAL and not
 // retried, for a list page and for a create.
 func TestFaultMalformedJSON(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.List, fu.Malformed())
 	up.SetDefault(fu.Create, fu.Malformed())
@@ -154,7 +154,7 @@ func TestFaultMalformedJSON(t *testing.T) {
 // without an id; meta that is not an object) is INTERNAL, not a token with
 // holes passed on.
 func TestFaultMalformedToken(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.Script(fu.List,
 		fu.Raw(200, "application/json", `{"items":[{"name":"no id","createdAt":1,"updatedAt":1}]}`),
@@ -176,7 +176,7 @@ func TestFaultMalformedToken(t *testing.T) {
 // much beyond the cap. A Content-Length over the cap is refused before
 // anything is read.
 func TestFaultOversizedBody(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.Script(fu.List, fu.Oversized(200), fu.OversizedDeclared())
 
@@ -207,7 +207,7 @@ func TestFaultOversizedBody(t *testing.T) {
 // TestFaultSlowWithinDeadline: an upstream that answers slowly but within
 // the caller's deadline is simply waited for: OK, one call.
 func TestFaultSlowWithinDeadline(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	all := fu.Tokens("tok_", 2)
 	up.Script(fu.List, fu.Slow(300*time.Millisecond, fu.Page("", all...)))
@@ -225,7 +225,7 @@ func TestFaultSlowWithinDeadline(t *testing.T) {
 // DEADLINE_EXCEEDED when the deadline passes, not when the upstream answers,
 // and the upstream request is cancelled then; a write is not retried.
 func TestFaultSlowPastDeadline(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.Create, fu.Slow(time.Minute, fu.Created("late", "secret")))
 

@@ -23,7 +23,7 @@ var hostileIDs = []string{
 // reaches the upstream as exactly the id, in its own path segment, on the
 // route the call names: never two segments, another route or a query.
 func TestUpstreamIDsOneSegment(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	name := "n"
 	for _, id := range hostileIDs {
@@ -67,7 +67,7 @@ func TestUpstreamIDsOneSegment(t *testing.T) {
 // segment, so it cannot carry "/", but everything else arrives upstream as
 // the id, in one segment.
 func TestUpstreamIDsOverHTTP(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	for _, id := range []string{"a b+c", "%2e%2e", "..%2f", "?take=1000", "#frag", "é", "...", "@host;x"} {
 		path := "/v1/users/" + url.PathEscape(id) + "/tokens/" + url.PathEscape(id)
@@ -91,7 +91,7 @@ func TestUpstreamIDsOverHTTP(t *testing.T) {
 // TestUpstreamConnectionReuse: calls share one pooled upstream client, so
 // sequential calls of every kind, over gRPC and HTTP, reuse one connection.
 func TestUpstreamConnectionReuse(t *testing.T) {
-	up := newUpstream(t)
+	up := fu.Start(t)
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.List, fu.Page("", fu.Tokens("tok_", 3)...))
 	name := "n"

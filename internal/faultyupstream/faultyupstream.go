@@ -4,9 +4,10 @@
 // answers each request with whatever the test scripted for its route: an
 // error status with a {message, code} body and headers such as Retry-After,
 // a connection reset, a body cut short (a JSON page shorter than its
-// Content-Length), malformed JSON, a body larger than any cap, a slow
-// answer, or no answer at all until released or until the request's context
-// ends.
+// Content-Length), malformed JSON, a body larger than any cap, a listing
+// that never ends, a slow answer, or no answer at all until released or
+// until the request's context ends. In front of the emulator (Forward) it
+// serves well what the test did not script.
 //
 // It serves real HTTP/1.1 on 127.0.0.1 and records, per route, how often it
 // was called and what each request looked like, including whether and when

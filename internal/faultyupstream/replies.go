@@ -109,6 +109,41 @@ func ID(id string) Reply {
 	}
 }
 
+// Forward answers as h does, given the request as it arrived (its body
+// as recorded: up to 1 MiB). With h the emulator, the well-behaved answer
+// of a test that scripts only a few faults, or that only reads the records.
+func Forward(h http.Handler) Reply {
+	return Reply{
+		name: "forwarded",
+		serve: func(s *Server, rec int, w http.ResponseWriter, r *http.Request) {
+			s.mu.Lock()
+			body := s.reqs[rec].Body
+			s.mu.Unlock()
+			r.Body = io.NopCloser(strings.NewReader(body))
+			h.ServeHTTP(w, r)
+		},
+	}
+}
+
+// FullPages answers a list with a full page, as many tokens as its take
+// asks for, naming the next cursor (c1, c2, ...): a listing that never
+// ends. Each page's tokens have ids of their own.
+func FullPages() Reply {
+	return Reply{
+		name: "full page",
+		serve: func(_ *Server, _ int, w http.ResponseWriter, r *http.Request) {
+			n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Query().Get("cursor"), "c"))
+			take, _ := strconv.Atoi(r.URL.Query().Get("take"))
+			tokens := make([]Token, take)
+			for i := range tokens {
+				tokens[i] = Token{ID: fmt.Sprintf("tok_%d_%d", n, i), Name: "a token with a name of some length",
+					CreatedAt: 1_700_000_000_000, UpdatedAt: 1_700_000_000_000}
+			}
+			writeJSON(w, http.StatusOK, page{Items: tokens, Cursor: "c" + strconv.Itoa(n+1)})
+		},
+	}
+}
+
 // hijack takes the connection over from net/http; the caller closes it.
 func hijack(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter) {
 	c, rw, err := http.NewResponseController(w).Hijack()

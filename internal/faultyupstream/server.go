@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -61,6 +62,19 @@ func New() (*Server, error) {
 	return s, nil
 }
 
+// Start is New for a test: a failure to start fails it, and the server
+// closes at cleanup (after a cbkgate started later, since cleanups run
+// last-in first-out).
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s, err := New()
+	if err != nil {
+		t.Fatalf("faultyupstream: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
 // Close releases held requests, closes the listener and every connection,
 // and waits for all handlers to return.
 func (s *Server) Close() {
@@ -95,6 +109,15 @@ func (s *Server) SetDefault(route Route, reply Reply) {
 	s.defaults[route] = reply
 }
 
+// SetDefaultAll sets reply as the default of every route, Unknown
+// included: Forward(emulator) makes the server a recording (and, by
+// Script, misbehaving) front of the emulator.
+func (s *Server) SetDefaultAll(reply Reply) {
+	for _, r := range []Route{List, Create, Update, Delete, Unknown} {
+		s.SetDefault(r, reply)
+	}
+}
+
 // Release lets every held request (Hang) go, now and from now on.
 func (s *Server) Release() {
 	s.mu.Lock()
@@ -115,6 +138,13 @@ func (s *Server) Calls(route Route) int {
 		}
 	}
 	return n
+}
+
+// Count returns how many requests reached the server, on any route.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.reqs)
 }
 
 // Conns returns how many connections the server has accepted.
