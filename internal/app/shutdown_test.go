@@ -1,17 +1,17 @@
 package app_test
 
 import (
-	"fmt"
-
 	"bytes"
-	"connectrpc.com/connect"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -27,7 +27,7 @@ func holdCreates(up *fu.Server, then fu.Reply) {
 	up.SetDefault(fu.Create, fu.Hang(then))
 }
 
-// waitHeld waits, bounded, until n creates are held upstream.
+// waitHeld waits, bounded, until n requests are held upstream.
 func waitHeld(t *testing.T, up *fu.Server, n int) {
 	t.Helper()
 	if !up.Wait(10*time.Second, func(rs []fu.Request) bool { return fu.Held(rs) == n }) {
@@ -45,8 +45,9 @@ type callResult struct {
 // inFlightCalls is how many calls inFlight starts.
 const inFlightCalls = 3
 
-// inFlight starts one gRPC Create, one HTTP POST and one Connect Create in
-// goroutines and returns the channel their results arrive on.
+// inFlight starts one gRPC Create (on s.Conn), one HTTP POST and one
+// Connect Create (with s.HTTP) in goroutines and returns the channel their
+// results arrive on.
 func inFlight(t *testing.T, s *server) <-chan callResult {
 	t.Helper()
 	out := make(chan callResult, inFlightCalls)
@@ -58,7 +59,7 @@ func inFlight(t *testing.T, s *server) <-chan callResult {
 		cancel()
 		wg.Wait()
 	})
-	client := tokenv1.NewTokenServiceClient(s.Dial(nil))
+	client := s.Client()
 	wg.Add(inFlightCalls)
 	go func() {
 		defer wg.Done()
@@ -66,7 +67,7 @@ func inFlight(t *testing.T, s *server) <-chan callResult {
 		st := status.Convert(err)
 		out <- callResult{code: st.Code(), msg: "grpc: " + st.Message()}
 	}()
-	hc := s.HTTPClient(nil)
+	hc := s.HTTP()
 	url := s.URL() + tokensPath("drain-user")
 	go func() {
 		defer wg.Done()
@@ -85,10 +86,11 @@ func inFlight(t *testing.T, s *server) <-chan callResult {
 		resp.Body.Close()
 		out <- callResult{httpStatus: resp.StatusCode, err: err, msg: "http: " + buf.String()}
 	}()
-	cc := s.connectCaller("")
+	creator := connect.NewClient[tokenv1.CreateRequest, tokenv1.CreateResponse](hc,
+		s.URL()+"/cbkgate.token.v1.TokenService/Create", connect.WithProtoJSON())
 	go func() {
 		defer wg.Done()
-		_, err := cc.creator.CallUnary(ctx, connect.NewRequest(&tokenv1.CreateRequest{UserId: "drain-user", Name: "connect"}))
+		_, err := creator.CallUnary(ctx, connect.NewRequest(&tokenv1.CreateRequest{UserId: "drain-user", Name: "connect"}))
 		code := codes.OK
 		if err != nil {
 			code = codes.Code(connect.CodeOf(err))
@@ -205,32 +207,94 @@ func TestShutdownDrain(t *testing.T) {
 	}
 }
 
-// TestShutdownTimeout: calls that do not finish within --shutdown-timeout
-// are cut off, end non-OK, and Run still returns nil, promptly.
+// TestShutdownTimeout: calls that would never finish (a Create over gRPC,
+// HTTP and Connect waiting for its answer, a List over gRPC and over HTTP
+// waiting for its next page) cannot hold Run past --shutdown-timeout: Run
+// returns nil about then, every held upstream request is cancelled by
+// then, no caller sees OK or a listing that looks complete, a log line
+// says the timeout cut calls off, and nothing of cbkgate is left running.
+// Not parallel: it counts goroutines.
 func TestShutdownTimeout(t *testing.T) {
-	t.Parallel()
+	const timeout = 300 * time.Millisecond
 	up := fu.Start(t)
 	holdCreates(up, fu.Error(http.StatusNotImplemented, "NOT_IMPLEMENTED", "no upstream")) // never released
-	s := startServer(t, up.URL, gatetest.Held("held-secret-timeout"), gatetest.ShutdownTimeout(300*time.Millisecond))
+	all := fu.Tokens("tok_", 4)
+	up.Script(fu.List,
+		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)), // the gRPC stream
+		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)), // the HTTP stream
+	)
+	before := gatetest.Goroutines()
+	s := startServer(t, up.URL, gatetest.Held("held-secret-timeout"), gatetest.ShutdownTimeout(timeout))
 
+	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
+	defer cancel()
+	stream, err := s.Client().List(ctx, &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*tokenv1.ListResponse
+	for range 2 {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("gRPC List before the shutdown: %v", err)
+		}
+		got = append(got, r)
+	}
+	waitHeld(t, up, 1)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+tokensPath("u1")+"?page_size=2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.HTTP().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP List before the shutdown: %s", resp.Status)
+	}
+	waitHeld(t, up, 2)
 	results := inFlight(t, s)
-	waitHeld(t, up, inFlightCalls)
+	waitHeld(t, up, 2+inFlightCalls)
 
 	start := time.Now()
-	err := s.Stop(30 * time.Second)
+	err = s.Stop(timeout + 10*time.Second)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Errorf("Run = %v after the shutdown timeout, want nil", err)
 	}
-	if elapsed < 250*time.Millisecond || elapsed > 5*time.Second {
-		t.Errorf("Run returned %v after its context ended; want about the 300ms shutdown timeout (and < 5s)", elapsed)
+	if elapsed < timeout || elapsed > timeout+3*time.Second {
+		t.Errorf("Run returned %v after its context ended; want about the %v shutdown timeout", elapsed, timeout)
 	}
+	if !up.Wait(5*time.Second, func(rs []fu.Request) bool { return fu.Cancelled(rs) == 2+inFlightCalls }) {
+		t.Fatalf("upstream requests of the calls cut off still open: %+v", up.Requests())
+	}
+	for _, r := range up.Requests() {
+		if r.Cancelled && r.CancelledAt.Sub(start) > timeout+time.Second {
+			t.Errorf("upstream %s cancelled %s after shutdown began (timeout %s)", r.Route, r.CancelledAt.Sub(start), timeout)
+		}
+	}
+
 	for _, r := range collect(t, results, inFlightCalls) {
 		if r.err == nil && r.code == codes.OK && (r.httpStatus == 0 || r.httpStatus == http.StatusOK) {
 			t.Errorf("a call stuck past the shutdown timeout ended OK: %+v", r)
 		}
 	}
+	if rest, err := gatetest.Recv(stream); err == nil {
+		t.Errorf("gRPC List cut off by the shutdown ended OK with %v", responseIDs(append(got, rest...)))
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		// The connection ended cleanly, so the listing must say it failed.
+		if results, errLine := gatetest.NDJSON(t, body); errLine == nil {
+			t.Errorf("HTTP List cut off by the shutdown looks complete: %v", responseIDs(results))
+		}
+	}
 	if !strings.Contains(s.Logs().String(), "shutdown timeout reached") {
 		t.Error("no log line says the shutdown timeout cut calls off")
 	}
+	s.Conn().Close()
+	s.HTTP().CloseIdleConnections()
+	gatetest.WantNothingLeft(t, before)
 }

@@ -2,19 +2,17 @@ package failtest
 
 // Shutdown as cbkgate's users see it, beyond what internal/app and
 // cmd/server already pin (unary calls in flight drain, a fresh connection is
-// refused, /readyz 503, the timeout cuts a stuck create off, exit 0): List
-// streams in flight across the drain, new calls on connections that are
-// already open, the upstream requests of calls cut off, and nothing of
-// cbkgate left running once Run has returned.
+// refused, /readyz 503, the timeout cuts stuck calls off with their upstream
+// requests, exit 0): List streams in flight across the drain, new calls on
+// connections that are already open, and nothing of cbkgate left running
+// once Run has returned.
 
 import (
 	"context"
 	"io"
 	"net/http"
-	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -186,75 +184,13 @@ func TestShutdownListsInFlightComplete(t *testing.T) {
 	wantCalls(t, up, fu.List, 4)
 }
 
-// TestShutdownStuckCallsCutOff: calls that would never finish (a List over
-// gRPC and over HTTP waiting for their next page, a Create waiting for its
-// answer) cannot hold the exit past --shutdown-timeout: Run returns nil
-// about then, every held upstream request is cancelled by then, no caller
-// sees OK or a listing that looks complete, and nothing of cbkgate is left
-// running.
-func TestShutdownStuckCallsCutOff(t *testing.T) {
-	up := fu.Start(t)
-	const timeout = 500 * time.Millisecond
-	g := startGate(t, up.URL, gatetest.ShutdownTimeout(timeout))
-	before := snapshot()
-	all := fu.Tokens("tok_", 4)
-	up.Script(fu.List,
-		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)),
-		fu.Page("c1", all[:2]...), fu.Hang(fu.Page("", all[2:]...)),
-	)
-	up.Script(fu.Create, fu.Hang(fu.Created("late", "secret")))
-	stream, got := openList(t, g, 2)
-	waitHeld(t, up, 1)
-	hl := openHTTPList(t, g, 2)
-	waitHeld(t, up, 2)
-	createErr := make(chan error, 1)
-	go func() {
-		_, err := g.create(g.ctx())
-		createErr <- err
-	}()
-	waitHeld(t, up, 3)
-
-	start := time.Now()
-	if err := g.Stop(timeout + 10*time.Second); err != nil {
-		t.Errorf("Run = %v after cutting calls off, want nil", err)
-	}
-	if took := time.Since(start); took < timeout || took > timeout+3*time.Second {
-		t.Errorf("Run returned %s after its context ended, want about the %s shutdown timeout", took, timeout)
-	}
-	if !up.Wait(5*time.Second, func(rs []fu.Request) bool { return fu.Cancelled(rs) == 3 }) {
-		t.Fatalf("upstream requests of the calls cut off still open: %+v", up.Requests())
-	}
-	for _, r := range up.Requests() {
-		if r.Cancelled && r.CancelledAt.Sub(start) > timeout+promptly {
-			t.Errorf("upstream %s cancelled %s after shutdown began (timeout %s)", r.Route, r.CancelledAt.Sub(start), timeout)
-		}
-	}
-
-	if got, err := drainList(stream, got); err == nil {
-		t.Errorf("gRPC List cut off by the shutdown ended OK with %v", ids(got))
-	}
-	if err := <-createErr; status.Code(err) == codes.OK {
-		t.Error("Create cut off by the shutdown ended OK")
-	}
-	body, err := hl.rest()
-	if err == nil {
-		// The connection ended cleanly, so the listing must say it failed.
-		if _, errLine := gatetest.NDJSON(t, body); errLine == nil {
-			t.Errorf("HTTP List cut off by the shutdown looks complete: %s", body)
-		}
-	}
-	g.Conn().Close()
-	g.hc.CloseIdleConnections()
-	wantNothingLeft(t, before)
-}
-
 // TestShutdownLeavesNothingRunning: once Run has returned, no goroutine of
 // cbkgate is left: no server, no gateway connection, and no connection to
 // the upstream, which is still up (as ChatBotKit would be) and so would not
 // close them itself.
 func TestShutdownLeavesNothingRunning(t *testing.T) {
 	up := fu.Start(t)
-	before := snapshot()
+	before := gatetest.Goroutines()
 	g := startGate(t, up.URL)
 	up.SetDefault(fu.List, fu.Page("", fu.Tokens("tok_", 3)...))
 	if _, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"}); err != nil {
@@ -271,59 +207,5 @@ func TestShutdownLeavesNothingRunning(t *testing.T) {
 	}
 	g.Conn().Close()
 	g.hc.CloseIdleConnections()
-	wantNothingLeft(t, before)
-}
-
-// snapshot returns the ids of the goroutines running now.
-func snapshot() map[string]bool {
-	out := map[string]bool{}
-	for _, s := range stacks() {
-		out[strings.SplitN(s, " ", 3)[1]] = true
-	}
-	return out
-}
-
-func stacks() []string {
-	buf := make([]byte, 4<<20)
-	return strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
-}
-
-// cbkgateFrames mark a goroutine as cbkgate's: its servers, the gateway's
-// gRPC connection, calls, and the REST client's connections (the test's
-// own HTTP client and gRPC connection are closed before the check).
-var cbkgateFrames = []string{
-	"cbkgate/internal/app.",
-	"cbkgate/internal/service.",
-	"cbkgate/internal/chatbotkit.",
-	"cbkgate/internal/httpapi.",
-	"google.golang.org/grpc",
-	"net/http.(*persistConn)",
-}
-
-// wantNothingLeft polls, bounded, until no goroutine started after before
-// belongs to cbkgate.
-func wantNothingLeft(t *testing.T, before map[string]bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var left []string
-		for _, s := range stacks() {
-			if before[strings.SplitN(s, " ", 3)[1]] {
-				continue
-			}
-			for _, f := range cbkgateFrames {
-				if strings.Contains(s, f) {
-					left = append(left, s)
-					break
-				}
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines of cbkgate still running after Run returned:\n\n%s", len(left), strings.Join(left, "\n\n"))
-		}
-		time.Sleep(10 * time.Millisecond) // bounded polling
-	}
+	gatetest.WantNothingLeft(t, before)
 }
