@@ -44,8 +44,11 @@ var firstPage = fu.Page("page-2", fu.Tokens("tok_", 3)...)
 
 // TestListUpstreamFailure: a listing that fails upstream, after the first
 // page or before any token, ends with the mapped status after the tokens
-// already sent: over gRPC as the stream's status, over HTTP as a final
-// {"error"} line (HTTP 200 once a token went out, else the matching status).
+// already sent over Server-Sent Events (a final error event: HTTP 200 once
+// a token went out, else the matching status), Connect and gRPC-Web. The
+// mapping itself is internal/service's (TestUpstreamErrorMapping); over gRPC
+// and the NDJSON gateway, failtest's TestFaultStatusList and
+// TestFaultStatusHTTP pin every status, before and after a page.
 func TestListUpstreamFailure(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -74,8 +77,8 @@ func TestListUpstreamFailure(t *testing.T) {
 				if failFirst {
 					wantTokens = 0
 				}
-				g, h, e := s.grpcCaller(""), s.httpCaller(""), s.sseCaller("")
-				for _, c := range []caller{g, h, e, s.connectCaller(""), s.grpcWebCaller("")} {
+				e := s.sseCaller("")
+				for _, c := range []caller{e, s.connectCaller(""), s.grpcWebCaller("")} {
 					if !failFirst {
 						up.Script(fu.List, firstPage)
 					}
@@ -83,10 +86,7 @@ func TestListUpstreamFailure(t *testing.T) {
 					var rs []*tokenv1.ListResponse
 					var st *status.Status
 					var httpStatus int
-					if c == caller(h) {
-						r := h.listRaw(t, &tokenv1.ListRequest{UserId: "u"})
-						rs, st, httpStatus = r.results, r.err, r.httpStatus
-					} else if c == caller(e) {
+					if c == caller(e) {
 						r := e.listRaw(t, &tokenv1.ListRequest{UserId: "u"})
 						rs, st, httpStatus = r.results, r.err, r.httpStatus
 					} else {
@@ -105,7 +105,7 @@ func TestListUpstreamFailure(t *testing.T) {
 						t.Errorf("%v: status %v %q, want %v %q", c, st.Code(), st.Message(), tc.want, upstreamMessage)
 					}
 					wantErrorInfo(t, st, tc.code, tc.status)
-					if c == caller(h) || c == caller(e) {
+					if c == caller(e) {
 						wantHTTP := http.StatusOK
 						if failFirst {
 							wantHTTP = tc.status
@@ -114,7 +114,7 @@ func TestListUpstreamFailure(t *testing.T) {
 							}
 						}
 						if httpStatus != wantHTTP {
-							t.Errorf("http: status %d, want %d", httpStatus, wantHTTP)
+							t.Errorf("%v: HTTP status %d, want %d", c, httpStatus, wantHTTP)
 						}
 					}
 					n := failures() - before
@@ -131,10 +131,11 @@ func TestListUpstreamFailure(t *testing.T) {
 }
 
 // TestUnaryUpstreamErrors: upstream error answers to Create, Update and
-// Delete map to the contract's codes with ErrorInfo (and RetryInfo for
-// 429) over both transports; the HTTP status matches the code (checked by
-// httpCaller) and 429 sets Retry-After. Writes that reached upstream are
-// never retried.
+// Delete reach Connect and gRPC-Web callers with the contract's codes,
+// the upstream message and ErrorInfo (and RetryInfo for 429). Writes that
+// reached upstream are never retried. Over gRPC and the JSON gateway
+// (the HTTP status, Retry-After), failtest's TestFaultStatusUnary and
+// TestFaultStatusHTTP pin every status.
 func TestUnaryUpstreamErrors(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -157,8 +158,7 @@ func TestUnaryUpstreamErrors(t *testing.T) {
 			t.Parallel()
 			up, failures := failingUpstream(t, tc.status, tc.code, tc.retryAfter)
 			s := startServer(t, up.URL, gatetest.Held("held-secret"))
-			h := s.httpCaller("")
-			for _, c := range []caller{s.grpcCaller(""), h, s.connectCaller(""), s.grpcWebCaller("")} {
+			for _, c := range []caller{s.connectCaller(""), s.grpcWebCaller("")} {
 				for _, rpc := range []struct {
 					name string
 					run  func() *status.Status
@@ -193,12 +193,6 @@ func TestUnaryUpstreamErrors(t *testing.T) {
 							t.Errorf("%v %s: RetryInfo %v, want 7s", c, rpc.name, ri)
 						}
 					}
-				}
-			}
-			if tc.retryAfter != "" {
-				resp, _ := h.do(t, http.MethodPost, tokensPath("u"), []byte(`{}`))
-				if got := resp.Header.Get("Retry-After"); got != tc.retryAfter {
-					t.Errorf("http 429: Retry-After %q, want %q", got, tc.retryAfter)
 				}
 			}
 		})

@@ -2,10 +2,14 @@ package failtest
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
@@ -52,100 +56,155 @@ func (c statusCase) message() string {
 	return "upstream says " + strconv.Itoa(c.status) + " for this reason"
 }
 
+// reply is the upstream's answer in case c: its status and {message, code}
+// body, and for 429 a Retry-After of 7 seconds (for writes, which are
+// never retried, so nothing waits for it).
+func (c statusCase) reply(retryAfter bool) fu.Reply {
+	r := fu.Error(c.status, c.code, c.message())
+	if retryAfter && c.status == http.StatusTooManyRequests {
+		r = r.WithHeader("Retry-After", "7")
+	}
+	return r
+}
+
+// wantStatus checks what the caller saw in case c: the contract's code, the
+// upstream message, ErrorInfo{reason: upstream code, domain, http_status},
+// and for a 429 with Retry-After, RetryInfo of 7s.
+func (c statusCase) wantStatus(t *testing.T, what string, st *status.Status, retryAfter bool) {
+	t.Helper()
+	if st.Code() != c.grpc || st.Message() != c.message() {
+		t.Fatalf("%s: status %s %q, want %s %q", what, st.Code(), st.Message(), c.grpc, c.message())
+	}
+	wantErrorInfo(t, st, c.code, strconv.Itoa(c.status))
+	if retryAfter && c.status == http.StatusTooManyRequests {
+		if ri := gatetest.RetryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != 7*time.Second {
+			t.Errorf("%s: RetryInfo %v, want 7s", what, ri)
+		}
+	}
+}
+
+// listAttempts is how many times a list page failing in case c is asked
+// for.
+func (c statusCase) listAttempts() int {
+	if c.retryList {
+		return maxAttempts
+	}
+	return 1
+}
+
 // TestFaultStatusUnary: every upstream error status, answered to Create,
 // Update and Delete: the caller sees the contract's code, the upstream
-// message, and ErrorInfo{reason: upstream code, domain, http_status}; each
-// write reached the upstream exactly once (a create answered by 500 is never
-// sent again, so no second token can be minted).
+// message, ErrorInfo{reason: upstream code, domain, http_status} (and
+// RetryInfo for a 429 with Retry-After); each write reached the upstream
+// exactly once (a create answered by 500 is never sent again, so no second
+// token can be minted).
 func TestFaultStatusUnary(t *testing.T) {
 	for _, c := range statusCases {
 		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
 			t.Parallel()
 			up := fu.Start(t)
 			g := startGate(t, up.URL)
-			reply := fu.Error(c.status, c.code, c.message())
+			reply := c.reply(true)
 			up.Script(fu.Create, reply)
 			up.Script(fu.Update, reply)
 			up.Script(fu.Delete, reply)
 
 			_, err := g.create(g.ctx())
-			st := wantCode(t, err, c.grpc)
-			if st.Message() != c.message() {
-				t.Errorf("create: message %q, want the upstream's %q", st.Message(), c.message())
-			}
-			wantErrorInfo(t, st, c.code, strconv.Itoa(c.status))
+			c.wantStatus(t, "create", wantCode(t, err, c.grpc), true)
 			wantCalls(t, up, fu.Create, 1)
 
 			name := "x"
 			_, err = g.Client().Update(g.ctx(), &tokenv1.UpdateRequest{UserId: "u1", TokenId: "t1", Name: &name})
-			wantErrorInfo(t, wantCode(t, err, c.grpc), c.code, strconv.Itoa(c.status))
+			c.wantStatus(t, "update", wantCode(t, err, c.grpc), true)
 			wantCalls(t, up, fu.Update, 1)
 
 			_, err = g.Client().Delete(g.ctx(), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t1"})
-			wantErrorInfo(t, wantCode(t, err, c.grpc), c.code, strconv.Itoa(c.status))
+			c.wantStatus(t, "delete", wantCode(t, err, c.grpc), true)
 			wantCalls(t, up, fu.Delete, 1)
 		})
 	}
 }
 
 // TestFaultStatusList: every upstream error status, answered to every
-// attempt at a list page: the caller sees the same code, message and
-// ErrorInfo; 429, 502, 503 and 504 were retried up to the bound of 4
-// attempts, every other status was not retried.
+// attempt at a list page, the first or one after a page of tokens: the
+// caller sees the same code, message and ErrorInfo, after the tokens
+// already listed (the last with its cursor); 429, 502, 503 and 504 were
+// retried up to the bound of 4 attempts, every other status was not
+// retried.
 func TestFaultStatusList(t *testing.T) {
 	for _, c := range statusCases {
 		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
 			t.Parallel()
 			up := fu.Start(t)
 			g := startGate(t, up.URL)
-			up.SetDefault(fu.List, fu.Error(c.status, c.code, c.message()))
+			up.SetDefault(fu.List, c.reply(false))
 
 			got, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
 			if len(got) != 0 {
 				t.Errorf("%d tokens arrived from a failing listing", len(got))
 			}
-			st := wantCode(t, err, c.grpc)
-			if st.Message() != c.message() {
-				t.Errorf("message %q, want the upstream's %q", st.Message(), c.message())
+			c.wantStatus(t, "first page", wantCode(t, err, c.grpc), false)
+			wantCalls(t, up, fu.List, c.listAttempts())
+
+			first := fu.Tokens("tok_", 2)
+			up.Script(fu.List, fu.Page("c1", first...))
+			got, err = g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
+			if !slices.Equal(ids(got), tokenIDs(first)) {
+				t.Fatalf("listed %v before the error, want %v", ids(got), tokenIDs(first))
 			}
-			wantErrorInfo(t, st, c.code, strconv.Itoa(c.status))
-			want := 1
-			if c.retryList {
-				want = maxAttempts
+			if cur := got[len(got)-1].GetCursor(); cur != "c1" {
+				t.Errorf("last token's cursor %q, want c1 (to resume from)", cur)
 			}
-			wantCalls(t, up, fu.List, want)
+			c.wantStatus(t, "second page", wantCode(t, err, c.grpc), false)
+			wantCalls(t, up, fu.List, 2*c.listAttempts()+1)
 		})
 	}
 }
 
 // TestFaultStatusHTTP: the same statuses through the JSON gateway: the HTTP
 // status of the gRPC code and a JSON google.rpc.Status body with the
-// upstream message and ErrorInfo, for a unary route and for a List that
-// fails before its first token (one {"error": Status} line).
+// upstream message and ErrorInfo (and for a 429 with Retry-After, that
+// header and RetryInfo), for POST, PATCH and DELETE; for a List that fails
+// before its first token, that status and one {"error": Status} line; for
+// one that fails after a page, 200, the page's lines and the error line.
 func TestFaultStatusHTTP(t *testing.T) {
 	for _, c := range statusCases {
 		t.Run(strconv.Itoa(c.status), func(t *testing.T) {
 			t.Parallel()
 			up := fu.Start(t)
 			g := startGate(t, up.URL)
-			up.Script(fu.Create, fu.Error(c.status, c.code, c.message()))
-			up.SetDefault(fu.List, fu.Error(c.status, c.code, c.message()))
+			for _, r := range []fu.Route{fu.Create, fu.Update, fu.Delete} {
+				up.Script(r, c.reply(true))
+			}
+			up.SetDefault(fu.List, c.reply(false))
 
-			res := g.do(g.ctx(), http.MethodPost, "/v1/users/u1/tokens", `{"name":"n"}`)
-			if res.status != c.http {
-				t.Fatalf("POST: HTTP %d, want %d; body %s", res.status, c.http, res.body)
+			for _, w := range []struct {
+				route        fu.Route
+				method, path string
+				body         string
+			}{
+				{fu.Create, http.MethodPost, "/v1/users/u1/tokens", `{"name":"n"}`},
+				{fu.Update, http.MethodPatch, "/v1/users/u1/tokens/t1", `{"name":"n"}`},
+				{fu.Delete, http.MethodDelete, "/v1/users/u1/tokens/t1", ""},
+			} {
+				res := g.do(g.ctx(), w.method, w.path, w.body)
+				if res.status != c.http {
+					t.Fatalf("%s: HTTP %d, want %d; body %s", w.method, res.status, c.http, res.body)
+				}
+				if ct := res.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+					t.Errorf("%s: Content-Type %q, want application/json", w.method, ct)
+				}
+				c.wantStatus(t, w.method, gatetest.Status(t, res.body), true)
+				if c.status == 401 && res.header.Get("WWW-Authenticate") != `Bearer realm="cbkgate"` {
+					t.Errorf("%s: 401 without WWW-Authenticate: Bearer", w.method)
+				}
+				if got := res.header.Get("Retry-After"); c.status == 429 && got != "7" {
+					t.Errorf("%s: 429 with Retry-After %q, want the upstream's 7", w.method, got)
+				}
+				wantCalls(t, up, w.route, 1)
 			}
-			st := gatetest.Status(t, res.body)
-			if st.Code() != c.grpc || st.Message() != c.message() {
-				t.Fatalf("POST: Status %s %q, want %s %q", st.Code(), st.Message(), c.grpc, c.message())
-			}
-			wantErrorInfo(t, st, c.code, strconv.Itoa(c.status))
-			if c.status == 401 && res.header.Get("WWW-Authenticate") != `Bearer realm="cbkgate"` {
-				t.Errorf("POST: 401 without WWW-Authenticate: Bearer")
-			}
-			wantCalls(t, up, fu.Create, 1)
 
-			res = g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens", "")
+			res := g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens", "")
 			if res.status != c.http {
 				t.Fatalf("GET list: HTTP %d, want %d; body %s", res.status, c.http, res.body)
 			}
@@ -153,10 +212,24 @@ func TestFaultStatusHTTP(t *testing.T) {
 			if len(results) != 0 || errLine == nil {
 				t.Fatalf("GET list: %d results and error line %v, want only an error line", len(results), errLine)
 			}
-			if errLine.Code() != c.grpc || errLine.Message() != c.message() {
-				t.Fatalf("GET list: error %s %q, want %s %q", errLine.Code(), errLine.Message(), c.grpc, c.message())
+			c.wantStatus(t, "GET list", errLine, false)
+			wantCalls(t, up, fu.List, c.listAttempts())
+
+			first := fu.Tokens("tok_", 2)
+			up.Script(fu.List, fu.Page("c1", first...))
+			res = g.do(g.ctx(), http.MethodGet, "/v1/users/u1/tokens?page_size=2", "")
+			if res.status != http.StatusOK {
+				t.Fatalf("GET list failing after a page: HTTP %d, want 200 (the tokens went out first); body %s", res.status, res.body)
 			}
-			wantErrorInfo(t, errLine, c.code, strconv.Itoa(c.status))
+			if ct := res.header.Get("Content-Type"); ct != "application/x-ndjson" {
+				t.Errorf("GET list failing after a page: Content-Type %q, want application/x-ndjson", ct)
+			}
+			results, errLine = gatetest.NDJSON(t, res.body)
+			if !slices.Equal(ids(results), tokenIDs(first)) || errLine == nil {
+				t.Fatalf("GET list failing after a page: results %v, error line %v; want %v then the error", ids(results), errLine, tokenIDs(first))
+			}
+			c.wantStatus(t, "GET list failing after a page", errLine, false)
+			wantCalls(t, up, fu.List, 2*c.listAttempts()+1)
 		})
 	}
 }
