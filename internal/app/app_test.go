@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
@@ -144,13 +145,13 @@ func TestTokenLifecycle(t *testing.T) {
 			// The deleted token is gone: NOT_FOUND with ChatBotKit's ErrorInfo.
 			_, st = c.delete(t, &tokenv1.DeleteRequest{UserId: user, TokenId: created.GetId()})
 			wantCode(t, "Delete again", st, codes.NotFound)
-			wantErrorInfo(t, st, "NOT_FOUND", http.StatusNotFound)
+			gatetest.WantErrorInfo(t, st, "NOT_FOUND", http.StatusNotFound)
 			if st.Message() == "" {
 				t.Error("NOT_FOUND without the upstream message")
 			}
 			_, st = c.update(t, &tokenv1.UpdateRequest{UserId: user, TokenId: created.GetId(), Name: proto.String("x")})
 			wantCode(t, "Update deleted", st, codes.NotFound)
-			wantErrorInfo(t, st, "NOT_FOUND", http.StatusNotFound)
+			gatetest.WantErrorInfo(t, st, "NOT_FOUND", http.StatusNotFound)
 		})
 	}
 }

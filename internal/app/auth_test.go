@@ -86,7 +86,7 @@ func TestAuthPassThrough(t *testing.T) {
 			wantAll(t, "wrong secret", got, codes.Unauthenticated, "not-the-secret")
 			for rpc, st := range got {
 				if st.Code() == codes.Unauthenticated {
-					t.Run(rpc, func(t *testing.T) { wantErrorInfo(t, st, "NOT_AUTHENTICATED", http.StatusUnauthorized) })
+					t.Run(rpc, func(t *testing.T) { gatetest.WantErrorInfo(t, st, "NOT_AUTHENTICATED", http.StatusUnauthorized) })
 				}
 			}
 			if n := up.Count() - before; n < 4 {

@@ -104,7 +104,7 @@ func TestListUpstreamFailure(t *testing.T) {
 					if st.Code() != tc.want || st.Message() != upstreamMessage {
 						t.Errorf("%v: status %v %q, want %v %q", c, st.Code(), st.Message(), tc.want, upstreamMessage)
 					}
-					wantErrorInfo(t, st, tc.code, tc.status)
+					gatetest.WantErrorInfo(t, st, tc.code, tc.status)
 					if c == caller(e) {
 						wantHTTP := http.StatusOK
 						if failFirst {
@@ -178,7 +178,7 @@ func TestUnaryUpstreamErrors(t *testing.T) {
 					if st.Code() != tc.want || st.Message() != upstreamMessage {
 						t.Errorf("%v %s: status %v %q, want %v %q", c, rpc.name, st.Code(), st.Message(), tc.want, upstreamMessage)
 					}
-					wantErrorInfo(t, st, tc.code, tc.status)
+					gatetest.WantErrorInfo(t, st, tc.code, tc.status)
 					if n := failures() - before; n != 1 {
 						t.Errorf("%v %s: %d upstream requests, want exactly 1 (a write that reached upstream is not retried)", c, rpc.name, n)
 					}

@@ -344,19 +344,6 @@ func wantCode(t *testing.T, what string, st *status.Status, want codes.Code) {
 	}
 }
 
-// wantErrorInfo checks the ErrorInfo of an error that came from upstream.
-func wantErrorInfo(t *testing.T, st *status.Status, reason string, httpStatus int) {
-	t.Helper()
-	ei := gatetest.ErrorInfo(st)
-	if ei == nil {
-		t.Fatalf("status %v %q carries no ErrorInfo (details %v)", st.Code(), st.Message(), st.Details())
-	}
-	if ei.GetReason() != reason || ei.GetDomain() != "chatbotkit.com" || ei.GetMetadata()["http_status"] != strconv.Itoa(httpStatus) {
-		t.Errorf("ErrorInfo = reason %q domain %q metadata %v; want reason %q domain chatbotkit.com http_status %d",
-			ei.GetReason(), ei.GetDomain(), ei.GetMetadata(), reason, httpStatus)
-	}
-}
-
 // ---- certificates ----
 
 // pki is a throwaway CA with a server certificate for 127.0.0.1 and a

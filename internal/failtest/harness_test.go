@@ -149,19 +149,6 @@ func ownReason(st *status.Status, reason string) bool {
 	return ei.GetDomain() == "cbkgate" && ei.GetReason() == reason
 }
 
-// wantErrorInfo checks the ErrorInfo of an error from an upstream answer.
-func wantErrorInfo(t *testing.T, st *status.Status, reason string, httpStatus string) {
-	t.Helper()
-	ei := gatetest.ErrorInfo(st)
-	if ei == nil {
-		t.Fatalf("status %s %q has no ErrorInfo; details %v", st.Code(), st.Message(), st.Details())
-	}
-	if ei.GetReason() != reason || ei.GetDomain() != "chatbotkit.com" || ei.GetMetadata()["http_status"] != httpStatus {
-		t.Fatalf("ErrorInfo reason %q domain %q http_status %q, want %q, chatbotkit.com, %q",
-			ei.GetReason(), ei.GetDomain(), ei.GetMetadata()["http_status"], reason, httpStatus)
-	}
-}
-
 // wantCalls fails unless route got exactly n requests, and nothing reached
 // a path that is not one of the four endpoints.
 func wantCalls(t *testing.T, up *faultyupstream.Server, route faultyupstream.Route, n int) {

@@ -27,7 +27,7 @@ func TestFaultPassThroughUpstream401(t *testing.T) {
 
 	_, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1"})
 	st := wantCode(t, err, codes.Unauthenticated)
-	wantErrorInfo(t, st, "NOT_AUTHENTICATED", "401")
+	gatetest.WantErrorInfo(t, st, "NOT_AUTHENTICATED", 401)
 	if strings.Contains(st.Message(), g.bearer) {
 		t.Errorf("status message %q carries the caller's secret", st.Message())
 	}

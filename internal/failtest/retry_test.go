@@ -56,7 +56,7 @@ func TestFaultListRetriesExhausted(t *testing.T) {
 
 	got, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1", PageSize: 2})
 	st := wantCode(t, err, codes.Unavailable)
-	wantErrorInfo(t, st, "SERVICE_UNAVAILABLE", "503")
+	gatetest.WantErrorInfo(t, st, "SERVICE_UNAVAILABLE", 503)
 	if !slices.Equal(ids(got), tokenIDs(first)) {
 		t.Fatalf("listed %v before the error, want %v", ids(got), tokenIDs(first))
 	}
@@ -87,7 +87,7 @@ func TestFaultCreate500CalledOnce(t *testing.T) {
 
 	_, err := g.create(g.ctx())
 	st := wantCode(t, err, codes.Internal)
-	wantErrorInfo(t, st, "INTERNAL_SERVER_ERROR", "500")
+	gatetest.WantErrorInfo(t, st, "INTERNAL_SERVER_ERROR", 500)
 	wantCalls(t, up, fu.Create, 1)
 }
 
@@ -154,7 +154,7 @@ func TestFaultList429RetryAfterBeyondDeadline(t *testing.T) {
 	if took := time.Since(start); took > 4*time.Second {
 		t.Errorf("answered after %s: it waited instead of returning the 429", took)
 	}
-	wantErrorInfo(t, st, "LIMITS_REACHED", "429")
+	gatetest.WantErrorInfo(t, st, "LIMITS_REACHED", 429)
 	if ri := gatetest.RetryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != 30*time.Second {
 		t.Errorf("RetryInfo %v, want 30s", ri)
 	}

@@ -75,7 +75,7 @@ func (c statusCase) wantStatus(t *testing.T, what string, st *status.Status, ret
 	if st.Code() != c.grpc || st.Message() != c.message() {
 		t.Fatalf("%s: status %s %q, want %s %q", what, st.Code(), st.Message(), c.grpc, c.message())
 	}
-	wantErrorInfo(t, st, c.code, strconv.Itoa(c.status))
+	gatetest.WantErrorInfo(t, st, c.code, c.status)
 	if retryAfter && c.status == http.StatusTooManyRequests {
 		if ri := gatetest.RetryInfo(st); ri == nil || ri.GetRetryDelay().AsDuration() != 7*time.Second {
 			t.Errorf("%s: RetryInfo %v, want 7s", what, ri)
@@ -247,7 +247,7 @@ func TestFaultErrorBodyNotJSON(t *testing.T) {
 	if st.Message() != http.StatusText(http.StatusBadGateway) {
 		t.Errorf("message %q, want %q", st.Message(), http.StatusText(http.StatusBadGateway))
 	}
-	wantErrorInfo(t, st, "BAD_GATEWAY", "502")
+	gatetest.WantErrorInfo(t, st, "BAD_GATEWAY", 502)
 	wantCalls(t, up, fu.Create, 1)
 }
 
@@ -261,7 +261,7 @@ func TestFaultErrorBodyOversized(t *testing.T) {
 
 	_, err := g.create(g.ctx())
 	st := wantCode(t, err, codes.Aborted)
-	wantErrorInfo(t, st, "CONFLICT", "409")
+	gatetest.WantErrorInfo(t, st, "CONFLICT", 409)
 	wantCalls(t, up, fu.Create, 1)
 	if !up.Wait(callTimeout, func(rs []fu.Request) bool { return rs[0].Done }) {
 		t.Fatal("the upstream is still sending the body")

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -85,4 +86,19 @@ func RetryInfo(st *status.Status) *errdetails.RetryInfo {
 		}
 	}
 	return nil
+}
+
+// WantErrorInfo fails the test unless st carries the ErrorInfo of an
+// upstream error answer: reason (ChatBotKit's code), domain chatbotkit.com
+// and the upstream's HTTP status.
+func WantErrorInfo(t testing.TB, st *status.Status, reason string, httpStatus int) {
+	t.Helper()
+	ei := ErrorInfo(st)
+	if ei == nil {
+		t.Fatalf("status %s %q has no ErrorInfo; details %v", st.Code(), st.Message(), st.Details())
+	}
+	if ei.GetReason() != reason || ei.GetDomain() != "chatbotkit.com" || ei.GetMetadata()["http_status"] != strconv.Itoa(httpStatus) {
+		t.Fatalf("ErrorInfo reason %q domain %q http_status %q, want %q, chatbotkit.com, %d",
+			ei.GetReason(), ei.GetDomain(), ei.GetMetadata()["http_status"], reason, httpStatus)
+	}
 }
