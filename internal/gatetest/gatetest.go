@@ -1,9 +1,11 @@
 // Package gatetest runs a real cbkgate for end-to-end tests: config.Load,
-// app.New and Run on 127.0.0.1:0 ports, in front of a given upstream, with a
-// gRPC connection and an HTTP client on it and its log lines in a buffer. It
-// also reads what the JSON API answers (Status, NDJSON). It is for tests
-// only: no production code imports it. internal/app's and
-// internal/failtest's tests use it.
+// app.New and Run on 127.0.0.1:0 ports, in front of a given upstream
+// (internal/faultyupstream, alone or in front of the emulator), with a gRPC
+// connection and an HTTP client on it and its log lines in a buffer (Start).
+// It also reads what the API answers (Recv, Status, NDJSON, ErrorInfo,
+// RetryInfo, WantErrorInfo) and checks that nothing of cbkgate outlives it
+// (Goroutines, WantNothingLeft). It is for tests only: no production code
+// imports it. internal/app's and internal/failtest's tests use it.
 package gatetest
 
 import (
