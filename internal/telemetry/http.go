@@ -41,11 +41,14 @@ func routeOf(r *http.Request) string {
 	if !ok {
 		return routeOther
 	}
-	seg := strings.Split(rest, "/")
-	switch {
-	case len(seg) == 2 && seg[0] != "" && seg[1] == "tokens":
+	user, rest, _ := strings.Cut(rest, "/")
+	if user == "" {
+		return routeOther
+	}
+	if rest == "tokens" {
 		return RouteTokens
-	case len(seg) == 3 && seg[0] != "" && seg[1] == "tokens" && seg[2] != "":
+	}
+	if token, ok := strings.CutPrefix(rest, "tokens/"); ok && token != "" && !strings.Contains(token, "/") {
 		return RouteToken
 	}
 	return routeOther
@@ -129,7 +132,7 @@ type HTTPOptions struct {
 func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ctx := opts.Tracing.withTraceContext(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx := opts.Tracing.withTraceContext(r.Context(), requestCarrier(r.Header))
 		id := chooseRequestID(ctx, r.Header.Get(RequestIDHeader))
 		ctx = withRequestID(ctx, id)
 		call := &httpCall{}
@@ -258,3 +261,28 @@ func markReached(ctx context.Context) {
 		c.reachedGRPC.Store(true)
 	}
 }
+
+// requestCarrier reads a trace context from request headers. It is
+// propagation.HeaderCarrier, minus the canonicalization (an allocation) of
+// the lower-case names the propagators ask for on every request.
+type requestCarrier http.Header
+
+func (c requestCarrier) Get(k string) string {
+	var v []string
+	switch k {
+	case "traceparent":
+		v = c["Traceparent"]
+	case "tracestate":
+		v = c["Tracestate"]
+	default:
+		return http.Header(c).Get(k)
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func (c requestCarrier) Set(k, v string) { http.Header(c).Set(k, v) }
+
+func (c requestCarrier) Keys() []string { return propagation.HeaderCarrier(c).Keys() }

@@ -22,6 +22,8 @@ func TestRoute(t *testing.T) {
 		"/v1/users//tokens":                     routeOther,
 		"/v1/users/u1/tokens/":                  routeOther,
 		"/v1/users/u1":                          routeOther,
+		"/v1/users/u1/tokensx":                  routeOther,
+		"/v1/users/u1/keys":                     routeOther,
 		"/healthz":                              "/healthz",
 		"/readyz":                               "/readyz",
 		"/openapi.json":                         "/openapi.json",
