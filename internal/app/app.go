@@ -59,6 +59,7 @@ type App struct {
 	health           *health.Server
 	gatewayClient    *grpc.ClientConn
 	ready            atomic.Bool
+	closing          atomic.Bool // shutdown has begun
 
 	emulatorLis    net.Listener
 	emulatorServer *http.Server
@@ -331,7 +332,11 @@ func (a *App) Run(ctx context.Context) error {
 	tlsOn := a.auth.ServerTLS() != nil
 	errc := make(chan error, 5)
 	serve := func(name string, f func() error) {
-		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+		err := f()
+		if a.closing.Load() && errors.Is(err, net.ErrClosed) {
+			return // shutdown closed the gRPC listener first
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 			errc <- fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -391,6 +396,12 @@ func (a *App) Run(ctx context.Context) error {
 // connection; once no call is left it closes too. Calls still running at
 // the timeout are cancelled and logged; that is still an orderly exit.
 func (a *App) shutdown() {
+	// No new connection from here on, before anything reports the drain:
+	// a client that saw NOT_SERVING (or /readyz's 503) and still dials is
+	// refused, never served. GracefulStop closes the listener too, but
+	// only once its goroutine runs, which can be after the health update.
+	a.closing.Store(true)
+	a.grpcLis.Close()
 	a.ready.Store(false)
 	a.health.Shutdown()
 
