@@ -144,14 +144,12 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// counted and logged under its request id; the caller interceptors
 	// right after authentication report the identity back out.
 	tel := telemetry.GRPC{Metrics: a.metrics, Tracing: a.tracing, Gateway: isGateway}
-	unary := append(tel.UnaryInterceptors(),
-		logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor())
-	stream := append(tel.StreamInterceptors(),
-		logging.StreamInterceptor(log, isGateway), recoverStream(log), watchStreamLimit(MaxWatchStreams),
-		authn.StreamInterceptor(), logging.CallerStreamInterceptor(), stallGuard())
 	grpcOpts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
+		grpc.ChainUnaryInterceptor(tel.UnaryInterceptor(),
+			logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor()),
+		grpc.ChainStreamInterceptor(tel.StreamInterceptor(),
+			logging.StreamInterceptor(log, isGateway), recoverStream(log), watchStreamLimit(MaxWatchStreams),
+			authn.StreamInterceptor(), logging.CallerStreamInterceptor(), stallGuard()),
 		grpc.InTapHandle(stallTap),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxSendMsgSize(maxSendMsgBytes),

@@ -4,6 +4,9 @@ import (
 	"context"
 	"net"
 	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -36,46 +39,60 @@ func (g GRPC) ServerOptions() []grpc.ServerOption {
 	return nil
 }
 
-// UnaryInterceptors go first in the server's chain, so that calls refused
+// UnaryInterceptor goes first in the server's chain, so that calls refused
 // by later interceptors (authentication, rate limits) are counted and have
-// a request id: go-grpc-middleware's Prometheus metrics, then the request
-// id (see requestID) and the cbkgate counters read from the final status.
-func (g GRPC) UnaryInterceptors() []grpc.UnaryServerInterceptor {
-	var out []grpc.UnaryServerInterceptor
-	if g.Metrics != nil {
-		out = append(out, g.Metrics.grpc.UnaryServerInterceptor())
-	}
-	return append(out, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// a request id: the gRPC server metrics (see grpcServerMetrics), the
+// request id (see callContext) and the cbkgate counters read from the
+// final status.
+func (g GRPC) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		var series *methodSeries
+		if g.Metrics != nil {
+			series = g.Metrics.grpc.series(info.FullMethod, grpcUnary)
+			series.started.Inc()
+			series.received.Inc()
+		}
 		ctx = g.callContext(ctx)
 		if !g.fromGateway(ctx) {
 			_ = grpc.SetHeader(ctx, metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
 		}
 		resp, err := handler(ctx, req)
+		if series != nil {
+			if err == nil {
+				series.sent.Inc()
+			}
+			g.Metrics.grpc.done(series, err, start)
+		}
 		g.Metrics.observeStatus(err)
 		return resp, err
-	})
+	}
 }
 
-// StreamInterceptors: UnaryInterceptors for streams; List's sent messages
-// count as tokens sent.
-func (g GRPC) StreamInterceptors() []grpc.StreamServerInterceptor {
-	var out []grpc.StreamServerInterceptor
-	if g.Metrics != nil {
-		out = append(out, g.Metrics.grpc.StreamServerInterceptor())
-	}
-	return append(out, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx := g.callContext(ss.Context())
-		if !g.fromGateway(ctx) {
-			_ = ss.SetHeader(metadata.MD{RequestIDMetadata: {RequestID(ctx)}})
+// StreamInterceptor: UnaryInterceptor for streams; each message received
+// and sent counts, and List's sent messages count as tokens sent too.
+func (g GRPC) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		start := time.Now()
+		s := &callStream{ServerStream: ss}
+		if g.Metrics != nil {
+			s.series = g.Metrics.grpc.series(info.FullMethod, methodType(info.IsClientStream, info.IsServerStream))
+			s.series.started.Inc()
+			if info.FullMethod == listMethod {
+				s.tokens = g.Metrics.listTokensSent
+			}
 		}
-		s := &callStream{ServerStream: ss, ctx: ctx}
-		if info.FullMethod == listMethod && g.Metrics != nil {
-			s.sent = g.Metrics.listTokensSent
+		s.ctx = g.callContext(ss.Context())
+		if !g.fromGateway(s.ctx) {
+			_ = ss.SetHeader(metadata.MD{RequestIDMetadata: {RequestID(s.ctx)}})
 		}
 		err := handler(srv, s)
+		if s.series != nil {
+			g.Metrics.grpc.done(s.series, err, start)
+		}
 		g.Metrics.observeStatus(err)
 		return err
-	})
+	}
 }
 
 // callContext gives the call its trace context (tracing off: the caller's
@@ -101,21 +118,32 @@ func (g GRPC) fromGateway(ctx context.Context) bool {
 	return ok && p.Addr != nil && g.Gateway(p.Addr)
 }
 
-type counter interface{ Inc() }
-
-// callStream carries the call's context, and counts sent tokens.
+// callStream carries the call's context, and counts the messages it
+// receives and sends (series nil: metrics off) and the tokens List sends.
 type callStream struct {
 	grpc.ServerStream
-	ctx  context.Context
-	sent counter
+	ctx    context.Context
+	series *methodSeries
+	tokens prometheus.Counter
 }
 
 func (s *callStream) Context() context.Context { return s.ctx }
 
 func (s *callStream) SendMsg(m any) error {
 	err := s.ServerStream.SendMsg(m)
-	if err == nil && s.sent != nil {
-		s.sent.Inc()
+	if err == nil && s.series != nil {
+		s.series.sent.Inc()
+		if s.tokens != nil {
+			s.tokens.Inc()
+		}
+	}
+	return err
+}
+
+func (s *callStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if err == nil && s.series != nil {
+		s.series.received.Inc()
 	}
 	return err
 }

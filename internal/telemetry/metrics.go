@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"runtime"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,7 +21,7 @@ import (
 // empty), so hooks can be wired unconditionally.
 type Metrics struct {
 	reg  *prometheus.Registry
-	grpc *grpcprom.ServerMetrics
+	grpc *grpcServerMetrics
 
 	httpRequests     *prometheus.CounterVec
 	httpDuration     *prometheus.HistogramVec
@@ -44,13 +43,14 @@ var upstreamOperations = []string{"list", "create", "update", "delete"}
 // counted as "OTHER" so that the label stays a short fixed set.
 var authFailureReasons = []string{"MISSING_CREDENTIALS", "INVALID_CREDENTIALS"}
 
-// NewMetrics builds the registry: gRPC server metrics (go-grpc-middleware's
-// Prometheus provider, handling-time histogram on), HTTP, upstream, the
+// NewMetrics builds the registry: gRPC server metrics (those of
+// go-grpc-middleware's Prometheus provider, handling-time histogram on;
+// see grpcServerMetrics), HTTP, upstream, the
 // cbkgate counters, build info, and the Go and process collectors.
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		reg:  prometheus.NewRegistry(),
-		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram()),
+		grpc: newGRPCServerMetrics(),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cbkgate_http_requests_total",
 			Help: "HTTP requests answered on the HTTP listener, by method, route pattern and status code.",
@@ -100,8 +100,9 @@ func NewMetrics() *Metrics {
 		},
 	})
 	buildInfo.Set(1)
+	m.reg.MustRegister(m.grpc.collectors()...)
 	m.reg.MustRegister(
-		m.grpc, m.httpRequests, m.httpDuration,
+		m.httpRequests, m.httpDuration,
 		m.upstreamRequests, m.upstreamDuration, m.upstreamRetries,
 		m.listTokensSent, m.rateLimited, m.authFailures, m.configReloads,
 		buildInfo,
@@ -130,7 +131,7 @@ func (m *Metrics) Handler() http.Handler {
 // InitializeGRPC creates the gRPC series of every method of srv at 0.
 func (m *Metrics) InitializeGRPC(srv *grpc.Server) {
 	if m != nil {
-		m.grpc.InitializeMetrics(srv)
+		m.grpc.initialize(srv)
 	}
 }
 
