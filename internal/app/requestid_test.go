@@ -190,6 +190,8 @@ func TestRequestIDs(t *testing.T) {
 			lines := linesWith(t, s, id)
 			if got := msgs(lines); got != "grpc call,audit" || lines[0]["transport"] != "http" {
 				t.Errorf("lines with request_id %s: %q (%v), want the http call line and the audit line", id, got, lines)
+			} else if l := lines[0]; l["http_method"] != "POST" || l["route"] != "/v1/users/{user_id}/tokens" || l["status"] != float64(200) {
+				t.Errorf("the gateway call line names http_method %v, route %v, status %v; want POST /v1/users/{user_id}/tokens 200", l["http_method"], l["route"], l["status"])
 			}
 		})
 	}

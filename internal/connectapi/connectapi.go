@@ -65,10 +65,6 @@ var forwardedHeaders = map[string]bool{
 	telemetry.RequestIDHeader: true,
 	"Traceparent":             true,
 	"Tracestate":              true,
-	// Set by cbkgate's HTTP middleware itself (never a client's value),
-	// for the gRPC call line of a call that came over HTTP.
-	telemetry.HTTPRouteHeader:  true,
-	telemetry.HTTPMethodHeader: true,
 }
 
 // New returns the handler of the Connect and gRPC-Web routes. It expects to
@@ -89,8 +85,9 @@ func New(opts Options) (http.Handler, error) {
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = "cbkgate-grpc"
-			pr.Out.Host = "cbkgate-grpc"
+			// The gRPC call line names Connect and gRPC-Web calls by it.
+			pr.Out.URL.Host = telemetry.ConnectHopAuthority
+			pr.Out.Host = telemetry.ConnectHopAuthority
 			for k := range pr.Out.Header {
 				if !forwardedHeaders[textproto.CanonicalMIMEHeaderKey(k)] {
 					pr.Out.Header.Del(k)

@@ -258,9 +258,7 @@ func streamContentType(ctx context.Context, w http.ResponseWriter, m proto.Messa
 // request id header is the one cbkgate chose (see telemetry.HTTPMiddleware).
 func incomingHeaderMatcher(key string) (string, bool) {
 	switch textproto.CanonicalMIMEHeaderKey(key) {
-	case telemetry.RequestIDHeader, "Traceparent", "Tracestate",
-		// Set by cbkgate's HTTP middleware, never a client's value.
-		telemetry.HTTPRouteHeader, telemetry.HTTPMethodHeader:
+	case telemetry.RequestIDHeader, "Traceparent", "Tracestate":
 		return strings.ToLower(key), true
 	}
 	return "", false

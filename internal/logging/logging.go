@@ -226,8 +226,8 @@ func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedP
 		attrs = append(attrs, slog.String(keyForwardedFor, chain))
 	}
 	if gateway {
-		route, httpMethod := one(ctx, telemetry.HTTPRouteMetadata), one(ctx, telemetry.HTTPMethodMetadata)
-		if route != "" {
+		httpMethod, route, ok := telemetry.GatewayRoute(ctx, method)
+		if ok {
 			attrs = append(attrs, slog.String(keyHTTPMethod, httpMethod), slog.String(keyRoute, route))
 		}
 		if strings.HasPrefix(route, "/v1/") {
@@ -275,15 +275,6 @@ func isRefusal(code codes.Code) bool {
 // unit a person reads at a glance.
 func durationMS(d time.Duration) slog.Attr {
 	return slog.Float64(keyDurationMS, float64(d.Microseconds())/1000)
-}
-
-// one returns the single value of an incoming metadata key, "" when it has
-// none or several.
-func one(ctx context.Context, key string) string {
-	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) == 1 {
-		return truncate(v[0], maxID)
-	}
-	return ""
 }
 
 // peerOf returns the address to log as the caller. For the trusted gateway

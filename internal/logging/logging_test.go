@@ -187,12 +187,9 @@ func TestCallLog(t *testing.T) {
 		check  = "/grpc.health.v1.Health/Check"
 	)
 	bearer := []string{"authorization", "Bearer " + bearerValue}
-	// What the HTTP middleware sets on a request that goes on to gRPC.
-	httpRoute := []string{"x-cbkgate-http-route", "/v1/users/{user_id}/tokens", "x-cbkgate-http-method", "POST"}
-	bearer2 := append(append([]string{}, bearer...), httpRoute...)
-	// And the caller it authenticated, which the gateway hands over (and
-	// the authenticator ignores from any other peer).
-	bearer2 = append(bearer2, auth.GatewayCallerKey, "bearer:0123abcd")
+	// The caller the HTTP layer authenticated, which the gateway hands
+	// over (and the authenticator ignores from any other peer).
+	bearer2 := append(append([]string{}, bearer...), auth.GatewayCallerKey, "bearer:0123abcd")
 	type call func(ctx context.Context, c tokenv1.TokenServiceClient, conn *grpc.ClientConn) error
 	deleteWith := func(code codes.Code) call {
 		return func(ctx context.Context, c tokenv1.TokenServiceClient, _ *grpc.ClientConn) error {
@@ -339,9 +336,15 @@ func TestCallLog(t *testing.T) {
 				t.Errorf("duration_ms = %v, want a number of milliseconds", got["duration_ms"])
 			}
 			if tt.trusted {
-				// The gateway's HTTP answer: route pattern and status.
-				if got["route"] != "/v1/users/{user_id}/tokens" || got["http_method"] != "POST" || got["status"] != float64(200) {
-					t.Errorf("gateway call line without its HTTP route and status: %v", got)
+				// The gateway's HTTP answer: the method's binding (the
+				// proto's google.api.http) and status.
+				want := map[string][2]string{
+					create: {"POST", "/v1/users/{user_id}/tokens"},
+					list:   {"GET", "/v1/users/{user_id}/tokens"},
+					del:    {"DELETE", "/v1/users/{user_id}/tokens/{token_id}"},
+				}[tt.method]
+				if got["http_method"] != want[0] || got["route"] != want[1] || got["status"] != float64(200) {
+					t.Errorf("gateway call line without its HTTP method %s, route %s and status 200: %v", want[0], want[1], got)
 				}
 			} else if _, ok := got["route"]; ok {
 				t.Errorf("direct gRPC call line with an HTTP route: %v", got)

@@ -54,18 +54,6 @@ func routeOf(r *http.Request) string {
 	return routeOther
 }
 
-// The route pattern and method of an HTTP request that goes on to the gRPC
-// server travel as these request headers (gRPC metadata in lower case),
-// for the gRPC call line. The HTTP middleware sets them on every request,
-// replacing whatever a client sent, and the gRPC side reads them only from
-// the trusted in-process peer.
-const (
-	HTTPRouteHeader    = "X-Cbkgate-Http-Route"
-	HTTPMethodHeader   = "X-Cbkgate-Http-Method"
-	HTTPRouteMetadata  = "x-cbkgate-http-route"
-	HTTPMethodMetadata = "x-cbkgate-http-method"
-)
-
 // HTTPRequest is what the HTTP middleware tells OnHTTPRefused about a
 // request that was answered without reaching the gRPC server.
 type HTTPRequest struct {
@@ -147,8 +135,6 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		dropMetadataHeaders(r.Header)
 		route := routeOf(r)
 		r.Header[RequestIDHeader] = []string{id}
-		r.Header[HTTPRouteHeader] = []string{route}
-		r.Header[HTTPMethodHeader] = []string{methodLabel(r.Method)}
 		opts.Tracing.injectOn(ctx, propagation.HeaderCarrier(r.Header))
 		w.Header().Set(RequestIDHeader, id)
 

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/cbkgate/cbkgate/internal/apierr"
@@ -101,5 +103,38 @@ func TestObserveStatus(t *testing.T) {
 	nilMetrics.ConfigReload(nil)
 	if nilMetrics.UpstreamAttempts() != nil {
 		t.Error("metrics off: an upstream hook")
+	}
+}
+
+// TestGatewayRoute: a call that came over HTTP is named by the route it
+// came on: a JSON gateway call by its method's binding in the proto (each
+// of them one of the route patterns the HTTP metrics use), a Connect or
+// gRPC-Web call by its own path.
+func TestGatewayRoute(t *testing.T) {
+	const svc = "/cbkgate.token.v1.TokenService/"
+	rest := metadata.NewIncomingContext(context.Background(), metadata.Pairs(":authority", "cbkgate-gateway"))
+	connect := metadata.NewIncomingContext(context.Background(), metadata.Pairs(":authority", ConnectHopAuthority))
+	for _, tc := range []struct {
+		ctx           context.Context
+		fullMethod    string
+		method, route string
+		ok            bool
+	}{
+		{rest, svc + "List", "GET", RouteTokens, true},
+		{rest, svc + "Create", "POST", RouteTokens, true},
+		{rest, svc + "Update", "PATCH", RouteToken, true},
+		{rest, svc + "Delete", "DELETE", RouteToken, true},
+		{rest, "/grpc.health.v1.Health/Check", "", "", false},
+		{connect, svc + "Create", "POST", svc + "Create", true},
+		{connect, svc + "List", "POST", svc + "List", true},
+		{connect, "/grpc.health.v1.Health/Check", "", "", false},
+	} {
+		method, route, ok := GatewayRoute(tc.ctx, tc.fullMethod)
+		if method != tc.method || route != tc.route || ok != tc.ok {
+			t.Errorf("GatewayRoute(%s) = %s %s %v, want %s %s %v", tc.fullMethod, method, route, ok, tc.method, tc.route, tc.ok)
+		}
+	}
+	if len(gatewayRoutes) != 4 {
+		t.Errorf("%d HTTP bindings read from the proto, want TokenService's 4: %v", len(gatewayRoutes), gatewayRoutes)
 	}
 }
