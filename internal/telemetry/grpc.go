@@ -96,8 +96,8 @@ func (g GRPC) StreamInterceptor() grpc.StreamServerInterceptor {
 }
 
 // callContext gives the call its trace context (tracing off: the caller's
-// traceparent or a fresh one) and its request id: the incoming
-// x-request-id when valid, else the trace id.
+// traceparent, if it sent one) and its request id: the incoming
+// x-request-id when valid, else the trace id, else a new one.
 func (g GRPC) callContext(ctx context.Context) context.Context {
 	ctx = g.Tracing.withTraceContext(ctx, incomingCarrier{ctx})
 	var incoming string
