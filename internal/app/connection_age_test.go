@@ -5,16 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
@@ -39,17 +35,7 @@ func TestMaxConnectionAgeRotatesConnections(t *testing.T) {
 	up.SetDefault(fu.List, fu.Slow(pageDelay, fu.Forward(emu)))
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--max-connection-age=1s"))
 
-	var dials atomic.Int64
-	cc, err := grpc.NewClient(s.GRPCAddr(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			dials.Add(1)
-			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc, dials := gatetest.DialCounting(t, s.GRPCAddr())
 	client := tokenv1.NewTokenServiceClient(cc)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

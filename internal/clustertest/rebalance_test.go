@@ -4,15 +4,11 @@ package clustertest
 
 import (
 	"context"
-	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // connectionAge is the replicas' --max-connection-age here: short, so that
@@ -30,17 +26,7 @@ func TestRebalancingThroughL4Balancer(t *testing.T) {
 	c.emu.Seed(listedUser, listedTokens)
 	wantList, _ := c.emulatorTokens(t, listedUser)
 
-	var dials atomic.Int64
-	cc, err := grpc.NewClient(c.tcpFront,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			dials.Add(1)
-			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc, dials := gatetest.DialCounting(t, c.tcpFront)
 	client := tokenv1.NewTokenServiceClient(cc)
 
 	// One sequential caller, so that the replica whose upstream count

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -246,6 +247,25 @@ func (g *Gate) Dial(cert *tls.Certificate) *grpc.ClientConn {
 	}
 	g.t.Cleanup(func() { cc.Close() })
 	return cc
+}
+
+// DialCounting returns a plaintext gRPC connection to addr, closed at
+// cleanup, and how many times it has dialled (each dial a new TCP
+// connection): what the tests of connection ageing watch.
+func DialCounting(t testing.TB, addr string) (*grpc.ClientConn, *atomic.Int64) {
+	t.Helper()
+	dials := new(atomic.Int64)
+	cc, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		t.Fatalf("grpc.NewClient: %v", err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc, dials
 }
 
 // HTTP is the test's HTTP client (as HTTPClient(nil)).
