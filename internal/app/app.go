@@ -233,6 +233,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		Connect:     connectHandler,
 		AfterAuth:   noteHTTPCaller,
 		Metadata:    auth.GatewayMetadata,
+		Console:     cfg.Console,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)

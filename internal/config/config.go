@@ -83,6 +83,10 @@ type Config struct {
 	// CallerRate is how many upstream requests per second each caller
 	// identity may cause (burst twice that); 0 is no limit.
 	CallerRate int // >= 0
+	// Console serves the token console at /console/ on the HTTP port. Never
+	// in pass-through mode, where the page would ask operators for
+	// ChatBotKit's own secret.
+	Console bool
 
 	// The rest of the authentication settings, which leave only through
 	// Auth. apiSecretFile is CHATBOTKIT_API_SECRET_FILE; it, apiKeysFile,
@@ -147,6 +151,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("max_connection_age", c.MaxConnectionAge),
 		slog.Int("caller_rate", c.CallerRate),
+		slog.Bool("console", c.Console),
 	)
 }
 

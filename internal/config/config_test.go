@@ -93,6 +93,7 @@ func TestDefaults(t *testing.T) {
 				{"ShutdownTimeout", c.ShutdownTimeout, 20 * time.Second},
 				{"MaxConnectionAge", c.MaxConnectionAge, 5 * time.Minute},
 				{"CallerRate", c.CallerRate, 0},
+				{"Console", c.Console, false},
 			}
 			for _, ch := range checks {
 				if ch.got != ch.want {
@@ -141,6 +142,10 @@ func TestFlagAndEnv(t *testing.T) {
 			extraArgs: []string{"--emulator"}},
 		{flag: "allow-unauthenticated", env: "CBKGATE_ALLOW_UNAUTHENTICATED", flagVal: "true", envVal: "1",
 			get:      func(c *Config) string { return fmt.Sprint(c.allowUnauthenticated) },
+			wantFlag: "true", wantEnv: "true",
+			extraEnv: []string{EnvAPISecret, distinct}},
+		{flag: "console", env: "CBKGATE_CONSOLE", flagVal: "true", envVal: "1",
+			get:      func(c *Config) string { return fmt.Sprint(c.Console) },
 			wantFlag: "true", wantEnv: "true",
 			extraEnv: []string{EnvAPISecret, distinct}},
 		{flag: "emulator", env: "CBKGATE_EMULATOR", flagVal: "true", envVal: "TRUE",
@@ -336,6 +341,12 @@ func TestErrors(t *testing.T) {
 		{"caller rate not a number env", nil, held("CBKGATE_CALLER_RATE", "fast"), []string{"CBKGATE_CALLER_RATE"}},
 		{"caller rate fractional", []string{"--caller-rate", "2.5"}, held(), []string{"--caller-rate"}},
 
+		// the console: never in pass-through mode
+		{"console in pass-through", []string{"--console"}, nil, []string{"--console", "pass-through", EnvAPISecret}},
+		{"console env in pass-through", nil, []string{"CBKGATE_CONSOLE", "true"}, []string{"CBKGATE_CONSOLE", "pass-through"}},
+		{"console not a boolean", []string{"--console=maybe"}, held(), []string{"-console"}},
+		{"console env not a boolean", nil, held("CBKGATE_CONSOLE", "yes please"), []string{"CBKGATE_CONSOLE"}},
+
 		// CORS
 		{"cors star mixed", []string{"--cors-origins", "*,https://a.example"}, held(), []string{"--cors-origins"}},
 		{"cors trailing slash", []string{"--cors-origins", "https://a.example/"}, held(), []string{"--cors-origins"}},
@@ -410,7 +421,7 @@ func TestUsage(t *testing.T) {
 	}
 	// The table must cover every flag the contract names.
 	for _, f := range []string{"grpc-addr", "http-addr", "upstream", "api-keys-file", "tls-cert", "tls-key", "tls-client-ca",
-		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate"} {
+		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate", "console"} {
 		if !strings.Contains(u, "--"+f+"\n") && !strings.Contains(u, "--"+f+" ") {
 			t.Errorf("Usage lacks --%s", f)
 		}
@@ -430,6 +441,33 @@ func TestPrintedConfigHidesSecrets(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), `"api_keys_file":"`+keys+`"`) {
 		t.Errorf("log summary lacks the keys file: %s", buf.String())
+	}
+}
+
+// TestConsole: the console is on in dev mode unless switched off, off
+// elsewhere unless switched on, and needs a held secret (from the
+// environment or a file) outside dev mode.
+func TestConsole(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want bool
+	}{
+		{"dev mode", []string{"--emulator"}, nil, true},
+		{"dev mode switched off", []string{"--emulator", "--console=false"}, nil, false},
+		{"dev mode switched off by env", []string{"--emulator"}, []string{"CBKGATE_CONSOLE", "false"}, false},
+		{"held secret", nil, []string{EnvAPISecret, distinct}, false},
+		{"held secret with --console", []string{"--console"}, []string{EnvAPISecret, distinct}, true},
+		{"secret file with --console", []string{"--console"}, []string{envAPISecretFile, "/run/secret"}, true},
+		{"pass-through", nil, nil, false},
+		{"pass-through with --console=false", []string{"--console=false"}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if c := mustLoad(t, tc.args, tc.env...); c.Console != tc.want {
+				t.Errorf("Console = %v, want %v", c.Console, tc.want)
+			}
+		})
 	}
 }
 

@@ -33,6 +33,9 @@ func load(args []string, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	in.authInputs(c)
+	if err := in.console(c); err != nil {
+		return nil, err
+	}
 	if c.Emulator {
 		err = in.devMode(c)
 	} else {
@@ -128,6 +131,21 @@ func (in *input) authInputs(c *Config) {
 	c.tlsKeyFile, _, _ = in.get(fTLSKey)
 	c.tlsClientCAFile, _, _ = in.get(fTLSClientCA)
 	c.APISecret, c.apiSecretFile = secret.Value(in.getenv(EnvAPISecret)), in.getenv(envAPISecretFile)
+}
+
+// console reads --console, which pass-through mode refuses: there each
+// caller's Bearer is ChatBotKit's secret itself, and the page would ask
+// operators to type it into a web page.
+func (in *input) console(c *Config) error {
+	var err error
+	if c.Console, err = in.boolean(fConsole); err != nil || !c.Console {
+		return err
+	}
+	if !c.Emulator && c.APISecret == "" && c.apiSecretFile == "" {
+		return fmt.Errorf("%s needs a held secret (%s or %s): in pass-through mode the page would ask operators for ChatBotKit's own secret",
+			in.blame(fConsole), EnvAPISecret, envAPISecretFile)
+	}
+	return nil
 }
 
 // realUpstream takes the upstream from --upstream. The emulator's settings

@@ -43,6 +43,7 @@ const (
 	fShutdownTimeout = "shutdown-timeout"
 	fMaxConnAge      = "max-connection-age"
 	fCallerRate      = "caller-rate"
+	fConsole         = "console"
 )
 
 var settings = []setting{
@@ -82,6 +83,8 @@ var settings = []setting{
 		help: "close each gRPC connection gracefully after this long (±10% jitter), so clients rebalance; 0 is unlimited"},
 	{flag: fCallerRate, env: "CBKGATE_CALLER_RATE", def: "0", arg: "n",
 		help: "upstream requests per second each caller may cause (burst 2n; list pages count); 0 is no limit"},
+	{flag: fConsole, env: "CBKGATE_CONSOLE", def: "false", devDef: "true", isBool: true,
+		help: "serve the token console, a web page for operators, at /console/ on the HTTP port (on with --emulator; needs a held secret)"},
 }
 
 // Usage returns the help text: every flag with its environment variable and

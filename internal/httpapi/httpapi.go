@@ -57,6 +57,7 @@ import (
 	"github.com/cbkgate/cbkgate/gen/openapiv2"
 	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
+	"github.com/cbkgate/cbkgate/internal/console"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
@@ -83,6 +84,10 @@ type Options struct {
 	// Metadata, if not nil, adds gRPC metadata to every gateway call (the
 	// caller identity Auth established).
 	Metadata func(context.Context, *http.Request) metadata.MD
+	// Console serves the token console under /console/ (internal/console):
+	// public files, outside CORS and Auth; the calls the page makes carry
+	// the operator's key like any client's.
+	Console bool
 }
 
 // maxBodyBytes caps request bodies. Token requests are small; the cap keeps
@@ -196,6 +201,9 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiv2.JSON)
 	})))
+	if opts.Console {
+		console.Register(mux)
+	}
 	return canonicalPaths(gw, m, mux), nil
 }
 

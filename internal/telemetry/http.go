@@ -15,7 +15,9 @@ import (
 const (
 	RouteTokens = "/v1/users/{user_id}/tokens"
 	RouteToken  = "/v1/users/{user_id}/tokens/{token_id}"
-	routeOther  = "other"
+	// RouteConsole is every path of the token console (its page and files).
+	RouteConsole = "/console/"
+	routeOther   = "other"
 )
 
 // fixedRoutes are the routes whose path is their pattern: health, the
@@ -36,6 +38,9 @@ func routeOf(r *http.Request) string {
 	p := r.URL.EscapedPath()
 	if fixedRoutes[p] {
 		return p
+	}
+	if p == "/console" || strings.HasPrefix(p, "/console/") {
+		return RouteConsole
 	}
 	rest, ok := strings.CutPrefix(p, "/v1/users/")
 	if !ok {

@@ -32,6 +32,11 @@ func TestRoute(t *testing.T) {
 		"/cbkgate.token.v1.TokenService/Create": "/cbkgate.token.v1.TokenService/Create",
 		"/cbkgate.token.v1.TokenService/Nope":   routeOther,
 		"/metrics":                              routeOther,
+		"/console/":                             RouteConsole,
+		"/console":                              RouteConsole,
+		"/console/console.js":                   RouteConsole,
+		"/console/u1/secret":                    RouteConsole,
+		"/consoles":                             routeOther,
 		"/" + strings.Repeat("x", 300):          routeOther,
 	} {
 		if got := routeOf(httptest.NewRequest("GET", path, nil)); got != want {
