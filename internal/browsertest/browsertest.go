@@ -1,14 +1,16 @@
-// Package browsertest runs a page in a real browser, headless Debian
+// Package browsertest runs pages in a real browser, headless Debian
 // Chromium driven by playwright-core, for checks that only a browser can
-// make (CORS, fetch streaming, EventSource, the Fetch metadata headers).
+// make (CORS, fetch streaming, EventSource, the Fetch metadata headers,
+// the token console).
 //
-// The page does its own checks and reports by setting
-// window.browsertestResult = {passed, failed, lines}; Run waits for it and
-// fails the test unless every check passed. Prepare it with
-// `npm ci --prefix internal/browsertest` (playwright-core, pinned) and
-// Debian's chromium at /usr/bin/chromium (BROWSERTEST_CHROMIUM overrides);
-// .ci/run does both. Tests that use it are behind a build tag, run
-// explicitly by .ci/run.
+// Run opens a page that does its own checks and reports by setting
+// window.browsertestResult = {passed, failed, lines}; Script runs a
+// playwright-core script of this directory that drives pages itself
+// (console.mjs). Both fail the test unless every check passed. Prepare
+// them with `npm ci --prefix internal/browsertest` (playwright-core,
+// pinned) and Debian's chromium at /usr/bin/chromium (BROWSERTEST_CHROMIUM
+// overrides); .ci/run does both. Tests that use it are behind a build tag,
+// run explicitly by .ci/run.
 package browsertest
 
 import (
@@ -28,19 +30,34 @@ import (
 // at least one passed check and no failed one; name labels the summary.
 func Run(t testing.TB, name, url string, timeout time.Duration) []byte {
 	t.Helper()
+	return node(t, name, timeout, nil, "run.mjs", url, name, strconv.FormatInt(timeout.Milliseconds(), 10))
+}
+
+// Script runs the playwright-core script of this directory with args and
+// env (KEY=VALUE, added to this process's environment), and returns its
+// output. The script must print "NAME: N passed, 0 failed" with N > 0 and
+// exit 0, or t fails.
+func Script(t testing.TB, name string, timeout time.Duration, env []string, script string, args ...string) []byte {
+	t.Helper()
+	return node(t, name, timeout, env, script, args...)
+}
+
+func node(t testing.TB, name string, timeout time.Duration, env []string, script string, args ...string) []byte {
+	t.Helper()
 	_, self, _, _ := runtime.Caller(0)
 	dir := filepath.Dir(self)
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core")); err != nil {
 		t.Fatalf("playwright-core is not installed; run: npm ci --prefix internal/browsertest (%v)", err)
 	}
-	node, err := exec.LookPath("node")
+	bin, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatal("node is required: ", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "run.mjs"), url, name, strconv.FormatInt(timeout.Milliseconds(), 10))
+	cmd := exec.CommandContext(ctx, bin, append([]string{filepath.Join(dir, script)}, args...)...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s in Chromium:\n%s", name, out)

@@ -6,11 +6,7 @@
 //
 // Usage: node run.mjs URL NAME TIMEOUT_MS
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-
-import { chromium } from "playwright-core";
+import { withBrowser } from "./chromium.mjs";
 
 const [url, name = "browser", timeoutArg = "60000"] = process.argv.slice(2);
 if (!url) {
@@ -19,40 +15,20 @@ if (!url) {
 }
 const timeout = Number(timeoutArg);
 
-// A fresh profile every run, and no background traffic: this machine's
-// network is closed, and Chromium's own connections would only be refused.
-const profile = mkdtempSync(join(tmpdir(), "browsertest-"));
-let context;
 let code = 1;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.BROWSERTEST_CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    timeout,
+  await withBrowser(timeout, async (context) => {
+    const page = await context.newPage();
+    page.on("console", (m) => console.log(`[console.${m.type()}] ${m.text()}`));
+    page.on("pageerror", (e) => console.log(`[pageerror] ${e.stack || e}`));
+    await page.goto(url, { timeout });
+    const handle = await page.waitForFunction(() => window.browsertestResult, null, { timeout });
+    const result = await handle.jsonValue();
+    for (const line of result.lines || []) console.log(line);
+    console.log(`${name}: ${result.passed} passed, ${result.failed} failed`);
+    code = result.failed === 0 && result.passed > 0 ? 0 : 1;
   });
-  const page = await context.newPage();
-  page.on("console", (m) => console.log(`[console.${m.type()}] ${m.text()}`));
-  page.on("pageerror", (e) => console.log(`[pageerror] ${e.stack || e}`));
-  await page.goto(url, { timeout });
-  const handle = await page.waitForFunction(() => window.browsertestResult, null, { timeout });
-  const result = await handle.jsonValue();
-  for (const line of result.lines || []) console.log(line);
-  console.log(`${name}: ${result.passed} passed, ${result.failed} failed`);
-  code = result.failed === 0 && result.passed > 0 ? 0 : 1;
 } catch (e) {
   console.log(`${name}: the page did not report a result: ${e.stack || e}`);
-} finally {
-  await context?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
 }
 process.exit(code);
