@@ -119,6 +119,12 @@ const flows = {
   async list(page, c) {
     const total = Number(env.CONSOLE_TOTAL);
     await page.goto(url);
+    // A wrong key first: the streamed call's error, shown in full.
+    await listAs(c, "not-a-key", env.CONSOLE_USER);
+    await c.alert.waitFor();
+    const refused = (await c.alert.textContent()) ?? "";
+    check(/^UNAUTHENTICATED: .*Reason\s*INVALID_CREDENTIALS\s*Request ID\s*[0-9a-f]{32}$/.test(refused),
+      "a wrong key's listing shows UNAUTHENTICATED, its reason and request id", refused);
     await c.count.evaluate((el) => {
       window.countsShown = [];
       new MutationObserver(() => window.countsShown.push(el.textContent)).observe(el, { childList: true, characterData: true, subtree: true });
@@ -138,6 +144,7 @@ const flows = {
     check(counts.includes("1 token") && counts.includes("1,000 tokens"), "\"1 token\" and \"1,000 tokens\" were shown");
     check(numbers.every((n, i) => i === 0 || n >= numbers[i - 1]), "the count only went up");
     check((await c.stop.isDisabled()) && /Listed/.test(await c.status.textContent()), "a finished listing says so and disables Stop", await c.status.textContent());
+    check((await c.alert.count()) === 0, "the earlier error is gone");
 
     await c.search.fill("alpha");
     check((await c.rows.count()) === 3 && (await c.row("alpha").count()) === 2, "searching \"alpha\" shows the two alpha tokens", await c.rows.count());
