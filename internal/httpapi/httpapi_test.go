@@ -490,8 +490,8 @@ func TestBodyTooLarge(t *testing.T) {
 			if err := protojson.Unmarshal(body, &st); err != nil || codes.Code(st.Code) != codes.InvalidArgument {
 				t.Errorf("body %s: %v", body, err)
 			}
-			if !bytes.Contains(body, []byte(`"reason":"INVALID_ARGUMENT"`)) || !bytes.Contains(body, []byte(`"domain":"cbkgate"`)) {
-				t.Errorf("body %s: no ErrorInfo{cbkgate, INVALID_ARGUMENT}", body)
+			if !bytes.Contains(body, []byte(`"reason":"PAYLOAD_TOO_LARGE"`)) || !bytes.Contains(body, []byte(`"domain":"cbkgate"`)) {
+				t.Errorf("body %s: no ErrorInfo{cbkgate, PAYLOAD_TOO_LARGE}", body)
 			}
 		})
 	}

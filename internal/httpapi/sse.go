@@ -50,18 +50,9 @@ func acceptsSSE(h http.Header) bool {
 	return false
 }
 
-// isListRoute reports whether path is /v1/users/{user_id}/tokens.
+// isListRoute reports whether r asks for /v1/users/{user_id}/tokens.
 func isListRoute(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
-	}
-	p := r.URL.EscapedPath()
-	rest, ok := strings.CutPrefix(p, "/v1/users/")
-	if !ok {
-		return false
-	}
-	user, ok := strings.CutSuffix(rest, "/tokens")
-	return ok && user != "" && !strings.Contains(user, "/")
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && restRoute(r.URL.EscapedPath()) == routeTokens
 }
 
 // withSSE prepares an SSE List request for the gateway: the Accept header

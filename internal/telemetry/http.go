@@ -242,6 +242,13 @@ func GatewayStreamInterceptor() grpc.StreamClientInterceptor {
 // gateway's grpc.ClientConn).
 func MarkReachedGRPC(ctx context.Context) { markReached(ctx) }
 
+// ReachedGRPC reports whether the HTTP request of ctx was passed to the
+// gRPC server: an error after that is the call's, not the HTTP layer's.
+func ReachedGRPC(ctx context.Context) bool {
+	c := httpCallFrom(ctx)
+	return c != nil && c.reachedGRPC.Load()
+}
+
 func markReached(ctx context.Context) {
 	if c := httpCallFrom(ctx); c != nil {
 		c.reachedGRPC.Store(true)
