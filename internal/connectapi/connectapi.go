@@ -99,6 +99,8 @@ func New(opts Options) (http.Handler, error) {
 			if id := auth.Caller(pr.In.Context()); id != "" {
 				pr.Out.Header.Set(auth.GatewayCallerKey, id)
 			}
+			// And the address the HTTP listener accepted, for the log.
+			telemetry.SetHopPeer(pr.In.Context(), pr.Out.Header)
 		},
 		Transport: transport,
 		// Every message of a streamed List goes out as it arrives.

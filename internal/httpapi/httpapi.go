@@ -143,6 +143,9 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	if opts.Metadata != nil {
 		muxOpts = append(muxOpts, runtime.WithMetadata(opts.Metadata))
 	}
+	// The address the listener accepted, for the call's log line: the
+	// in-process hop's own peer address names no one.
+	muxOpts = append(muxOpts, runtime.WithMetadata(telemetry.GatewayPeerMetadata))
 	gw := runtime.NewServeMux(muxOpts...)
 	if err := tokenv1.RegisterTokenServiceHandler(ctx, gw, opts.Conn); err != nil {
 		return nil, fmt.Errorf("httpapi: register gateway: %w", err)

@@ -101,6 +101,9 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 				slog.String(keyCaller, caller),
 				slog.String(keyPeer, r.RemoteAddr),
 			}
+			if ev.ForwardedFor != "" {
+				attrs = append(attrs, slog.String(keyForwardedFor, ev.ForwardedFor))
+			}
 			if ev.Reason != "" {
 				attrs = append(attrs, slog.String(keyError, truncate(ev.Reason, maxErrorMessage)))
 			}

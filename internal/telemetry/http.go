@@ -66,14 +66,20 @@ type HTTPRequest struct {
 	Caller string
 	// Reason is why authentication refused it, when it did.
 	Reason string
+	// ForwardedFor is the request's X-Forwarded-For (see ForwardedFor),
+	// "" without one. The peer is Request.RemoteAddr.
+	ForwardedFor string
 }
 
 // httpCall is the state the HTTP middleware shares with the layers inside
 // it, through the request context.
 type httpCall struct {
-	reachedGRPC atomic.Bool
-	caller      atomic.Pointer[string]
-	reason      atomic.Pointer[string]
+	// peer and forwardedFor are set when the call is made, and only read
+	// after.
+	peer, forwardedFor string
+	reachedGRPC        atomic.Bool
+	caller             atomic.Pointer[string]
+	reason             atomic.Pointer[string]
 }
 
 type httpCallKey struct{}
@@ -123,7 +129,13 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		ctx := opts.Tracing.withTraceContext(r.Context(), requestCarrier(r.Header))
 		id := chooseRequestID(ctx, r.Header.Get(RequestIDHeader))
 		ctx = withRequestID(ctx, id)
-		call := &httpCall{}
+		call := &httpCall{peer: r.RemoteAddr}
+		if xff, ok := r.Header["X-Forwarded-For"]; ok {
+			call.forwardedFor = ForwardedFor(xff)
+			// Nothing reads it after this (see GatewayPeerMetadata); the
+			// gateway would copy all of it, however long, onto the hop.
+			delete(r.Header, "X-Forwarded-For")
+		}
 		ctx = context.WithValue(ctx, httpCallKey{}, call)
 
 		// The request's own headers are what the gateway turns into gRPC
@@ -151,7 +163,7 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		}
 		if opts.OnRefused != nil && status >= 400 && !call.reachedGRPC.Load() &&
 			!(route == "/readyz" && status == http.StatusServiceUnavailable) {
-			ev := HTTPRequest{Request: r, Route: route, Status: status, Duration: d}
+			ev := HTTPRequest{Request: r, Route: route, Status: status, Duration: d, ForwardedFor: call.forwardedFor}
 			if p := call.caller.Load(); p != nil {
 				ev.Caller = *p
 			}
