@@ -233,7 +233,7 @@ func checkQuery(r *http.Request) *status.Status {
 	}
 	var takes protoreflect.MessageType
 	switch route := restRoute(r.URL.EscapedPath()); {
-	case route == routeTokens && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+	case route == routeTokens && r.Method == http.MethodGet:
 		takes = listRequest
 	case route == routeTokens && r.Method == http.MethodPost,
 		route == routeToken && (r.Method == http.MethodPatch || r.Method == http.MethodDelete):

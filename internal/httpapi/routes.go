@@ -44,9 +44,9 @@ func restRoute(p string) string {
 }
 
 // restAllow is the Allow header of a REST route: what the proto's HTTP
-// bindings serve there ("GET" also serves HEAD).
+// bindings serve there (the gateway serves no HEAD).
 var restAllow = map[string]string{
-	routeTokens: "GET, HEAD, POST",
+	routeTokens: "GET, POST",
 	routeToken:  "PATCH, DELETE",
 }
 
