@@ -140,12 +140,7 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		// X-HTTP-Method-Override. No client of this API needs either.
 		runtime.WithDisablePathLengthFallback(),
 	}
-	if opts.Metadata != nil {
-		muxOpts = append(muxOpts, runtime.WithMetadata(opts.Metadata))
-	}
-	// The address the listener accepted, for the call's log line: the
-	// in-process hop's own peer address names no one.
-	muxOpts = append(muxOpts, runtime.WithMetadata(telemetry.GatewayPeerMetadata))
+	muxOpts = append(muxOpts, runtime.WithMetadata(hopMetadata(opts.Metadata)))
 	gw := runtime.NewServeMux(muxOpts...)
 	if err := tokenv1.RegisterTokenServiceHandler(ctx, gw, opts.Conn); err != nil {
 		return nil, fmt.Errorf("httpapi: register gateway: %w", err)
@@ -201,6 +196,26 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	// The origin rule holds for every path, the health probes included
 	// (a probe from kubelet or a load balancer sends no Origin).
 	return guard.wrap(gw, m, canonicalPaths(gw, m, mux)), nil
+}
+
+// hopMetadata is the gateway's metadata annotator: the address the
+// listener accepted, for the call's log line (the in-process hop's own
+// peer address names no one), and what extra adds. One annotator, not
+// two: the gateway joins their answers into a new map on every call.
+func hopMetadata(extra func(context.Context, *http.Request) metadata.MD) func(context.Context, *http.Request) metadata.MD {
+	if extra == nil {
+		return telemetry.GatewayPeerMetadata
+	}
+	return func(ctx context.Context, r *http.Request) metadata.MD {
+		md := telemetry.GatewayPeerMetadata(ctx, r)
+		if md == nil {
+			return extra(ctx, r)
+		}
+		for k, v := range extra(ctx, r) {
+			md[k] = append(md[k], v...)
+		}
+		return md
+	}
 }
 
 // plain writes a short, uncacheable text answer: probes must see the state
