@@ -84,6 +84,14 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		}
 	}()
 
+	if cfg.AdminAddr != "" {
+		// With no admin listener nothing could read the metrics, so none
+		// are collected. They exist before anything that reports to them
+		// is made: a hook bound to a.metrics while it is still nil (the
+		// reload hook below) would count nothing, ever.
+		a.metrics = telemetry.NewMetrics()
+	}
+
 	// Authentication first: a bad credential file or a contradictory
 	// setup stops the start before anything listens.
 	authCfg := cfg.Auth()
@@ -116,12 +124,6 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	if a.tracing, err = telemetry.NewTracing(context.Background(), log); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	if cfg.AdminAddr != "" {
-		// With no admin listener nothing could read the metrics, so none
-		// are collected.
-		a.metrics = telemetry.NewMetrics()
-	}
-
 	// The auth interceptors give every call the secret to spend (the
 	// caller's, or the held one in force when the call began), so a
 	// rotated secret is used from the next call on.
