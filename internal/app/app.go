@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -376,7 +377,9 @@ func (a *App) Run(ctx context.Context) error {
 	if a.adminServer != nil {
 		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
 	}
-	a.log.Info("cbkgate serving", "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
+	// "pid" is the process to send SIGHUP to; under `go run` that is not
+	// the go command's.
+	a.log.Info("cbkgate serving", "pid", os.Getpid(), "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
 
 	var runErr error
 	select {
