@@ -261,11 +261,13 @@ func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedP
 
 // isRefusal reports whether a call ending with code was refused (no or
 // bad credentials, a request that does not validate, a rate or stream
-// limit, an unknown method): such lines are rate-limited, see lineLimiter.
-// Audit lines never are.
+// limit, an unknown method) or cancelled by its client (a client can open
+// and reset calls as fast as it refused ones, with valid credentials too):
+// such lines are rate-limited, see lineLimiter. Audit lines never are.
 func isRefusal(code codes.Code) bool {
 	switch code {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted, codes.Unimplemented:
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted, codes.Unimplemented,
+		codes.Canceled:
 		return true
 	}
 	return false
