@@ -189,7 +189,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
 	a.grpcServer = grpc.NewServer(grpcOpts...)
-	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client, service.WithCallerRate(callerrate.New(cfg.CallerRate, nil))))
+	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client,
+		service.WithCallerRate(callerrate.New(cfg.CallerRate, nil)),
+		service.WithMetaOmitted(a.metaOmitted(log))))
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
 	reflection.Register(a.grpcServer)
@@ -289,6 +291,17 @@ func connectionAgeGrace(cfg *config.Config) time.Duration {
 		return 0
 	}
 	return cfg.ShutdownTimeout
+}
+
+// metaOmitted logs (rate-limited: a caller may list the same tokens again
+// and again) and counts each token List sent without its meta.
+func (a *App) metaOmitted(log *slog.Logger) func(ctx context.Context, userID, tokenID string) {
+	warn := logging.Limited(log)
+	return func(ctx context.Context, userID, tokenID string) {
+		a.metrics.ListMetaOmitted()
+		warn(ctx, slog.LevelWarn, "token listed without its meta: nested deeper than cbkgate passes on",
+			slog.String("user_id", userID), slog.String("token_id", logging.TruncateID(tokenID)))
+	}
 }
 
 // noteHTTPCaller passes the caller identity the auth middleware established

@@ -81,6 +81,17 @@ func (lm *lineLimiter) report(l *slog.Logger, level slog.Level, msg string) {
 	}
 }
 
+// Limited returns a function that writes lines through l, rate-limited
+// like the lines about refused calls: for warnings a caller can repeat at
+// will (a listing of tokens it cannot pass on whole, listed again and
+// again).
+func Limited(l *slog.Logger) func(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
+	lm := newLineLimiter()
+	return func(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
+		lm.Log(ctx, l, level, msg, attrs...)
+	}
+}
+
 // ServerErrorLog is a *log.Logger for http.Server.ErrorLog: net/http writes
 // a line for every TLS handshake that fails and every connection that
 // breaks the protocol, which a client can make by the thousand. They go

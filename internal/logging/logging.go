@@ -309,6 +309,9 @@ func peerOf(ctx context.Context, trustedPeer func(net.Addr) bool) (addr, chain s
 	return truncate(last, maxForwardedFor), chain, true
 }
 
+// TruncateID caps an id for a log line, as call and audit lines do.
+func TruncateID(id string) string { return truncate(id, maxID) }
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
