@@ -914,7 +914,7 @@ func TestSIGHUPReloadsCredentials(t *testing.T) {
 	up := httptest.NewServer(emulator.New(emulator.Options{Secret: secret}))
 	t.Cleanup(up.Close)
 	dir := k8ssecret.New(t, map[string]string{"keys.txt": "first key-first-0123456789\n"})
-	c := start(t, []string{"--upstream=" + up.URL, "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0",
+	c := start(t, []string{"--upstream=" + up.URL, "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 		"--api-keys-file=" + dir.Path("keys.txt"), "--log-format=json"}, "CHATBOTKIT_API_SECRET="+secret)
 	if err := c.waitListening(); err != nil {
 		t.Fatal(err)
