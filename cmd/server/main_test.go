@@ -933,6 +933,22 @@ func TestSIGHUPReloadsCredentials(t *testing.T) {
 		return strings.Contains(l, `"msg":"credentials reloaded"`) && strings.Contains(l, `"trigger":"SIGHUP"`)
 	}
 
+	// The startup line names the process to signal (under `go run`, not
+	// the go command), and prints durations as the flags take them.
+	serving, err := c.waitLine(10*time.Second, func(l string) bool { return strings.Contains(l, `"msg":"cbkgate serving"`) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var startup struct {
+		PID    int `json:"pid"`
+		Config struct {
+			ShutdownTimeout string `json:"shutdown_timeout"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal([]byte(serving), &startup); err != nil || startup.PID != c.cmd.Process.Pid || startup.Config.ShutdownTimeout != "20s" {
+		t.Errorf("startup line %s: pid %d and shutdown_timeout %q (%v), want %d and 20s", serving, startup.PID, startup.Config.ShutdownTimeout, err, c.cmd.Process.Pid)
+	}
+
 	c.signal(t, syscall.SIGHUP)
 	if _, err := c.waitLine(10*time.Second, reloaded); err != nil {
 		t.Fatalf("no SIGHUP reload logged: %v", err)

@@ -144,8 +144,10 @@ func (c *Config) LogValue() slog.Value {
 		slog.Bool("emulator", c.Emulator),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("log_format", string(c.LogFormat)),
-		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
-		slog.Duration("max_connection_age", c.MaxConnectionAge),
+		// As Go durations ("20s"), the form the flags take, in JSON and
+		// text alike: slog's JSON handler writes a Duration in nanoseconds.
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.String("max_connection_age", c.MaxConnectionAge.String()),
 		slog.Int("caller_rate", c.CallerRate),
 	)
 }

@@ -433,6 +433,25 @@ func TestPrintedConfigHidesSecrets(t *testing.T) {
 	}
 }
 
+// TestLogValueDurations: the startup summary prints durations as the
+// flags take them ("20s"), in JSON and text logs, never in nanoseconds.
+func TestLogValueDurations(t *testing.T) {
+	c := mustLoad(t, []string{"--max-connection-age=90s"})
+	var js, text bytes.Buffer
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("config", "config", c)
+	slog.New(slog.NewTextHandler(&text, nil)).Info("config", "config", c)
+	for _, want := range []string{`"shutdown_timeout":"20s"`, `"max_connection_age":"1m30s"`} {
+		if !strings.Contains(js.String(), want) {
+			t.Errorf("JSON summary lacks %s: %s", want, js.String())
+		}
+	}
+	for _, want := range []string{"config.shutdown_timeout=20s", "config.max_connection_age=1m30s"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text summary lacks %s: %s", want, text.String())
+		}
+	}
+}
+
 // TestDevModeListensOnLoopback: dev mode lets every caller in, so unless
 // told otherwise it listens on loopback only; given addresses win.
 func TestDevModeListensOnLoopback(t *testing.T) {

@@ -261,11 +261,13 @@ func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedP
 
 // isRefusal reports whether a call ending with code was refused (no or
 // bad credentials, a request that does not validate, a rate or stream
-// limit, an unknown method): such lines are rate-limited, see lineLimiter.
-// Audit lines never are.
+// limit, an unknown method) or cancelled by its client (a client can open
+// and reset calls as fast as it refused ones, with valid credentials too):
+// such lines are rate-limited, see lineLimiter. Audit lines never are.
 func isRefusal(code codes.Code) bool {
 	switch code {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted, codes.Unimplemented:
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted, codes.Unimplemented,
+		codes.Canceled:
 		return true
 	}
 	return false
@@ -300,6 +302,9 @@ func peerOf(ctx context.Context, trustedPeer func(net.Addr) bool) (addr, forward
 	}
 	return addr, forwardedFor, true
 }
+
+// TruncateID caps an id for a log line, as call and audit lines do.
+func TruncateID(id string) string { return truncate(id, maxID) }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

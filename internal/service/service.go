@@ -61,6 +61,9 @@ type Service struct {
 	// pageFetched, when set (by tests), runs on the page-fetching
 	// goroutine after each upstream page.
 	pageFetched func()
+	// metaOmitted, when set, is told of each token List sends without its
+	// meta (see setToken).
+	metaOmitted func(ctx context.Context, userID, tokenID string)
 }
 
 // Option configures a Service.
@@ -72,6 +75,13 @@ type Option func(*Service)
 // a List waits before each page instead. nil means no limit.
 func WithCallerRate(l *callerrate.Limiter) Option {
 	return func(s *Service) { s.callers = l }
+}
+
+// WithMetaOmitted has f told of each token List sends with its meta left
+// out (meta_omitted: ChatBotKit holds it nested deeper than cbkgate passes
+// on), for the log and the metrics.
+func WithMetaOmitted(f func(ctx context.Context, userID, tokenID string)) Option {
+	return func(s *Service) { s.metaOmitted = f }
 }
 
 // New returns a Service that calls ChatBotKit through client.
@@ -123,6 +133,9 @@ func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServ
 			resp.Token = &toks[i]
 			if err := setToken(resp.Token, &times[i], &p.page.Items[i]); err != nil {
 				return s.status(stream.Context(), err)
+			}
+			if resp.Token.GetMetaOmitted() && s.metaOmitted != nil {
+				s.metaOmitted(stream.Context(), req.GetUserId(), resp.Token.GetId())
 			}
 			if i == n-1 {
 				resp.Cursor = p.page.Cursor
@@ -314,6 +327,12 @@ func optional(s string) *string {
 
 func tokenInput(name, description *string, config, meta *structpb.Struct) (chatbotkit.TokenInput, error) {
 	in := chatbotkit.TokenInput{Name: name, Description: description}
+	var v violations
+	v.checkDepth("config", config)
+	v.checkDepth("meta", meta)
+	if err := v.err(); err != nil {
+		return in, err
+	}
 	var err error
 	if in.Config, err = structJSON("config", config); err != nil {
 		return in, err
@@ -340,13 +359,20 @@ func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
 
 // setToken converts an upstream token into tok, whose create and update
 // times go in times. Meta that is not a JSON object is a malformed upstream
-// answer, not something to pass on half-converted.
+// answer, not something to pass on half-converted. Meta nested deeper than
+// maxStructDepth is left out and MetaOmitted set: passed on, it could make
+// the message undecodable for the client (protobuf decoders stop at a
+// recursion limit), which would end the listing at this token every time.
 func setToken(tok *tokenv1.Token, times *[2]timestamppb.Timestamp, t *chatbotkit.Token) error {
 	tok.Id, tok.Name, tok.Description = t.ID, t.Name, t.Description
 	created, updated := &times[0], &times[1]
 	created.Seconds, created.Nanos = t.CreatedAt.Unix(), int32(t.CreatedAt.Nanosecond())
 	updated.Seconds, updated.Nanos = t.UpdatedAt.Unix(), int32(t.UpdatedAt.Nanosecond())
 	tok.CreateTime, tok.UpdateTime = created, updated
+	if jsonDeeper(t.Meta, maxStructDepth) {
+		tok.MetaOmitted = true
+		return nil
+	}
 	if len(t.Meta) > 0 && string(t.Meta) != "null" {
 		tok.Meta = &structpb.Struct{}
 		if err := protojson.Unmarshal(t.Meta, tok.Meta); err != nil {

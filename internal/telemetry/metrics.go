@@ -29,6 +29,7 @@ type Metrics struct {
 	upstreamDuration *prometheus.HistogramVec
 	upstreamRetries  *prometheus.CounterVec
 	listTokensSent   prometheus.Counter
+	listMetaOmitted  prometheus.Counter
 	rateLimited      prometheus.Counter
 	authFailures     *prometheus.CounterVec
 	configReloads    *prometheus.CounterVec
@@ -77,6 +78,10 @@ func NewMetrics() *Metrics {
 			Name: "cbkgate_list_tokens_sent_total",
 			Help: "Tokens sent to callers by List, over every transport.",
 		}),
+		listMetaOmitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cbkgate_list_meta_omitted_total",
+			Help: "Tokens List sent without their meta (meta_omitted set), because ChatBotKit stored it nested deeper than 32 levels.",
+		}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cbkgate_rate_limited_total",
 			Help: "Calls refused with RESOURCE_EXHAUSTED (RATE_LIMITED) by the per-caller rate limit.",
@@ -104,7 +109,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(
 		m.httpRequests, m.httpDuration,
 		m.upstreamRequests, m.upstreamDuration, m.upstreamRetries,
-		m.listTokensSent, m.rateLimited, m.authFailures, m.configReloads,
+		m.listTokensSent, m.listMetaOmitted, m.rateLimited, m.authFailures, m.configReloads,
 		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -167,6 +172,13 @@ func (m *Metrics) ConfigReload(err error) {
 		result = "failure"
 	}
 	m.configReloads.WithLabelValues(result).Inc()
+}
+
+// ListMetaOmitted counts one token List sent with its meta left out.
+func (m *Metrics) ListMetaOmitted() {
+	if m != nil {
+		m.listMetaOmitted.Inc()
+	}
 }
 
 // observeHTTP records one answered HTTP request.
