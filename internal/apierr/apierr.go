@@ -38,6 +38,12 @@ const (
 	ReasonReaderStalled = "READER_STALLED"
 	// ReasonBodyTimeout: an HTTP request body did not arrive in time.
 	ReasonBodyTimeout = "BODY_TIMEOUT"
+	// ReasonPayloadTooLarge: a request message over 1 MiB, after
+	// decompression when it came compressed.
+	ReasonPayloadTooLarge = "PAYLOAD_TOO_LARGE"
+	// ReasonUnsupportedMediaType: a request body of a type the path does
+	// not take.
+	ReasonUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
 )
 
 // New returns a status error with code and message whose first detail is
