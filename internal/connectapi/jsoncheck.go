@@ -62,7 +62,10 @@ func explainJSON(mt protoreflect.MessageType, data []byte) ([]*errdetails.BadReq
 		v = append(v, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	switch tok, err := dec.Token(); {
+	case err != nil:
+		return nil, "the request body is not valid JSON"
+	case tok != json.Delim('{'):
 		return nil, "the request body is not a JSON object"
 	}
 	fields := mt.Descriptor().Fields()

@@ -74,9 +74,8 @@ func gzipBomb(prefix []byte, n int, suffix []byte) []byte {
 
 // postRPC sends body to the RPC path of method on the HTTP port with the
 // given headers and reads the whole answer; st is decoded for the protocol
-// that contentType names (Connect unary, Connect streaming, gRPC-Web), and
-// for anything else from a Connect error body, which is what cbkgate
-// answers a body type it does not serve with.
+// the answer's Content-Type names (Connect unary, Connect streaming,
+// gRPC-Web).
 func (g *gate) postRPC(method string, header map[string]string, body []byte) rpcResult {
 	t := g.t
 	t.Helper()
@@ -102,7 +101,7 @@ func readRPC(t *testing.T, hc *http.Client, req *http.Request) rpcResult {
 		t.Fatalf("POST %s: reading the answer: %v", req.URL.Path, err)
 	}
 	res := rpcResult{status: resp.StatusCode, header: resp.Header, body: b}
-	ct := req.Header.Get("Content-Type")
+	ct := resp.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "application/grpc"): // gRPC-Web and gRPC
 		res.st = grpcStatus(t, resp.Header, resp.Trailer, b)
