@@ -43,8 +43,8 @@ func TestHostileDecompressionBomb(t *testing.T) {
 	for _, c := range []struct {
 		name, method string
 		send         func() rpcResult
-		httpStatus   int  // on the HTTP port; the gRPC port answers 200
-		ownDetails   bool // ErrorInfo{PAYLOAD_TOO_LARGE, cbkgate}
+		httpStatus   int    // on the HTTP port; the gRPC port answers 200
+		ownDetails   bool   // ErrorInfo{PAYLOAD_TOO_LARGE, cbkgate}
 		logged       string // "": not asserted (see the gRPC port's Create)
 	}{
 		{"Connect unary JSON", "Create", func() rpcResult {
