@@ -38,6 +38,17 @@ const (
 	ReasonReaderStalled = "READER_STALLED"
 	// ReasonBodyTimeout: an HTTP request body did not arrive in time.
 	ReasonBodyTimeout = "BODY_TIMEOUT"
+	// ReasonPayloadTooLarge: a request message over 1 MiB, after
+	// decompression when it came compressed.
+	ReasonPayloadTooLarge = "PAYLOAD_TOO_LARGE"
+	// ReasonUnsupportedMediaType: a request body of a type the path does
+	// not take.
+	ReasonUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
+	// ReasonNotFound: no route at the request's path on the HTTP port.
+	ReasonNotFound = "NOT_FOUND"
+	// ReasonMethodNotAllowed: a known path on the HTTP port asked with
+	// another method.
+	ReasonMethodNotAllowed = "METHOD_NOT_ALLOWED"
 )
 
 // New returns a status error with code and message whose first detail is
@@ -96,8 +107,12 @@ func (e *detailedError) GRPCStatus() *status.Status { return e.st }
 // answers and the JSON body of one refusal name the same code.
 func CodeForRefusal(httpStatus int) codes.Code {
 	switch httpStatus {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
 		return codes.InvalidArgument
+	case http.StatusRequestEntityTooLarge:
+		// A message over the limit is RESOURCE_EXHAUSTED, as grpc-go
+		// answers one on the gRPC port.
+		return codes.ResourceExhausted
 	case http.StatusUnauthorized:
 		return codes.Unauthenticated
 	case http.StatusForbidden:

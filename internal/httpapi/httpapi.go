@@ -394,7 +394,7 @@ func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) htt
 		tooLarge := func() {
 			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
 				HTTPStatus: http.StatusRequestEntityTooLarge,
-				Err: apierr.New(codes.InvalidArgument, apierr.ReasonPayloadTooLarge,
+				Err: apierr.New(codes.ResourceExhausted, apierr.ReasonPayloadTooLarge,
 					fmt.Sprintf("request body larger than %d bytes", maxBodyBytes)),
 			})
 		}

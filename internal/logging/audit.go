@@ -85,7 +85,10 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 		if caller == "" {
 			caller = unauthenticated
 		}
-		code := apierr.CodeForRefusal(ev.Status)
+		code := ev.Code
+		if code == codes.OK {
+			code = apierr.CodeForRefusal(ev.Status)
+		}
 		level := slog.LevelInfo
 		if ev.Status >= 500 {
 			level = slog.LevelWarn

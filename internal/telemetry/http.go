@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 )
 
 // Route patterns of the HTTP listener, the values of the route label.
@@ -64,11 +65,16 @@ type HTTPRequest struct {
 	// Caller is the identity the auth middleware established, "" when the
 	// request was refused before or by authentication.
 	Caller string
-	// Reason is why authentication refused it, when it did.
+	// Reason is why authentication refused it, when it did, or what the
+	// layer that noted the refusal (NoteHTTPRefusal) said.
 	Reason string
 	// ForwardedFor is the request's X-Forwarded-For (see ForwardedFor),
 	// "" without one. The peer is Request.RemoteAddr.
 	ForwardedFor string
+	// Code is the gRPC code the request was refused with when the layer
+	// that refused it noted one (NoteHTTPRefusal); OK when only the HTTP
+	// status tells.
+	Code codes.Code
 }
 
 // httpCall is the state the HTTP middleware shares with the layers inside
@@ -80,6 +86,7 @@ type httpCall struct {
 	reachedGRPC        atomic.Bool
 	caller             atomic.Pointer[string]
 	reason             atomic.Pointer[string]
+	refusedWith        atomic.Uint32 // a codes.Code; 0 (OK) when none was noted
 }
 
 type httpCallKey struct{}
@@ -102,6 +109,17 @@ func NoteHTTPCaller(ctx context.Context, caller string) {
 func NoteHTTPAuthRefused(ctx context.Context, reason string) {
 	if c := httpCallFrom(ctx); c != nil {
 		c.reason.Store(&reason)
+	}
+}
+
+// NoteHTTPRefusal records that a layer inside refused the HTTP request of
+// ctx with code, and why. The request is then reported as refused (with
+// that code) whatever the HTTP status of the answer: gRPC-Web and Connect
+// streams answer 200 and carry the status in the body.
+func NoteHTTPRefusal(ctx context.Context, code codes.Code, why string) {
+	if c := httpCallFrom(ctx); c != nil && code != codes.OK {
+		c.refusedWith.Store(uint32(code))
+		c.reason.Store(&why)
 	}
 }
 
@@ -161,9 +179,10 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		if opts.Metrics != nil {
 			opts.Metrics.observeHTTP(r.Method, route, status, d.Seconds())
 		}
-		if opts.OnRefused != nil && status >= 400 && !call.reachedGRPC.Load() &&
+		refusedWith := codes.Code(call.refusedWith.Load())
+		if opts.OnRefused != nil && (status >= 400 || refusedWith != codes.OK) && !call.reachedGRPC.Load() &&
 			!(route == "/readyz" && status == http.StatusServiceUnavailable) {
-			ev := HTTPRequest{Request: r, Route: route, Status: status, Duration: d, ForwardedFor: call.forwardedFor}
+			ev := HTTPRequest{Request: r, Route: route, Status: status, Duration: d, ForwardedFor: call.forwardedFor, Code: refusedWith}
 			if p := call.caller.Load(); p != nil {
 				ev.Caller = *p
 			}
