@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/apierr"
+	"github.com/cbkgate/cbkgate/internal/jsonbody"
 )
 
 // What the gateway cannot decode is answered 400 INVALID_ARGUMENT with a
@@ -78,8 +78,7 @@ func (m *marshaler) NewDecoder(r io.Reader) runtime.Decoder {
 		if len(bytes.TrimSpace(data)) == 0 {
 			return io.EOF // no body: the generated code takes the empty message
 		}
-		if err := m.UnmarshalOptions.Unmarshal(data, msg); err != nil {
-			st := diagnoseBody(data, msg, m)
+		if st := jsonbody.Unmarshal(data, msg); st != nil {
 			if fromLimitBody {
 				rb.failure = st
 			}
@@ -93,104 +92,6 @@ func (m *marshaler) NewDecoder(r io.Reader) runtime.Decoder {
 type plainError string
 
 func (e plainError) Error() string { return string(e) }
-
-// diagnoseBody names what is wrong with a body protojson refused: a body
-// that is no JSON object at all, or each field that is unknown or whose
-// value does not decode on its own.
-func diagnoseBody(data []byte, msg proto.Message, m *marshaler) *status.Status {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
-		return invalidArgument("the request body is not a JSON object", nil)
-	}
-	desc := msg.ProtoReflect().Descriptor()
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var violations []*errdetails.BadRequest_FieldViolation
-	for _, k := range keys {
-		fd := fieldByName(desc, k)
-		if fd == nil {
-			violations = append(violations, violation(k, "is not a field of this request"))
-			continue
-		}
-		one, _ := json.Marshal(map[string]json.RawMessage{k: fields[k]})
-		probe := msg.ProtoReflect().New().Interface()
-		if err := m.UnmarshalOptions.Unmarshal(one, probe); err != nil {
-			violations = append(violations, violation(string(fd.Name()), expected(fd, err.Error())))
-		}
-	}
-	if len(violations) == 0 {
-		// Each field decodes on its own; together they do not (a field
-		// given twice, say).
-		return invalidArgument("the request body could not be decoded: is a field given twice?", nil)
-	}
-	return invalidArgument("invalid request body: "+describe(violations), violations)
-}
-
-// fieldByName finds a field by its proto name or its JSON name, the two
-// names protojson and the gateway's query parser accept.
-func fieldByName(desc protoreflect.MessageDescriptor, name string) protoreflect.FieldDescriptor {
-	if fd := desc.Fields().ByName(protoreflect.Name(name)); fd != nil {
-		return fd
-	}
-	return desc.Fields().ByJSONName(name)
-}
-
-// expected says in words what a field's value must be. protojsonErr (a
-// library message, never shown) only tells a bad encoding or a too deep
-// nesting from a value of the wrong type.
-func expected(fd protoreflect.FieldDescriptor, protojsonErr string) string {
-	switch {
-	case strings.Contains(protojsonErr, "UTF-8"):
-		return "is not valid UTF-8"
-	case strings.Contains(protojsonErr, "recursion"), strings.Contains(protojsonErr, "depth"):
-		return "is nested too deeply"
-	}
-	what := kindInWords(fd)
-	if fd.IsList() {
-		return "must be an array of " + what
-	}
-	return "must be " + what
-}
-
-func kindInWords(fd protoreflect.FieldDescriptor) string {
-	switch fd.Kind() {
-	case protoreflect.StringKind:
-		return "a string"
-	case protoreflect.BoolKind:
-		return "true or false"
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		return "a whole number between -2147483648 and 2147483647"
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		return "a whole number between 0 and 4294967295"
-	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
-		protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return "a whole number"
-	case protoreflect.FloatKind, protoreflect.DoubleKind:
-		return "a number"
-	case protoreflect.EnumKind:
-		return "one of " + enumNames(fd.Enum())
-	case protoreflect.BytesKind:
-		return "base64 text"
-	}
-	switch fd.Message().FullName() {
-	case "google.protobuf.Struct":
-		return "a JSON object"
-	case "google.protobuf.Timestamp":
-		return "an RFC 3339 timestamp"
-	}
-	return "a JSON object with known fields"
-}
-
-func enumNames(e protoreflect.EnumDescriptor) string {
-	names := make([]string, 0, e.Values().Len())
-	for i := range e.Values().Len() {
-		names = append(names, string(e.Values().Get(i).Name()))
-	}
-	return strings.Join(names, ", ")
-}
 
 func violation(field, description string) *errdetails.BadRequest_FieldViolation {
 	return &errdetails.BadRequest_FieldViolation{Field: field, Description: description}
@@ -267,7 +168,7 @@ func checkParam(takes protoreflect.MessageType, name string, values []string) *e
 	if takes == nil {
 		return violation(name, "is not a query parameter of this route: send the fields in the JSON body, or the path")
 	}
-	fd := fieldByName(takes.Descriptor(), name)
+	fd := jsonbody.FieldByName(takes.Descriptor(), name)
 	switch {
 	case fd == nil:
 		return violation(name, "names no field: this route's query parameters are "+queryParams(takes.Descriptor()))
@@ -279,7 +180,7 @@ func checkParam(takes protoreflect.MessageType, name string, values []string) *e
 	// The gateway's own parser, so that what passes here parses there.
 	probe := takes.New().Interface()
 	if err := (&runtime.DefaultQueryParser{}).Parse(probe, url.Values{name: values}, noFilter); err != nil {
-		return violation(string(fd.Name()), expected(fd, ""))
+		return violation(string(fd.Name()), jsonbody.Expected(fd))
 	}
 	return nil
 }

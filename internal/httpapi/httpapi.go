@@ -62,6 +62,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/gen/openapiv2"
 	"github.com/cbkgate/cbkgate/internal/apierr"
+	"github.com/cbkgate/cbkgate/internal/jsonbody"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
@@ -238,7 +239,7 @@ func newMarshaler() *marshaler {
 		MarshalOptions: protojson.MarshalOptions{UseProtoNames: true},
 		// DiscardUnknown stays false: an unknown field is a client bug,
 		// answered with 400 rather than ignored.
-		UnmarshalOptions: protojson.UnmarshalOptions{RecursionLimit: maxJSONDepth},
+		UnmarshalOptions: jsonbody.Options,
 	}}
 }
 
@@ -283,12 +284,6 @@ func incomingHeaderMatcher(key string) (string, bool) {
 	return "", false
 }
 
-// maxJSONDepth bounds the nesting of a request body, in messages (a
-// google.protobuf.Struct level is two: Struct and Value). protojson's
-// default (10,000) admits bodies that the gRPC side cannot decode again
-// (its own limit is lower), which answered 500; past this the body is
-// refused with 400. Real config and meta objects are a few levels deep.
-const maxJSONDepth = 100
 
 // canonicalPaths answers 400 INVALID_ARGUMENT for a request path that
 // http.ServeMux would redirect (a "." or ".." segment, raw or escaped, or
