@@ -111,8 +111,8 @@ type Lister struct {
 	cancel context.CancelFunc // the current request's
 	// idle cancels the current request when the upstream keeps quiet for
 	// streamIdleTimeout, and sets stale.
-	idle  *time.Timer
-	stale *atomic.Bool
+	idle   *time.Timer
+	stale  *atomic.Bool
 	br     *bufio.Reader
 	long   []byte // a line longer than br's buffer
 	framed bool   // the body's end is framed (see lineEnd)
