@@ -38,6 +38,11 @@ const (
 	ReasonReaderStalled = "READER_STALLED"
 	// ReasonBodyTimeout: an HTTP request body did not arrive in time.
 	ReasonBodyTimeout = "BODY_TIMEOUT"
+	// ReasonCursorStale: a List cursor's token is no longer listed, so
+	// where to resume cannot be known exactly.
+	ReasonCursorStale = "CURSOR_STALE"
+	// ReasonTooManyLists: a caller has as many Lists running as it may.
+	ReasonTooManyLists = "TOO_MANY_LISTS"
 )
 
 // New returns a status error with code and message whose first detail is
