@@ -105,6 +105,10 @@ type Lister struct {
 	streamReq *request // the stream request, the same on every resume
 	pageReq   *request // the page request being sent, the same on a retry
 	pageTake  int      // the take pageReq asks for
+	// cur is the request sent last; sendsBase its sends when it last
+	// delivered a token (or when it was made).
+	cur       *request
+	sendsBase int32
 
 	// The stream being read.
 	body   io.ReadCloser
@@ -169,6 +173,9 @@ func (l *Lister) Next() (Token, Position, error) {
 				continue
 			}
 			l.failures = 0
+			if l.cur != nil {
+				l.sendsBase = l.cur.sends.Load()
+			}
 			l.yielded++
 			l.lastID = t.ID
 			return t, pos, nil
@@ -262,8 +269,15 @@ func (l *Lister) request() error {
 			if err != nil {
 				return err
 			}
+			l.sendsBase = 0
 		}
 		r, take = l.pageReq, l.pageTake
+	}
+	if l.cur != r {
+		if r == l.streamReq {
+			l.sendsBase = r.sends.Load()
+		}
+		l.cur = r
 	}
 	if l.opts.BeforeRequest != nil {
 		if err := l.opts.BeforeRequest(l.ctx); err != nil {
@@ -402,8 +416,18 @@ func (l *Lister) retryWait(err error) error {
 	if l.failures >= l.c.maxAttempts {
 		return err
 	}
+	// net/http sends a GET again by itself when a reused connection fails
+	// before any answer: every send counts.
+	if l.cur != nil {
+		l.failures = max(l.failures, int(l.cur.sends.Load()-l.sendsBase))
+		if l.failures >= l.c.maxAttempts {
+			return err
+		}
+	}
 	ok, retryAfter := retryable(err, true)
-	if !ok || retryAfter > maxRetryAfterWait {
+	// A pause as long as the upstream may keep quiet is not waited for:
+	// the caller gets the answer (and its Retry-After) now.
+	if !ok || retryAfter >= min(maxRetryAfterWait, streamIdleTimeout) {
 		return err
 	}
 	wait := max(l.c.backoff(l.failures), retryAfter)
