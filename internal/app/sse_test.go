@@ -83,7 +83,7 @@ func TestListSSEFlushedPerToken(t *testing.T) {
 		}
 		event = append(event, strings.TrimSuffix(line, "\n"))
 	}
-	if len(event) != 2 || event[0] != "id: page-2" || !strings.Contains(event[1], `"tok_1"`) {
+	if len(event) != 2 || !strings.HasPrefix(event[0], "id: cbk1.") || !strings.Contains(event[1], `"tok_1"`) {
 		t.Fatalf("first event = %q", event)
 	}
 	up.Release()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // The streamed listing (Accept: application/jsonl): one line
@@ -154,3 +155,50 @@ func (c *lineCutter) abort() {
 func (c *lineCutter) Flush() { _ = http.NewResponseController(c.ResponseWriter).Flush() }
 
 func (c *lineCutter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// PaceLines answers as then does, but lets each line of the body out on
+// its own, every d (until the request's context ends): a stream that takes
+// as long as its lines times d.
+func PaceLines(d time.Duration, then Reply) Reply {
+	return Reply{
+		name: fmt.Sprintf("%s, a line every %s", then.name, d),
+		serve: func(s *Server, rec int, w http.ResponseWriter, r *http.Request) {
+			then.serve(s, rec, &linePacer{ResponseWriter: w, every: d, done: r.Context().Done()}, r)
+		},
+	}
+}
+
+type linePacer struct {
+	http.ResponseWriter
+	every time.Duration
+	done  <-chan struct{}
+}
+
+func (p *linePacer) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line = b[:i+1]
+		}
+		m, err := p.ResponseWriter.Write(line)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		_ = http.NewResponseController(p.ResponseWriter).Flush()
+		b = b[len(line):]
+		t := time.NewTimer(p.every)
+		select {
+		case <-t.C:
+		case <-p.done:
+			t.Stop()
+			return n, http.ErrAbortHandler
+		}
+	}
+	return n, nil
+}
+
+func (p *linePacer) Flush() { _ = http.NewResponseController(p.ResponseWriter).Flush() }
+
+func (p *linePacer) Unwrap() http.ResponseWriter { return p.ResponseWriter }
