@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -56,6 +55,9 @@ type Service struct {
 	callers *callerrate.Limiter
 	// lists counts each caller's running Lists.
 	lists listSlots
+	// tokenRead, when set (by tests), runs on a List's reading goroutine
+	// before each token is read.
+	tokenRead func()
 }
 
 // Option configures a Service.
@@ -130,38 +132,25 @@ func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServ
 	if err != nil {
 		return s.status(callCtx, err)
 	}
-	// Closing early (limit, an error, the caller gone) closes the upstream
-	// stream too.
-	defer lister.Close()
-	return s.sendList(callCtx, stream, lister, order, int(req.GetLimit()))
-}
-
-// sendList sends the lister's tokens until the listing ends or limit (0:
-// none) tokens went.
-func (s *Service) sendList(ctx context.Context, stream grpc.ServerStreamingServer[tokenv1.ListResponse], lister *chatbotkit.Lister, order chatbotkit.Order, limit int) error {
-	var batch responseBatch
-	for sent := 0; limit == 0 || sent < limit; sent++ {
-		tok, pos, err := lister.Next()
-		if err == io.EOF {
-			break
+	items := make(chan listItem, listAhead)
+	done := make(chan struct{})
+	go s.readList(ctx, lister, order, int(req.GetLimit()), items, done)
+	// However List ends, the reader stops (closing the upstream stream)
+	// before it returns.
+	defer func() { cancel(); <-done }()
+	for it := range items {
+		if it.err != nil {
+			return it.err
 		}
-		if err != nil {
-			return s.listError(ctx, err, sent)
-		}
-		resp := batch.next()
-		if err := setToken(resp.Token, resp.times, &tok); err != nil {
-			return s.status(ctx, err)
-		}
-		resp.Cursor = encodeCursor(order, pos)
-		if err := stream.Send(resp.ListResponse); err != nil {
+		if err := stream.Send(it.resp); err != nil {
 			// The caller is gone or its deadline passed; the stream's
 			// status is already decided by gRPC.
 			return err
 		}
 	}
 	// A listing that ended because the call did must not end OK.
-	if err := ctx.Err(); err != nil {
-		return s.status(ctx, err)
+	if err := callCtx.Err(); err != nil {
+		return s.status(callCtx, err)
 	}
 	return nil
 }
@@ -180,34 +169,6 @@ func (s *Service) listError(ctx context.Context, err error, sent int) error {
 	}
 	return apierr.WithLogDetail(apierr.Status(codes.Aborted, apierr.ReasonCursorStale,
 		"ChatBotKit's stream broke off and the listing no longer holds the last token sent, so it cannot be resumed exactly; resume from an earlier cursor or list again"), err.Error())
-}
-
-// responseBatch hands out ListResponses made batchSize at a time: one
-// allocation of each kind per batch rather than four per token. Each is
-// sent once and never touched again.
-type responseBatch struct {
-	resps []tokenv1.ListResponse
-	toks  []tokenv1.Token
-	times [][2]timestamppb.Timestamp
-}
-
-const batchSize = 64
-
-type batchedResponse struct {
-	*tokenv1.ListResponse
-	times *[2]timestamppb.Timestamp
-}
-
-func (b *responseBatch) next() batchedResponse {
-	if len(b.resps) == 0 {
-		b.resps = make([]tokenv1.ListResponse, batchSize)
-		b.toks = make([]tokenv1.Token, batchSize)
-		b.times = make([][2]timestamppb.Timestamp, batchSize)
-	}
-	r := batchedResponse{&b.resps[0], &b.times[0]}
-	r.Token = &b.toks[0]
-	b.resps, b.toks, b.times = b.resps[1:], b.toks[1:], b.times[1:]
-	return r
 }
 
 func upstreamOrder(o tokenv1.Order) chatbotkit.Order {
