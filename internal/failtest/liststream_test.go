@@ -2,7 +2,9 @@ package failtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -272,5 +274,55 @@ func TestListCallerRateCountsResumes(t *testing.T) {
 	}
 	if took > 3*time.Second {
 		t.Fatalf("took %s: a request was counted more than once", took)
+	}
+}
+
+// TestListMillionTokensBoundedMemory: one List of 1,000,000 tokens from an
+// upstream stream that never ends (limit ends it), to a reader that keeps
+// pausing, grows this process (cbkgate, the upstream and the reader
+// together) by less than 32 MiB of heap, and of RSS without the race
+// detector: the stream is read only as fast as the reader takes tokens.
+// The race detector slows a token about thirty times, so with it the List
+// is of 100,000 tokens (the bound does not depend on the length).
+func TestListMillionTokensBoundedMemory(t *testing.T) {
+	up := fu.Start(t)
+	up.SetDefault(fu.List, fu.EndlessLines())
+	g := startGate(t, up.URL)
+	n := 1_000_000
+	if raceEnabled {
+		n = 100_000
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	_, baseRSS := memory(t)
+	got := 0
+	var err error
+	start := time.Now()
+	peak := peakHeap(t, func() {
+		stream, serr := g.Client().List(g.withAuth(ctx), &tokenv1.ListRequest{UserId: "u1", Limit: int32(n)})
+		if serr != nil {
+			err = serr
+			return
+		}
+		for {
+			_, rerr := stream.Recv()
+			if rerr != nil {
+				if !errors.Is(rerr, io.EOF) {
+					err = rerr
+				}
+				return
+			}
+			if got++; got%(n/10) == 0 {
+				time.Sleep(50 * time.Millisecond) // a slow reader: the upstream must wait
+			}
+		}
+	})
+	_, rss := memory(t)
+	t.Logf("%d tokens in %s: heap peak %+.1f MiB, RSS %+.1f MiB", got, time.Since(start).Round(time.Millisecond), float64(peak)/miB, float64(rss-baseRSS)/miB)
+	if err != nil || got != n {
+		t.Fatalf("%d tokens, %v; want %d", got, err, n)
+	}
+	if peak > 32*miB || (!raceEnabled && rss-baseRSS > 32*miB) {
+		t.Fatalf("memory grew by %.1f MiB (heap peak) / %.1f MiB (RSS), want under 32", float64(peak)/miB, float64(rss-baseRSS)/miB)
 	}
 }
