@@ -1,6 +1,6 @@
 // Package chatbotkit is cbkgate's client for ChatBotKit's partner user token
-// REST API: list (one JSON page at a time), create, update and
-// delete. It knows nothing of gRPC.
+// REST API: list (as one JSONL stream, see stream.go, or one JSON page at a
+// time), create, update and delete. It knows nothing of gRPC.
 //
 // What it takes care of, once, for every caller: escaping each id as exactly
 // one path segment; retrying list reads on transient failures with
