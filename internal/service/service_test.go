@@ -44,7 +44,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // newTestService serves the service over a real gRPC connection, backed by
 // the REST client talking to h over loopback HTTP.
-func newTestService(t *testing.T, h http.Handler) (tokenv1.TokenServiceClient, *upstream) {
+func newTestService(t testing.TB, h http.Handler) (tokenv1.TokenServiceClient, *upstream) {
 	t.Helper()
 	up := &upstream{handler: h}
 	hs := httptest.NewServer(up)
