@@ -49,6 +49,11 @@ const (
 	// ReasonMethodNotAllowed: a known path on the HTTP port asked with
 	// another method.
 	ReasonMethodNotAllowed = "METHOD_NOT_ALLOWED"
+	// ReasonCursorStale: a List cursor's token is no longer listed, so
+	// where to resume cannot be known exactly.
+	ReasonCursorStale = "CURSOR_STALE"
+	// ReasonTooManyLists: a caller has as many Lists running as it may.
+	ReasonTooManyLists = "TOO_MANY_LISTS"
 )
 
 // New returns a status error with code and message whose first detail is

@@ -116,7 +116,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 			return nil, fmt.Errorf("emulator: %w", err)
 		}
 		a.emulatorServer = &http.Server{
-			Handler:           emulator.New(emulator.Options{Secret: cfg.EmulatorSecret.Reveal()}),
+			Handler:           emulator.WithLatency(emulator.New(emulator.Options{Secret: cfg.EmulatorSecret.Reveal()}), cfg.EmulatorLatency),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}

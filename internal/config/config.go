@@ -71,6 +71,8 @@ type Config struct {
 	Emulator       bool
 	EmulatorAddr   string       // loopback host:port with a fixed port
 	EmulatorSecret secret.Value // the Bearer secret the emulator accepts
+	// EmulatorLatency is how long every emulator answer waits (dev mode).
+	EmulatorLatency time.Duration // >= 0
 
 	LogLevel        slog.Level // one of Debug, Info, Warn, Error
 	LogFormat       LogFormat
@@ -149,6 +151,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("max_connection_age", c.MaxConnectionAge.String()),
 		slog.Int("caller_rate", c.CallerRate),
+		slog.Duration("emulator_latency", c.EmulatorLatency),
 	)
 }
 

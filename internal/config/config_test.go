@@ -93,6 +93,7 @@ func TestDefaults(t *testing.T) {
 				{"ShutdownTimeout", c.ShutdownTimeout, 20 * time.Second},
 				{"MaxConnectionAge", c.MaxConnectionAge, 5 * time.Minute},
 				{"CallerRate", c.CallerRate, 0},
+				{"EmulatorLatency", c.EmulatorLatency, time.Duration(0)},
 			}
 			for _, ch := range checks {
 				if ch.got != ch.want {
@@ -129,6 +130,8 @@ func TestFlagAndEnv(t *testing.T) {
 			get: func(c *Config) string { return c.MaxConnectionAge.String() }, wantFlag: "0s", wantEnv: "1m30s"},
 		{flag: "caller-rate", env: "CBKGATE_CALLER_RATE", flagVal: "5", envVal: "20",
 			get: func(c *Config) string { return strconv.Itoa(c.CallerRate) }, wantFlag: "5", wantEnv: "20"},
+		{flag: "emulator-latency", env: "CBKGATE_EMULATOR_LATENCY", flagVal: "50ms", envVal: "1s",
+			get: func(c *Config) string { return c.EmulatorLatency.String() }, wantFlag: "50ms", wantEnv: "1s"},
 		{flag: "cors-origins", env: "CBKGATE_CORS_ORIGINS", flagVal: "https://a.example", envVal: "*",
 			get: func(c *Config) string { return strings.Join(c.CORSOrigins, ",") }, wantFlag: "https://a.example", wantEnv: "*"},
 		{flag: "emulator-addr", env: "CBKGATE_EMULATOR_ADDR", flagVal: "localhost:1234", envVal: "[::1]:4321",
@@ -335,6 +338,8 @@ func TestErrors(t *testing.T) {
 		{"caller rate negative", []string{"--caller-rate", "-1"}, held(), []string{"--caller-rate"}},
 		{"caller rate not a number env", nil, held("CBKGATE_CALLER_RATE", "fast"), []string{"CBKGATE_CALLER_RATE"}},
 		{"caller rate fractional", []string{"--caller-rate", "2.5"}, held(), []string{"--caller-rate"}},
+		{"emulator latency negative", []string{"--emulator-latency", "-1s"}, held(), []string{"--emulator-latency"}},
+		{"emulator latency bare number", []string{"--emulator-latency", "50"}, held(), []string{"--emulator-latency"}},
 
 		// CORS
 		{"cors star mixed", []string{"--cors-origins", "*,https://a.example"}, held(), []string{"--cors-origins"}},
@@ -410,7 +415,7 @@ func TestUsage(t *testing.T) {
 	}
 	// The table must cover every flag the contract names.
 	for _, f := range []string{"grpc-addr", "http-addr", "upstream", "api-keys-file", "tls-cert", "tls-key", "tls-client-ca",
-		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate"} {
+		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate", "emulator-latency"} {
 		if !strings.Contains(u, "--"+f+"\n") && !strings.Contains(u, "--"+f+" ") {
 			t.Errorf("Usage lacks --%s", f)
 		}

@@ -43,6 +43,7 @@ const (
 	fShutdownTimeout = "shutdown-timeout"
 	fMaxConnAge      = "max-connection-age"
 	fCallerRate      = "caller-rate"
+	fEmulatorLatency = "emulator-latency"
 )
 
 var settings = []setting{
@@ -72,6 +73,8 @@ var settings = []setting{
 		help: "emulator listen address (loopback only, fixed port)"},
 	{flag: fEmulatorSecret, env: "CBKGATE_EMULATOR_SECRET", def: "emulator", arg: "secret",
 		help: "the Bearer secret the emulator accepts (not a real credential)"},
+	{flag: fEmulatorLatency, env: "CBKGATE_EMULATOR_LATENCY", def: "0", arg: "duration",
+		help: "with --emulator: every emulator answer waits this long, as a real network would make it (e.g. 50ms)"},
 	{flag: fLogLevel, env: "CBKGATE_LOG_LEVEL", def: "info", arg: "level",
 		help: "debug, info, warn or error"},
 	{flag: fLogFormat, env: "CBKGATE_LOG_FORMAT", def: "json", arg: "format",
@@ -81,7 +84,7 @@ var settings = []setting{
 	{flag: fMaxConnAge, env: "CBKGATE_MAX_CONNECTION_AGE", def: "5m", arg: "duration",
 		help: "close each gRPC connection gracefully after this long (±10% jitter), so clients rebalance; 0 is unlimited"},
 	{flag: fCallerRate, env: "CBKGATE_CALLER_RATE", def: "0", arg: "n",
-		help: "upstream requests per second each caller may cause (burst 2n; list pages count); 0 is no limit"},
+		help: "upstream requests per second each caller may cause (burst 2n; opening a list stream, each resume and each page count); 0 is no limit"},
 }
 
 // Usage returns the help text: every flag with its environment variable and

@@ -27,7 +27,8 @@
 //     that existed when it started, so it ends even under constant inserts.
 //   - Query parameters other than cursor, order and take (such as the SDK's
 //     meta.KEY filters) are ignored.
-//   - There are no fault or latency hooks: this is the well-behaved upstream.
+//   - There are no fault hooks: this is the well-behaved upstream
+//     (WithLatency only delays its answers).
 package emulator
 
 import (

@@ -62,8 +62,8 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/gen/openapiv2"
 	"github.com/cbkgate/cbkgate/internal/apierr"
-	"github.com/cbkgate/cbkgate/internal/jsonbody"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
+	"github.com/cbkgate/cbkgate/internal/jsonbody"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
@@ -283,7 +283,6 @@ func incomingHeaderMatcher(key string) (string, bool) {
 	}
 	return "", false
 }
-
 
 // canonicalPaths answers 400 INVALID_ARGUMENT for a request path that
 // http.ServeMux would redirect (a "." or ".." segment, raw or escaped, or

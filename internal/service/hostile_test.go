@@ -62,33 +62,17 @@ func wantReason(t *testing.T, err error, code codes.Code, reason string) *status
 	return nil
 }
 
-// A panic on the goroutine that fetches a List's pages, which runs outside
-// any recovery interceptor, ends that call with INTERNAL; before, it ended
-// the process (this test binary included).
-func TestPanicWhileFetchingPagesEndsOnlyTheCall(t *testing.T) {
-	up := httptest.NewServer(pagedHandler(t, []string{`{"items":[{"id":"a"}],"cursor":"c1"}`}, func(w http.ResponseWriter) { w.WriteHeader(500) }))
-	t.Cleanup(up.Close)
-	svc := New(testClient(t, up.URL))
-	svc.pageFetched = func() { panic("a bug on the page goroutine") }
-	api := serveService(t, svc)
-	_, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u"})
-	st := status.Convert(err)
-	if st.Code() != codes.Internal || st.Message() != msgInternal {
-		t.Fatalf("got %v, want INTERNAL %q", err, msgInternal)
-	}
-	// And the server still serves.
-	svc.pageFetched = nil
-	if _, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u"}); status.Code(err) == codes.Unavailable {
-		t.Fatalf("the server is gone: %v", err)
-	}
-}
-
-// page_size over maxPageSize is clamped, not refused.
+// page_size over maxPageSize is clamped, not refused. It sets take only on
+// page requests: the first request asks for the stream, without take.
 func TestPageSizeIsClampedTo1000(t *testing.T) {
-	takes := make(chan string, 1)
+	takes := make(chan string, 2)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		takes <- r.URL.Query().Get("take")
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("cursor") == "" {
+			w.Write([]byte(`{"items":[{"id":"a"}],"cursor":"c1"}`))
+			return
+		}
 		w.Write([]byte(`{"items":[]}`))
 	}))
 	t.Cleanup(up.Close)
@@ -96,8 +80,11 @@ func TestPageSizeIsClampedTo1000(t *testing.T) {
 	if _, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u", PageSize: 5000}); err != nil {
 		t.Fatal(err)
 	}
+	if got := <-takes; got != "" {
+		t.Fatalf("the stream request's take = %s, want none", got)
+	}
 	if got := <-takes; got != "1000" {
-		t.Fatalf("upstream take = %s, want 1000", got)
+		t.Fatalf("the page request's take = %s, want 1000", got)
 	}
 }
 
