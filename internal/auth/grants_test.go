@@ -230,13 +230,10 @@ func deniedInfo(t *testing.T, what string, err error) *errdetails.ErrorInfo {
 	return nil
 }
 
-// TestGrantsLoad: --grants-file through config.Load and auth.Load: a bad
-// line fails the start naming the setting, file and line; pass-through
-// refuses it; a good file is enforced on unary calls and on List's first
-// message, a refusal (PERMISSION_DENIED with method and caller) never
-// reaching the service; a reload swaps the grants, and a broken file keeps
-// the previous ones.
-func TestGrantsLoad(t *testing.T) {
+// TestGrantsLoadErrors: --grants-file through config.Load and auth.Load:
+// a bad line fails the start naming the setting, file and line; a missing
+// file is named; pass-through refuses grants.
+func TestGrantsLoadErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	bad := writeFile(t, dir, "bad", "key:a list *\n\nkey:b lsit *\n")
@@ -258,7 +255,16 @@ func TestGrantsLoad(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--grants-file needs a held secret") {
 		t.Errorf("pass-through with grants: %v", err)
 	}
+}
 
+// TestGrantsEnforced: a loaded grants file is enforced on unary calls and
+// on List's first message, a refusal (PERMISSION_DENIED with method and
+// caller) never reaching the service; a reload swaps the grants whole, and
+// a broken file keeps the previous ones.
+func TestGrantsEnforced(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	grants := writeFile(t, dir, "grants", "anonymous create,list u1\n")
 	a := mustLoad(t, []string{"--grants-file", grants}, held()...)
 	c, ts := startGranted(t, a)
 	create := func(user string) error {
@@ -293,7 +299,7 @@ func TestGrantsLoad(t *testing.T) {
 	if info := deniedInfo(t, "list of u2", list("u2")); info.GetMetadata()["method"] != "list" {
 		t.Errorf("list refusal's ErrorInfo %v", info)
 	}
-	_, err = c.Delete(callCtx(t), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t"})
+	_, err := c.Delete(callCtx(t), &tokenv1.DeleteRequest{UserId: "u1", TokenId: "t"})
 	if info := deniedInfo(t, "delete", err); info.GetMetadata()["method"] != "delete" {
 		t.Errorf("delete refusal's ErrorInfo %v", info)
 	}
