@@ -30,7 +30,7 @@ func TestSIGHUPReloadsGrants(t *testing.T) {
 	}
 	dir := k8ssecret.New(t, files("key:signup create acme-*\n"))
 	c := start(t, []string{"--upstream=" + up.URL, "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0",
-		"--api-keys-file=" + dir.Path("keys.txt"), "--grants-file=" + dir.Path("grants"), "--log-format=json"}, "CHATBOTKIT_API_SECRET="+secret)
+		"--admin-addr=", "--api-keys-file=" + dir.Path("keys.txt"), "--grants-file=" + dir.Path("grants"), "--log-format=json"}, "CHATBOTKIT_API_SECRET="+secret)
 	if err := c.waitListening(); err != nil {
 		t.Fatal(err)
 	}
