@@ -8,7 +8,8 @@
 //     added);
 //   - List of a user's tokens through gRPC vs the emulator's JSONL stream;
 //   - cbkgate's resident memory while it streams a very long listing;
-//   - cbkgate's own CPU time per create and per listed token.
+//   - cbkgate's own CPU time per create and per listed token, and what
+//     metrics and a 50-line grants file add to it.
 //
 // The two sides of a pair run in alternating rounds (A B A B ...), so a
 // noisy machine does not favour either; the table reports medians. cbkgate
@@ -75,12 +76,12 @@ func main() {
 	flag.StringVar(&o.serverBin, "server", "", "a built cbkgate binary (default: build ./cmd/server into a temporary directory)")
 	flag.StringVar(&o.baseline, "telemetry-baseline", "", "telemetry phase: compare against this cbkgate binary (run without --admin-addr, e.g. a build from before metrics) instead of this build with --admin-addr= (metrics off)")
 	flag.BoolVar(&o.infoLog, "info-logging", true, "also measure gRPC Create with cbkgate logging every call (--log-level=info, its default)")
-	phases := flag.String("phases", "memory,create,list,list-latency,telemetry,floor", "the parts to run, comma-separated: memory, create, list, list-latency (List of 10,000 tokens with 0, 20 and 50 ms upstream latency), telemetry (CPU per call, metrics on vs off), floor (a bare grpc-go + net/http server, for scale)")
+	phases := flag.String("phases", "memory,create,list,list-latency,telemetry,grants,floor", "the parts to run, comma-separated: memory, create, list, list-latency (List of 10,000 tokens with 0, 20 and 50 ms upstream latency), telemetry (CPU per call, metrics on vs off), grants (CPU per call, a 50-line grants file vs none), floor (a bare grpc-go + net/http server, for scale)")
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for p := range strings.SplitSeq(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "memory", "create", "list", "list-latency", "telemetry", "floor":
+		case "memory", "create", "list", "list-latency", "telemetry", "grants", "floor":
 			o.phases[p] = true
 		default:
 			fmt.Fprintf(os.Stderr, "bench: -phases: unknown phase %q\n", p)
@@ -179,6 +180,11 @@ func benchmark(ctx context.Context, o options) error {
 	}
 	if o.phases["telemetry"] {
 		if err := b.telemetry(ctx, t, bin, dir); err != nil {
+			return err
+		}
+	}
+	if o.phases["grants"] {
+		if err := b.grants(ctx, t, bin, dir); err != nil {
 			return err
 		}
 	}

@@ -493,7 +493,9 @@ func TestConfigErrors(t *testing.T) {
 	blank := filepath.Join(dir, "blank")
 	keys := filepath.Join(dir, "keys")
 	badKeys := filepath.Join(dir, "bad-keys")
-	for path, content := range map[string]string{empty: "", blank: " \n\t\n", keys: "key-one\n", badKeys: "ok key-one\nnot a key-line\n"} {
+	badGrants := filepath.Join(dir, "bad-grants")
+	for path, content := range map[string]string{empty: "", blank: " \n\t\n", keys: "key-one\n", badKeys: "ok key-one\nnot a key-line\n",
+		badGrants: "key:ok * *\nkey:b lsit u1\n"} {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -532,6 +534,8 @@ func TestConfigErrors(t *testing.T) {
 		{"held secret file, callers unauthenticated", nil, []string{"CHATBOTKIT_API_SECRET_FILE=" + keys}, "--api-keys-file"},
 		{"secret file missing, nothing else set", nil, []string{"CHATBOTKIT_API_SECRET_FILE=" + missing}, "CHATBOTKIT_API_SECRET_FILE: " + missing + " does not exist"},
 		{"keys file bad line", []string{"--api-keys-file=" + badKeys}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, badKeys + " line 2"},
+		{"grants file bad line", []string{"--api-keys-file=" + keys, "--grants-file=" + badGrants}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, "--grants-file: " + badGrants + " line 2: METHODS"},
+		{"grants file in pass-through mode", nil, []string{"CBKGATE_GRANTS_FILE=" + blank}, "CBKGATE_GRANTS_FILE needs a held secret"},
 		{"any origin with unauthenticated callers", []string{"--allow-unauthenticated", "--cors-origins=*"}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, "--cors-origins"},
 		{"any origin in dev mode", []string{"--emulator"}, []string{"CBKGATE_CORS_ORIGINS=*"}, "CBKGATE_CORS_ORIGINS"},
 		{"bad shutdown timeout", []string{"--shutdown-timeout=soon"}, nil, "--shutdown-timeout"},

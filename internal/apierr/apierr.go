@@ -54,6 +54,9 @@ const (
 	ReasonCursorStale = "CURSOR_STALE"
 	// ReasonTooManyLists: a caller has as many Lists running as it may.
 	ReasonTooManyLists = "TOO_MANY_LISTS"
+	// ReasonPermissionDenied: the caller is authenticated, but no grant
+	// (--grants-file) lets it make this call for this user.
+	ReasonPermissionDenied = "PERMISSION_DENIED"
 )
 
 // New returns a status error with code and message whose first detail is
@@ -75,6 +78,16 @@ func Status(code codes.Code, reason, message string, extra ...protoadapt.Message
 		return st
 	}
 	return withDetails
+}
+
+// WithMetadata is New with ErrorInfo metadata: facts a client can branch
+// on without parsing the message (which method, which caller).
+func WithMetadata(code codes.Code, reason, message string, metadata map[string]string) error {
+	st, err := status.New(code, message).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: metadata})
+	if err != nil {
+		return status.Error(code, message) // as in Status
+	}
+	return st.Err()
 }
 
 // WithLogDetail returns st as an error that also carries detail, for the

@@ -145,14 +145,17 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// Interceptor order: metrics and the request id first, then the call
 	// and audit lines, so that every call, refused ones included, is
 	// counted and logged under its request id; the caller interceptors
-	// right after authentication report the identity back out.
+	// right after authentication report the identity back out; then the
+	// grants decide what that caller may do (its refusals are logged,
+	// audited and counted by the interceptors before it).
 	tel := telemetry.GRPC{Metrics: a.metrics, Tracing: a.tracing, Gateway: isGateway}
 	grpcOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(tel.UnaryInterceptor(),
-			logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor()),
+			logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor(),
+			authn.GrantsUnaryInterceptor()),
 		grpc.ChainStreamInterceptor(tel.StreamInterceptor(),
 			logging.StreamInterceptor(log, isGateway), recoverStream(log), watchStreamLimit(MaxWatchStreams),
-			authn.StreamInterceptor(), logging.CallerStreamInterceptor(), stallGuard()),
+			authn.StreamInterceptor(), logging.CallerStreamInterceptor(), authn.GrantsStreamInterceptor(), stallGuard()),
 		grpc.InTapHandle(stallTap),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxSendMsgSize(maxSendMsgBytes),
@@ -390,6 +393,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.adminServer != nil {
 		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
 	}
+	a.auth.LogGrants(a.log)
 	// "pid" is the process to send SIGHUP to; under `go run` that is not
 	// the go command's.
 	a.log.Info("cbkgate serving", "pid", os.Getpid(), "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
@@ -466,9 +470,9 @@ func (a *App) shutdown() {
 	a.log.Info("stopped")
 }
 
-// Reload re-reads the credential files (keys, secret file, TLS key pair),
-// as on SIGHUP. A file that fails to load changes nothing; the error is
-// logged and returned.
+// Reload re-reads the credential files (keys, secret file, TLS key pair)
+// and the grants file, as on SIGHUP. A file that fails to load changes
+// nothing; the error is logged and returned.
 func (a *App) Reload() error { return a.auth.Reload("SIGHUP") }
 
 func (a *App) closeListeners() {

@@ -27,8 +27,12 @@
 // hands the identity over in metadata that the interceptors believe only
 // from that connection (see GatewayMetadata).
 //
-// Nothing here logs except the outcome of a reload, and no error message
-// carries the characters of a credential.
+// Authorization follows authentication: grants.go holds each caller to the
+// grants of --grants-file (what it may do, for which users).
+//
+// Nothing here logs except the outcome of a reload and, once at start, the
+// grants policy (LogGrants); no error message carries the characters of a
+// credential.
 package auth
 
 import (
@@ -72,6 +76,9 @@ type Config struct {
 	SecretFile string
 	// KeysFile is --api-keys-file, a path ("" when unset).
 	KeysFile string
+	// GrantsFile is --grants-file, a path ("" when unset: every
+	// authenticated caller may do everything). See grants.go.
+	GrantsFile string
 	// TLSCertFile, TLSKeyFile and TLSClientCAFile are the PEM files of
 	// --tls-cert, --tls-key and --tls-client-ca ("" when unset).
 	TLSCertFile, TLSKeyFile, TLSClientCAFile string
@@ -184,6 +191,9 @@ func Load(c Config) (*Authenticator, error) {
 	if err := c.checkCombination(files.secretSource); err != nil {
 		return nil, err
 	}
+	if err := c.checkGrants(held); err != nil {
+		return nil, err
+	}
 	if c.TLSClientCAFile != "" {
 		if a.clientCAs, err = loadClientCAs(c.source(FlagTLSClientCA), c.TLSClientCAFile); err != nil {
 			return nil, err
@@ -200,6 +210,7 @@ func (c *Config) files() (credentialFiles, error) {
 		keysSource: c.source(FlagAPIKeysFile), keysFile: c.KeysFile,
 		certSource: c.source(FlagTLSCert), certFile: c.TLSCertFile,
 		keySource: c.source(FlagTLSKey), keyFile: c.TLSKeyFile,
+		grantsSource: c.source(FlagGrantsFile), grantsFile: c.GrantsFile,
 	}
 	switch {
 	case !c.Secret.IsZero() && c.SecretFile != "":
@@ -348,6 +359,7 @@ func (a *Authenticator) LogValue() slog.Value {
 		slog.Int("api_keys", len(c.keys)),
 		slog.Bool("client_certs", a.acceptCerts),
 		slog.Bool("tls", c.cert != nil),
+		slog.String("grants_file", a.files.grantsFile),
 	)
 }
 

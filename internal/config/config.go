@@ -93,6 +93,9 @@ type Config struct {
 	apiSecretFile, apiKeysFile  string
 	tlsKeyFile, tlsClientCAFile string
 	allowUnauthenticated        bool
+	// grantsFile is --grants-file, a path ("" when unset), read by
+	// internal/auth like the keys file.
+	grantsFile string
 
 	// sources maps each flag to where its value came from ("--flag" or
 	// the environment variable), for errors found after Load.
@@ -116,6 +119,7 @@ func (c *Config) Auth() auth.Config {
 		Secret:               c.APISecret,
 		SecretFile:           c.apiSecretFile,
 		KeysFile:             c.apiKeysFile,
+		GrantsFile:           c.grantsFile,
 		TLSCertFile:          c.TLSCertFile,
 		TLSKeyFile:           c.tlsKeyFile,
 		TLSClientCAFile:      c.tlsClientCAFile,
@@ -140,6 +144,7 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("upstream", upstream),
 		slog.String("api_keys_file", c.apiKeysFile),
+		slog.String("grants_file", c.grantsFile),
 		slog.String("tls_cert", c.TLSCertFile),
 		slog.String("tls_client_ca", c.tlsClientCAFile),
 		slog.Any("cors_origins", c.CORSOrigins),

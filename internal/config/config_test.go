@@ -202,6 +202,15 @@ func TestFlagBeatsEnvSpecialCases(t *testing.T) {
 			t.Fatalf("env: got %q from %s", c.apiKeysFile, c.source("api-keys-file"))
 		}
 	})
+	t.Run("grants file", func(t *testing.T) {
+		env := []string{EnvAPISecret, distinct, "CBKGATE_GRANTS_FILE", other}
+		if a := mustLoad(t, []string{"--grants-file", keys}, env...).Auth(); a.GrantsFile != keys || a.Source("grants-file") != "--grants-file" {
+			t.Fatalf("flag: got %q from %s", a.GrantsFile, a.Source("grants-file"))
+		}
+		if a := mustLoad(t, nil, env...).Auth(); a.GrantsFile != other || a.Source("grants-file") != "CBKGATE_GRANTS_FILE" {
+			t.Fatalf("env: got %q from %s", a.GrantsFile, a.Source("grants-file"))
+		}
+	})
 	t.Run("single dash flags", func(t *testing.T) {
 		c := mustLoad(t, []string{"-grpc-addr", ":1", "-emulator"})
 		if c.GRPCAddr != ":1" || !c.Emulator {
@@ -415,7 +424,7 @@ func TestUsage(t *testing.T) {
 	}
 	// The table must cover every flag the contract names.
 	for _, f := range []string{"grpc-addr", "http-addr", "upstream", "api-keys-file", "tls-cert", "tls-key", "tls-client-ca",
-		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate", "emulator-latency"} {
+		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate", "emulator-latency", "grants-file"} {
 		if !strings.Contains(u, "--"+f+"\n") && !strings.Contains(u, "--"+f+" ") {
 			t.Errorf("Usage lacks --%s", f)
 		}

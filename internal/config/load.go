@@ -127,6 +127,7 @@ func (in *input) serving(c *Config) error {
 // reads; nothing about them is judged here.
 func (in *input) authInputs(c *Config) {
 	c.apiKeysFile, _, _ = in.get(fAPIKeysFile)
+	c.grantsFile, _, _ = in.get(fGrantsFile)
 	c.TLSCertFile, _, _ = in.get(fTLSCert)
 	c.tlsKeyFile, _, _ = in.get(fTLSKey)
 	c.tlsClientCAFile, _, _ = in.get(fTLSClientCA)

@@ -30,6 +30,7 @@ const (
 	fAdminAddr       = "admin-addr"
 	fUpstream        = "upstream"
 	fAPIKeysFile     = auth.FlagAPIKeysFile
+	fGrantsFile      = auth.FlagGrantsFile
 	fTLSCert         = auth.FlagTLSCert
 	fTLSKey          = auth.FlagTLSKey
 	fTLSClientCA     = auth.FlagTLSClientCA
@@ -57,6 +58,8 @@ var settings = []setting{
 		help: "ChatBotKit API base URL"},
 	{flag: fAPIKeysFile, env: "CBKGATE_API_KEYS_FILE", arg: "path",
 		help: "file of caller API keys, one per line (NAME KEY, NAME sha256:HEX or KEY), # comments; re-read on SIGHUP and on change (needs a held secret)"},
+	{flag: fGrantsFile, env: "CBKGATE_GRANTS_FILE", arg: "path",
+		help: "file of grants, one per line (IDENTITY METHODS USERS, e.g. key:signup create,list acme-*), # comments; without it every authenticated caller may do everything; re-read on SIGHUP and on change (needs a held secret)"},
 	{flag: fTLSCert, env: "CBKGATE_TLS_CERT", arg: "path",
 		help: "PEM server certificate (with --tls-key; default plaintext)"},
 	{flag: fTLSKey, env: "CBKGATE_TLS_KEY", arg: "path",

@@ -32,6 +32,7 @@ type Metrics struct {
 	listMetaOmitted  prometheus.Counter
 	rateLimited      prometheus.Counter
 	authFailures     *prometheus.CounterVec
+	permissionDenied *prometheus.CounterVec
 	configReloads    *prometheus.CounterVec
 
 	series seriesCache
@@ -90,9 +91,13 @@ func NewMetrics() *Metrics {
 			Name: "cbkgate_auth_failures_total",
 			Help: "Calls cbkgate refused as UNAUTHENTICATED, by reason (the ErrorInfo reason).",
 		}, []string{"reason"}),
+		permissionDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cbkgate_permission_denied_total",
+			Help: "Authenticated calls cbkgate refused as PERMISSION_DENIED because no grant (--grants-file) allows them, by method (list, create, update, delete).",
+		}, []string{"method"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cbkgate_config_reloads_total",
-			Help: "Reloads of the key file, secret file and TLS files, by result (success, failure).",
+			Help: "Reloads of the key file, secret file, TLS files and grants file, by result (success, failure).",
 		}, []string{"result"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -109,7 +114,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(
 		m.httpRequests, m.httpDuration,
 		m.upstreamRequests, m.upstreamDuration, m.upstreamRetries,
-		m.listTokensSent, m.listMetaOmitted, m.rateLimited, m.authFailures, m.configReloads,
+		m.listTokensSent, m.listMetaOmitted, m.rateLimited, m.authFailures, m.permissionDenied, m.configReloads,
 		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -121,6 +126,9 @@ func NewMetrics() *Metrics {
 	}
 	for _, r := range authFailureReasons {
 		m.authFailures.WithLabelValues(r)
+	}
+	for _, op := range upstreamOperations {
+		m.permissionDenied.WithLabelValues(op)
 	}
 	m.configReloads.WithLabelValues("success")
 	m.configReloads.WithLabelValues("failure")
