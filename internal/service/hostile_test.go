@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -60,6 +61,36 @@ func wantReason(t *testing.T, err error, code codes.Code, reason string) *status
 	}
 	t.Fatalf("details %v, want ErrorInfo{cbkgate, %s}", st.Details(), reason)
 	return nil
+}
+
+// A panic on the goroutine that reads a List's upstream stream, which runs
+// outside any recovery interceptor, ends that call with INTERNAL rather
+// than the process (this test binary included), and the server goes on
+// serving.
+func TestPanicWhileReadingListEndsOnlyTheCall(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/jsonl")
+		w.Write([]byte(`{"type":"item","data":{"id":"a"}}` + "\n"))
+	}))
+	t.Cleanup(up.Close)
+	svc := New(testClient(t, up.URL))
+	var panicking atomic.Bool
+	panicking.Store(true)
+	svc.tokenRead = func() {
+		if panicking.Load() {
+			panic("a bug on the reading goroutine")
+		}
+	}
+	api := serveService(t, svc)
+	_, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u"})
+	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != msgInternal {
+		t.Fatalf("got %v, want INTERNAL %q", err, msgInternal)
+	}
+	panicking.Store(false)
+	got, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u"})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("after the panic: %d tokens, %v; want the one token, OK", len(got), err)
+	}
 }
 
 // page_size over maxPageSize is clamped, not refused. It sets take only on
