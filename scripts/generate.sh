@@ -54,14 +54,30 @@ if [ ! -x scripts/protoc-gen-es/node_modules/.bin/protoc-gen-es ]; then
   npm ci --silent --no-audit --no-fund --prefix scripts/protoc-gen-es
 fi
 
-# Only the generated files go: hand-written ones in gen/ (the OpenAPI embed) stay.
-rm -rf gen/cbkgate gen/cbkgate.binpb gen/openapiv2/*.json gen/ts
-go tool buf generate
+# Build buf and the protoc plugins (Go tools pinned in go.mod) before
+# anything is generated: on a first run that takes minutes, and gen/ stays
+# as it is meanwhile, so the tree keeps compiling.
+go build tool
+
+# Generate into a temporary tree and put it in place at the end: a failure
+# half way leaves gen/ as it was, never half generated.
+out=$(mktemp -d)
+trap 'rm -rf "$out" ${tmp:+"$tmp"}' EXIT
+go tool buf generate -o "$out"
 # The List operation as it is served (NDJSON and SSE), not as a bare stream.
-go run ./scripts/openapi-list gen/openapiv2/cbkgate.swagger.json
+go run ./scripts/openapi-list "$out/gen/openapiv2/cbkgate.swagger.json"
 # The descriptor set holds the API with all its imports, and google/rpc's
 # Status and error details besides: the API never imports them, yet every
 # error carries them, and a client holding only this file must decode them.
 go tool buf build . --path proto/cbkgate --path "$third_party/google/rpc/status.proto" \
-  --path "$third_party/google/rpc/error_details.proto" -o gen/cbkgate.binpb
-go tool buf generate --template buf.gen.ts.yaml
+  --path "$third_party/google/rpc/error_details.proto" -o "$out/gen/cbkgate.binpb"
+# gen/ts is generated from that descriptor set (buf.gen.ts.yaml's input is
+# the committed one; here it is the new one).
+go tool buf generate "$out/gen/cbkgate.binpb" --template buf.gen.ts.yaml -o "$out"
+
+# Only the generated files are swapped: hand-written ones in gen/ (the
+# OpenAPI embed) stay.
+rm -rf gen/cbkgate gen/cbkgate.binpb gen/openapiv2/*.json gen/ts
+mkdir -p gen/openapiv2
+mv "$out/gen/cbkgate" "$out/gen/cbkgate.binpb" "$out/gen/ts" gen/
+mv "$out"/gen/openapiv2/*.json gen/openapiv2/

@@ -55,45 +55,54 @@ func (b *bench) telemetry(ctx context.Context, t *table, bin, dir string) error 
 			return err
 		}
 		name := fmt.Sprintf("telemetry: Create %s, c=%d", transport, c)
-		for _, f := range []call{callOn, callOff} {
-			if _, err := load(ctx, c, time.Second, f); err != nil {
-				return fmt.Errorf("%s: warm-up: %w", name, err)
-			}
-		}
-		var cpuOn, cpuOff time.Duration
-		var nOn, nOff int
-		for i := range b.o.rounds {
-			// Which side goes first alternates: the first side of a round
-			// reads a few percent high.
-			var r, r2 run
-			var err error
-			if i%2 == 0 {
-				r, err = measured(ctx, on, c, b.o.duration, callOn)
-				if err == nil {
-					r2, err = measured(ctx, off, c, b.o.duration, callOff)
-				}
-			} else {
-				r2, err = measured(ctx, off, c, b.o.duration, callOff)
-				if err == nil {
-					r, err = measured(ctx, on, c, b.o.duration, callOn)
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			cpuOn, nOn = cpuOn+r.cpu, nOn+r.calls
-			cpuOff, nOff = cpuOff+r2.cpu, nOff+r2.calls
-			progress("%s, round %d/%d: metrics on %s/call, %s %s/call", name, i+1, b.o.rounds,
-				perCall(r.cpu, r.calls), offName, perCall(r2.cpu, r2.calls))
-		}
-		if nOn == 0 || nOff == 0 || cpuOff == 0 {
-			return fmt.Errorf("%s: no calls or no CPU time measured", name)
+		cpuOn, nOn, cpuOff, nOff, err := b.alternate(ctx, name, on, off, callOn, callOff, "metrics on", offName)
+		if err != nil {
+			return err
 		}
 		ratio := (float64(cpuOn) / float64(nOn)) / (float64(cpuOff) / float64(nOff))
 		t.row(fmt.Sprintf("cbkgate CPU per Create, %s, c=%d: metrics on (cbkgate) vs %s (direct), tracing off", transport, c, offName),
 			perCall(cpuOn, nOn), perCall(cpuOff, nOff), fmt.Sprintf("%.3f", ratio), fmt.Sprintf("≤ %.2f", maxMetricsCost), ratio <= maxMetricsCost)
 	}
 	return nil
+}
+
+// alternate warms both servers up, then runs b.o.rounds rounds of f on
+// srvA and g on srvB, which side goes first alternating (the first side of
+// a round reads a few percent high), and returns each side's total CPU
+// time and calls. Totals rather than per-round figures: the 10 ms
+// granularity of /proc CPU times is too coarse round by round.
+func (b *bench) alternate(ctx context.Context, name string, srvA, srvB *server, f, g call, nameA, nameB string) (cpuA time.Duration, nA int, cpuB time.Duration, nB int, err error) {
+	c := b.o.conc
+	for _, h := range []call{f, g} {
+		if _, err := load(ctx, c, time.Second, h); err != nil {
+			return 0, 0, 0, 0, fmt.Errorf("%s: warm-up: %w", name, err)
+		}
+	}
+	for i := range b.o.rounds {
+		var r, r2 run
+		if i%2 == 0 {
+			r, err = measured(ctx, srvA, c, b.o.duration, f)
+			if err == nil {
+				r2, err = measured(ctx, srvB, c, b.o.duration, g)
+			}
+		} else {
+			r2, err = measured(ctx, srvB, c, b.o.duration, g)
+			if err == nil {
+				r, err = measured(ctx, srvA, c, b.o.duration, f)
+			}
+		}
+		if err != nil {
+			return 0, 0, 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		cpuA, nA = cpuA+r.cpu, nA+r.calls
+		cpuB, nB = cpuB+r2.cpu, nB+r2.calls
+		progress("%s, round %d/%d: %s %s/call, %s %s/call", name, i+1, b.o.rounds,
+			nameA, perCall(r.cpu, r.calls), nameB, perCall(r2.cpu, r2.calls))
+	}
+	if nA == 0 || nB == 0 || cpuB == 0 {
+		return 0, 0, 0, 0, fmt.Errorf("%s: no calls or no CPU time measured", name)
+	}
+	return cpuA, nA, cpuB, nB, nil
 }
 
 // measured runs one round of f against srv and records srv's CPU time.

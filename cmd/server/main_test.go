@@ -493,7 +493,9 @@ func TestConfigErrors(t *testing.T) {
 	blank := filepath.Join(dir, "blank")
 	keys := filepath.Join(dir, "keys")
 	badKeys := filepath.Join(dir, "bad-keys")
-	for path, content := range map[string]string{empty: "", blank: " \n\t\n", keys: "key-one\n", badKeys: "ok key-one\nnot a key-line\n"} {
+	badGrants := filepath.Join(dir, "bad-grants")
+	for path, content := range map[string]string{empty: "", blank: " \n\t\n", keys: "key-one\n", badKeys: "ok key-one\nnot a key-line\n",
+		badGrants: "key:ok * *\nkey:b lsit u1\n"} {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -532,6 +534,8 @@ func TestConfigErrors(t *testing.T) {
 		{"held secret file, callers unauthenticated", nil, []string{"CHATBOTKIT_API_SECRET_FILE=" + keys}, "--api-keys-file"},
 		{"secret file missing, nothing else set", nil, []string{"CHATBOTKIT_API_SECRET_FILE=" + missing}, "CHATBOTKIT_API_SECRET_FILE: " + missing + " does not exist"},
 		{"keys file bad line", []string{"--api-keys-file=" + badKeys}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, badKeys + " line 2"},
+		{"grants file bad line", []string{"--api-keys-file=" + keys, "--grants-file=" + badGrants}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, "--grants-file: " + badGrants + " line 2: METHODS"},
+		{"grants file in pass-through mode", nil, []string{"CBKGATE_GRANTS_FILE=" + blank}, "CBKGATE_GRANTS_FILE needs a held secret"},
 		{"any origin with unauthenticated callers", []string{"--allow-unauthenticated", "--cors-origins=*"}, []string{"CHATBOTKIT_API_SECRET=" + heldSecret}, "--cors-origins"},
 		{"any origin in dev mode", []string{"--emulator"}, []string{"CBKGATE_CORS_ORIGINS=*"}, "CBKGATE_CORS_ORIGINS"},
 		{"bad shutdown timeout", []string{"--shutdown-timeout=soon"}, nil, "--shutdown-timeout"},
@@ -914,7 +918,7 @@ func TestSIGHUPReloadsCredentials(t *testing.T) {
 	up := httptest.NewServer(emulator.New(emulator.Options{Secret: secret}))
 	t.Cleanup(up.Close)
 	dir := k8ssecret.New(t, map[string]string{"keys.txt": "first key-first-0123456789\n"})
-	c := start(t, []string{"--upstream=" + up.URL, "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0",
+	c := start(t, []string{"--upstream=" + up.URL, "--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 		"--api-keys-file=" + dir.Path("keys.txt"), "--log-format=json"}, "CHATBOTKIT_API_SECRET="+secret)
 	if err := c.waitListening(); err != nil {
 		t.Fatal(err)
@@ -931,6 +935,22 @@ func TestSIGHUPReloadsCredentials(t *testing.T) {
 	}
 	reloaded := func(l string) bool {
 		return strings.Contains(l, `"msg":"credentials reloaded"`) && strings.Contains(l, `"trigger":"SIGHUP"`)
+	}
+
+	// The startup line names the process to signal (under `go run`, not
+	// the go command), and prints durations as the flags take them.
+	serving, err := c.waitLine(10*time.Second, func(l string) bool { return strings.Contains(l, `"msg":"cbkgate serving"`) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var startup struct {
+		PID    int `json:"pid"`
+		Config struct {
+			ShutdownTimeout string `json:"shutdown_timeout"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal([]byte(serving), &startup); err != nil || startup.PID != c.cmd.Process.Pid || startup.Config.ShutdownTimeout != "20s" {
+		t.Errorf("startup line %s: pid %d and shutdown_timeout %q (%v), want %d and 20s", serving, startup.PID, startup.Config.ShutdownTimeout, err, c.cmd.Process.Pid)
 	}
 
 	c.signal(t, syscall.SIGHUP)

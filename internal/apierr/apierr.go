@@ -38,6 +38,25 @@ const (
 	ReasonReaderStalled = "READER_STALLED"
 	// ReasonBodyTimeout: an HTTP request body did not arrive in time.
 	ReasonBodyTimeout = "BODY_TIMEOUT"
+	// ReasonPayloadTooLarge: a request message over 1 MiB, after
+	// decompression when it came compressed.
+	ReasonPayloadTooLarge = "PAYLOAD_TOO_LARGE"
+	// ReasonUnsupportedMediaType: a request body of a type the path does
+	// not take.
+	ReasonUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
+	// ReasonNotFound: no route at the request's path on the HTTP port.
+	ReasonNotFound = "NOT_FOUND"
+	// ReasonMethodNotAllowed: a known path on the HTTP port asked with
+	// another method.
+	ReasonMethodNotAllowed = "METHOD_NOT_ALLOWED"
+	// ReasonCursorStale: a List cursor's token is no longer listed, so
+	// where to resume cannot be known exactly.
+	ReasonCursorStale = "CURSOR_STALE"
+	// ReasonTooManyLists: a caller has as many Lists running as it may.
+	ReasonTooManyLists = "TOO_MANY_LISTS"
+	// ReasonPermissionDenied: the caller is authenticated, but no grant
+	// (--grants-file) lets it make this call for this user.
+	ReasonPermissionDenied = "PERMISSION_DENIED"
 )
 
 // New returns a status error with code and message whose first detail is
@@ -59,6 +78,16 @@ func Status(code codes.Code, reason, message string, extra ...protoadapt.Message
 		return st
 	}
 	return withDetails
+}
+
+// WithMetadata is New with ErrorInfo metadata: facts a client can branch
+// on without parsing the message (which method, which caller).
+func WithMetadata(code codes.Code, reason, message string, metadata map[string]string) error {
+	st, err := status.New(code, message).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: metadata})
+	if err != nil {
+		return status.Error(code, message) // as in Status
+	}
+	return st.Err()
 }
 
 // WithLogDetail returns st as an error that also carries detail, for the
@@ -96,8 +125,12 @@ func (e *detailedError) GRPCStatus() *status.Status { return e.st }
 // answers and the JSON body of one refusal name the same code.
 func CodeForRefusal(httpStatus int) codes.Code {
 	switch httpStatus {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
 		return codes.InvalidArgument
+	case http.StatusRequestEntityTooLarge:
+		// A message over the limit is RESOURCE_EXHAUSTED, as grpc-go
+		// answers one on the gRPC port.
+		return codes.ResourceExhausted
 	case http.StatusUnauthorized:
 		return codes.Unauthenticated
 	case http.StatusForbidden:

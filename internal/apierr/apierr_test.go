@@ -31,7 +31,7 @@ func TestNewCarriesErrorInfoFirst(t *testing.T) {
 
 func TestCodeForRefusal(t *testing.T) {
 	for httpStatus, want := range map[int]codes.Code{
-		400: codes.InvalidArgument, 413: codes.InvalidArgument, 415: codes.InvalidArgument,
+		400: codes.InvalidArgument, 413: codes.ResourceExhausted, 415: codes.InvalidArgument,
 		401: codes.Unauthenticated, 403: codes.PermissionDenied, 404: codes.NotFound,
 		405: codes.Unimplemented, 501: codes.Unimplemented, 429: codes.ResourceExhausted,
 		503: codes.Unavailable, 504: codes.DeadlineExceeded, 408: codes.DeadlineExceeded,

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -84,6 +85,14 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		}
 	}()
 
+	if cfg.AdminAddr != "" {
+		// With no admin listener nothing could read the metrics, so none
+		// are collected. They exist before anything that reports to them
+		// is made: a hook bound to a.metrics while it is still nil (the
+		// reload hook below) would count nothing, ever.
+		a.metrics = telemetry.NewMetrics()
+	}
+
 	// Authentication first: a bad credential file or a contradictory
 	// setup stops the start before anything listens.
 	authCfg := cfg.Auth()
@@ -107,7 +116,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 			return nil, fmt.Errorf("emulator: %w", err)
 		}
 		a.emulatorServer = &http.Server{
-			Handler:           emulator.New(emulator.Options{Secret: cfg.EmulatorSecret.Reveal()}),
+			Handler:           emulator.WithLatency(emulator.New(emulator.Options{Secret: cfg.EmulatorSecret.Reveal()}), cfg.EmulatorLatency),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
@@ -116,12 +125,6 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	if a.tracing, err = telemetry.NewTracing(context.Background(), log); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	if cfg.AdminAddr != "" {
-		// With no admin listener nothing could read the metrics, so none
-		// are collected.
-		a.metrics = telemetry.NewMetrics()
-	}
-
 	// The auth interceptors give every call the secret to spend (the
 	// caller's, or the held one in force when the call began), so a
 	// rotated secret is used from the next call on.
@@ -142,14 +145,17 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// Interceptor order: metrics and the request id first, then the call
 	// and audit lines, so that every call, refused ones included, is
 	// counted and logged under its request id; the caller interceptors
-	// right after authentication report the identity back out.
+	// right after authentication report the identity back out; then the
+	// grants decide what that caller may do (its refusals are logged,
+	// audited and counted by the interceptors before it).
 	tel := telemetry.GRPC{Metrics: a.metrics, Tracing: a.tracing, Gateway: isGateway}
 	grpcOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(tel.UnaryInterceptor(),
-			logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor()),
+			logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor(),
+			authn.GrantsUnaryInterceptor()),
 		grpc.ChainStreamInterceptor(tel.StreamInterceptor(),
 			logging.StreamInterceptor(log, isGateway), recoverStream(log), watchStreamLimit(MaxWatchStreams),
-			authn.StreamInterceptor(), logging.CallerStreamInterceptor(), stallGuard()),
+			authn.StreamInterceptor(), logging.CallerStreamInterceptor(), authn.GrantsStreamInterceptor(), stallGuard()),
 		grpc.InTapHandle(stallTap),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxSendMsgSize(maxSendMsgBytes),
@@ -186,7 +192,9 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
 	a.grpcServer = grpc.NewServer(grpcOpts...)
-	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client, service.WithCallerRate(callerrate.New(cfg.CallerRate, nil))))
+	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client,
+		service.WithCallerRate(callerrate.New(cfg.CallerRate, nil)),
+		service.WithMetaOmitted(a.metaOmitted(log))))
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
 	reflection.Register(a.grpcServer)
@@ -289,6 +297,17 @@ func connectionAgeGrace(cfg *config.Config) time.Duration {
 	return cfg.ShutdownTimeout
 }
 
+// metaOmitted logs (rate-limited: a caller may list the same tokens again
+// and again) and counts each token List sent without its meta.
+func (a *App) metaOmitted(log *slog.Logger) func(ctx context.Context, userID, tokenID string) {
+	warn := logging.Limited(log)
+	return func(ctx context.Context, userID, tokenID string) {
+		a.metrics.ListMetaOmitted()
+		warn(ctx, slog.LevelWarn, "token listed without its meta: nested deeper than cbkgate passes on",
+			slog.String("user_id", userID), slog.String("token_id", logging.TruncateID(tokenID)))
+	}
+}
+
 // noteHTTPCaller passes the caller identity the auth middleware established
 // out to the HTTP middleware, for the lines of requests refused after
 // authentication (a body too large, say).
@@ -375,7 +394,10 @@ func (a *App) Run(ctx context.Context) error {
 	if a.adminServer != nil {
 		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
 	}
-	a.log.Info("cbkgate serving", "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
+	a.auth.LogGrants(a.log)
+	// "pid" is the process to send SIGHUP to; under `go run` that is not
+	// the go command's.
+	a.log.Info("cbkgate serving", "pid", os.Getpid(), "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
 
 	var runErr error
 	select {
@@ -449,9 +471,9 @@ func (a *App) shutdown() {
 	a.log.Info("stopped")
 }
 
-// Reload re-reads the credential files (keys, secret file, TLS key pair),
-// as on SIGHUP. A file that fails to load changes nothing; the error is
-// logged and returned.
+// Reload re-reads the credential files (keys, secret file, TLS key pair)
+// and the grants file, as on SIGHUP. A file that fails to load changes
+// nothing; the error is logged and returned.
 func (a *App) Reload() error { return a.auth.Reload("SIGHUP") }
 
 func (a *App) closeListeners() {

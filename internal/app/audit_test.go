@@ -75,7 +75,7 @@ func TestAuditTrail(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized update: HTTP %d, want 413", resp.StatusCode)
 	}
-	wants = append(wants, want{"token.update", user, c2.GetId(), codes.InvalidArgument, true})
+	wants = append(wants, want{"token.update", user, c2.GetId(), codes.ResourceExhausted, true})
 
 	_, st = h.delete(t, &tokenv1.DeleteRequest{UserId: user, TokenId: c2.GetId()})
 	wantCode(t, "delete", st, codes.OK)

@@ -130,9 +130,11 @@ func TestConnectHTTP(t *testing.T) {
 		before := up.Count()
 		big := `{"user_id":"u","name":"` + strings.Repeat("x", 2<<20) + `"}`
 		resp, body := send(t, http.MethodPost, []byte(big), map[string]string{"Content-Type": "application/json", "Authorization": bearer(secret)})
-		// Connect's answer for a message over the cap: resource_exhausted
-		// (HTTP 429 in the Connect unary protocol), never a 2xx or a 404.
-		if resp.StatusCode != http.StatusTooManyRequests || !bytes.Contains(body, []byte(`"resource_exhausted"`)) {
+		// A message over the cap: 413, resource_exhausted with
+		// ErrorInfo PAYLOAD_TOO_LARGE (Connect would say 429, which reads
+		// as "try again later"), never a 2xx or a 404.
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !bytes.Contains(body, []byte(`"resource_exhausted"`)) ||
+			!bytes.Contains(body, []byte(`"PAYLOAD_TOO_LARGE"`)) {
 			t.Fatalf("a 2 MiB Connect body: HTTP %d %.300s", resp.StatusCode, body)
 		}
 		if n := up.Count() - before; n != 0 {

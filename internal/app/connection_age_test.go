@@ -28,11 +28,11 @@ func TestMaxConnectionAgeRotatesConnections(t *testing.T) {
 		secret    = "held-secret"
 		listUser  = "long-lister"
 		listSize  = 12
-		pageDelay = 250 * time.Millisecond // 12 pages: a List of ~3 s, over two ages
+		lineDelay = 250 * time.Millisecond // 12 lines: a List of ~3 s, over two ages
 	)
 	emu, up := newEmulator(t, secret)
 	emu.Seed(listUser, listSize)
-	up.SetDefault(fu.List, fu.Slow(pageDelay, fu.Forward(emu)))
+	up.SetDefault(fu.List, fu.PaceLines(lineDelay, fu.Forward(emu)))
 	s := startServer(t, up.URL, gatetest.Held(secret), gatetest.Args("--max-connection-age=1s"))
 
 	cc, dials := gatetest.DialCounting(t, s.GRPCAddr())
@@ -40,7 +40,7 @@ func TestMaxConnectionAgeRotatesConnections(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
-	// The List starts on the first connection and reads one page at a time.
+	// The List starts on the first connection and gets one token at a time.
 	stream, err := client.List(ctx, &tokenv1.ListRequest{UserId: listUser, PageSize: 1})
 	if err != nil {
 		t.Fatal(err)

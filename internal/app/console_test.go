@@ -24,15 +24,17 @@ func TestConsoleOffByDefault(t *testing.T) {
 
 // TestConsoleServedWithoutKey: with --console the page and its files are
 // public (the key is typed into the page, which sends it with each call),
-// even on a cross-site navigation (a link from a wiki), while the API
-// still wants the key. Their requests are counted under the route
-// "/console/", never their paths, and none is logged as refused.
+// while the API still wants the key. The origin rule holds there as on
+// every path of the port: a cross-site request is refused. Other methods
+// are 405 and unknown files 404, in the API's error shape. The requests
+// are counted under the route "/console/", never their paths.
 func TestConsoleServedWithoutKey(t *testing.T) {
 	_, up := newEmulator(t, "console-secret")
 	s := startServer(t, up.URL, gatetest.Held("console-secret"),
 		gatetest.Args("--api-keys-file="+writeKeys(t, "ops ops-key"), "--console"))
 	h := s.httpCaller("")
-	h.header = http.Header{"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"navigate"}}
+	// What a browser sends for a typed or bookmarked address.
+	h.header = http.Header{"Sec-Fetch-Site": {"none"}, "Sec-Fetch-Mode": {"navigate"}}
 	for _, p := range []string{"/console/", "/console/console.js", "/console/console.css", "/console/favicon.svg"} {
 		resp, body := h.do(t, http.MethodGet, p, nil)
 		if resp.StatusCode != http.StatusOK || len(body) == 0 {
@@ -45,8 +47,16 @@ func TestConsoleServedWithoutKey(t *testing.T) {
 	if resp, _ := s.httpCaller("").do(t, http.MethodGet, tokensPath("u1"), nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("the API without a key: %d, want 401", resp.StatusCode)
 	}
-	if resp, _ := h.do(t, http.MethodGet, "/console/u1/secret", nil); resp.StatusCode != http.StatusNotFound {
-		t.Errorf("GET an unknown console file: %d, want 404", resp.StatusCode)
+	if resp, body := h.do(t, http.MethodGet, "/console/u1/secret", nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"NOT_FOUND"`) {
+		t.Errorf("GET an unknown console file: %d %s, want 404 NOT_FOUND", resp.StatusCode, body)
+	}
+	if resp, body := h.do(t, http.MethodPost, "/console/", []byte("{}")); resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /console/: %d %s (Allow %q), want 405 with Allow: GET, HEAD", resp.StatusCode, body, resp.Header.Get("Allow"))
+	}
+	foreign := s.httpCaller("")
+	foreign.header = http.Header{"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"navigate"}}
+	if resp, _ := foreign.do(t, http.MethodGet, "/console/", nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("GET /console/ cross-site: %d, want 403", resp.StatusCode)
 	}
 
 	all := scrape(t, "http://"+s.App().AdminAddr().String()+"/metrics")
@@ -59,7 +69,7 @@ func TestConsoleServedWithoutKey(t *testing.T) {
 		}
 	}
 	logs := s.Logs().String()
-	if n := strings.Count(logs, `"msg":"http call refused"`); n != 2 {
-		t.Errorf("%d refusal lines, want 2 (the keyless API call and the unknown file):\n%s", n, logs)
+	if n := strings.Count(logs, `"msg":"http call refused"`); n != 4 {
+		t.Errorf("%d refusal lines, want 4 (the keyless API call, the unknown file, the POST, the cross-site GET):\n%s", n, logs)
 	}
 }

@@ -95,8 +95,8 @@ func TestListUpstreamFailure(t *testing.T) {
 					if len(rs) != wantTokens {
 						t.Errorf("%v: %d tokens before the error, want %d", c, len(rs), wantTokens)
 					}
-					if wantTokens > 0 && rs[2].GetCursor() != "page-2" {
-						t.Errorf("%v: last token of the page has cursor %q, want page-2", c, rs[2].GetCursor())
+					if wantTokens > 0 && rs[2].GetCursor() == "" {
+						t.Errorf("%v: last token of the page has no cursor", c)
 					}
 					if st == nil {
 						t.Fatalf("%v: listing ended OK although upstream failed", c)

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,8 +21,10 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 	"github.com/cbkgate/cbkgate/internal/k8ssecret"
+	"github.com/cbkgate/cbkgate/internal/testpki"
 )
 
 // callLines returns the "grpc call" log lines of TokenService methods.
@@ -133,7 +139,7 @@ func TestCallerIdentityPassThrough(t *testing.T) {
 	s := startServer(t, up.URL)
 	wantAll(t, "grpc", everyRPC(t, s.grpcCaller(bearer(secret))), codes.OK, "")
 	wantAll(t, "http", everyRPC(t, s.httpCaller(bearer(secret))), codes.OK, "")
-	want := "bearer:" + hexSHA(secret)[:8]
+	want := "bearer:" + hexSHA(secret)[:16]
 	lines := callLines(t, s)
 	if len(lines) < 8 {
 		t.Fatalf("%d call lines, want 8", len(lines))
@@ -145,6 +151,73 @@ func TestCallerIdentityPassThrough(t *testing.T) {
 	}
 	if bytes.Contains([]byte(s.Logs().String()), []byte(secret)) {
 		t.Error("the log carries the bearer")
+	}
+}
+
+// TestCallerIdentityBearersSharingHEX8: two pass-through bearers whose
+// SHA-256 share their first 8 hex digits (found by trying ~58,000 values)
+// are two callers: two identities in the call lines, and two rate buckets,
+// so the first using up its burst leaves the second's calls alone.
+func TestCallerIdentityBearersSharingHEX8(t *testing.T) {
+	t.Parallel()
+	const one, two = "cbk-secret-39124", "cbk-secret-57699"
+	if hexSHA(one)[:8] != hexSHA(two)[:8] {
+		t.Fatal("the two bearers no longer share their first 8 hex digits")
+	}
+	up := fu.Start(t) // answers every create, whatever the bearer
+	s := startServer(t, up.URL, gatetest.Args("--caller-rate=1"))
+	a, b := s.grpcCaller(bearer(one)), s.grpcCaller(bearer(two))
+	// --caller-rate=1 allows a burst of 2: the third create of one is over it.
+	for i := range 3 {
+		_, st := a.create(t, &tokenv1.CreateRequest{UserId: "u", Name: "n"})
+		if want := map[bool]codes.Code{true: codes.ResourceExhausted, false: codes.OK}[i == 2]; st.Code() != want {
+			t.Fatalf("create %d of the first bearer: %v, want %v", i+1, st.Code(), want)
+		}
+	}
+	if _, st := b.create(t, &tokenv1.CreateRequest{UserId: "u", Name: "n"}); st.Code() != codes.OK {
+		t.Errorf("the second bearer's first create: %v (%s), want OK: it shares the first's rate bucket", st.Code(), st.Message())
+	}
+	callers := map[any]int{}
+	for _, l := range callLines(t, s) {
+		callers[l["caller"]]++
+	}
+	wantCallers := map[any]int{"bearer:" + hexSHA(one)[:16]: 3, "bearer:" + hexSHA(two)[:16]: 1}
+	if len(callers) != 2 || callers["bearer:"+hexSHA(one)[:16]] != 3 || callers["bearer:"+hexSHA(two)[:16]] != 1 {
+		t.Errorf("call lines by caller: %v, want %v", callers, wantCallers)
+	}
+}
+
+// TestCallerIdentityLongCertNames: two client certificates whose CNs share
+// their first 64 bytes are two callers, each named by its first 47 bytes,
+// '~' and the digest of the whole name.
+func TestCallerIdentityLongCertNames(t *testing.T) {
+	t.Parallel()
+	const held = "held-secret-long-cn"
+	_, up := newEmulator(t, held)
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "long CN CA")
+	srv := ca.Issue(t, "server", x509.ExtKeyUsageServerAuth)
+	s := startServer(t, up.URL, gatetest.Held(held), gatetest.Args(
+		"--tls-cert="+testpki.WriteFile(t, dir, "s.pem", srv.CertPEM()),
+		"--tls-key="+testpki.WriteFile(t, dir, "s-key.pem", srv.KeyPEM(t)),
+		"--tls-client-ca="+testpki.WriteFile(t, dir, "ca.pem", ca.CertPEM())),
+		gatetest.ClientTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}))
+	shared := strings.Repeat("billing-service.team-payments.", 3) // 90 bytes
+	want := map[any]bool{}
+	for _, cn := range []string{shared + "one", shared + "two"} {
+		cert := ca.Issue(t, cn, x509.ExtKeyUsageClientAuth).TLS()
+		c := tokenv1.NewTokenServiceClient(s.Dial(&cert))
+		if _, err := c.Create(callCtx(t), &tokenv1.CreateRequest{UserId: "long-cn"}); err != nil {
+			t.Fatalf("create as %q: %v", cn, err)
+		}
+		want["cert:"+cn[:47]+"~"+hexSHA(cn)[:16]] = true
+	}
+	got := map[any]bool{}
+	for _, l := range callLines(t, s) {
+		got[l["caller"]] = true
+	}
+	if len(got) != 2 || !maps.Equal(got, want) {
+		t.Errorf("callers in the call lines: %v, want %v", got, want)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -103,4 +104,33 @@ func TestTLSAndSecretRotate(t *testing.T) {
 	if strings.Contains(s.Logs().String(), "held-secret-") {
 		t.Error("the log carries the upstream secret")
 	}
+}
+
+// TestConfigReloadsCounted: a reload that succeeds and one that fails (a
+// keys file with a bad line) each count once in
+// cbkgate_config_reloads_total, under their result.
+func TestConfigReloadsCounted(t *testing.T) {
+	t.Parallel()
+	up := fu.Start(t)
+	keys := writeKeys(t, "key-reload-0123456789")
+	s := startServer(t, up.URL, gatetest.Held("held-reload"), gatetest.Args("--api-keys-file="+keys))
+	reloads := func() map[string]float64 {
+		return nonZero(scrape(t, "http://"+s.App().AdminAddr().String()+"/metrics"), "cbkgate_config_reloads_total")
+	}
+	if got := reloads(); len(got) != 0 {
+		t.Fatalf("before any reload: %v", got)
+	}
+	if err := s.App().Reload(); err != nil {
+		t.Fatalf("reload of unchanged files: %v", err)
+	}
+	if err := os.WriteFile(keys, []byte("bad name! key-x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.App().Reload(); err == nil {
+		t.Fatal("a keys file with a bad line reloaded without error")
+	}
+	compareSamples(t, "after one good and one bad reload", reloads(), map[string]float64{
+		`cbkgate_config_reloads_total{result="success"}`: 1,
+		`cbkgate_config_reloads_total{result="failure"}`: 1,
+	})
 }

@@ -38,6 +38,7 @@ type sseAnswer struct {
 	events     []sseEvent
 	results    []*tokenv1.ListResponse
 	err        *status.Status
+	ended      bool // the stream ended with "event: end"
 }
 
 // parseSSE splits an event stream into events as the SSE spec does: lines
@@ -87,6 +88,12 @@ func (c *sseCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) sseAnswer {
 	}
 	resp, b := h.do(t, http.MethodGet, tokensPath(req.GetUserId())+listQuery(req), nil)
 	out := sseAnswer{httpStatus: resp.StatusCode}
+	if resp.StatusCode == http.StatusNoContent {
+		if len(b) != 0 {
+			t.Errorf("SSE: 204 with a body: %q", b)
+		}
+		return out
+	}
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		// Refused before the gateway ran the call: a plain Status.
 		out.err = gatetest.Status(t, b)
@@ -112,6 +119,11 @@ func (c *sseCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) sseAnswer {
 				t.Errorf("SSE: the error event is not the last")
 			}
 			out.err = gatetest.Status(t, []byte(ev.data))
+		case "end":
+			if i != len(out.events)-1 || ev.data != "" {
+				t.Errorf("SSE: the end event is not the last, or has data %q", ev.data)
+			}
+			out.ended = true
 		default:
 			t.Errorf("SSE: unexpected event type %q", ev.event)
 		}
@@ -123,6 +135,8 @@ func (c *sseCaller) listRaw(t *testing.T, req *tokenv1.ListRequest) sseAnswer {
 		}
 	case resp.StatusCode != http.StatusOK:
 		t.Errorf("SSE: HTTP %d, want 200", resp.StatusCode)
+	case out.err == nil && !out.ended:
+		t.Errorf("SSE: a listing that ended without an error has no end event")
 	}
 	return out
 }

@@ -45,6 +45,45 @@ func TestListSSEResume(t *testing.T) {
 	if rest.err != nil || !slices.Equal(responseIDs(rest.results), want[3:]) {
 		t.Fatalf("resumed SSE list: %v %v, want %v", responseIDs(rest.results), rest.err, want[3:])
 	}
+	// From any token, not only a page's last: every event carries an id.
+	c.lastEventID = first.events[1].id
+	if rest = c.listRaw(t, req); rest.err != nil || !slices.Equal(responseIDs(rest.results), want[2:]) {
+		t.Fatalf("SSE list resumed after the second token: %v %v, want %v", responseIDs(rest.results), rest.err, want[2:])
+	}
+}
+
+// TestListSSEEnd: a complete listing ends with an end event; a request
+// whose cursor (Last-Event-ID or ?cursor=) is at the end of the listing is
+// answered 204 with no body, so an EventSource stops reconnecting; a
+// listing with no tokens and no cursor is just the end event.
+func TestListSSEEnd(t *testing.T) {
+	t.Parallel()
+	const secret = "emu-secret-sse-end"
+	_, up := newEmulator(t, secret)
+	s := startServer(t, up.URL)
+	g := s.grpcCaller(bearer(secret))
+	for i := range 3 {
+		_, st := g.create(t, &tokenv1.CreateRequest{UserId: "sse-end", Name: fmt.Sprint("t", i)})
+		wantCode(t, "Create", st, 0)
+	}
+	c := s.sseCaller(bearer(secret))
+	all := c.listRaw(t, &tokenv1.ListRequest{UserId: "sse-end"})
+	if all.err != nil || len(all.results) != 3 || !all.ended || all.httpStatus != http.StatusOK {
+		t.Fatalf("SSE list: %d tokens, %v, ended %v, HTTP %d", len(all.results), all.err, all.ended, all.httpStatus)
+	}
+	last := all.results[2].GetCursor()
+	c.lastEventID = last
+	if r := c.listRaw(t, &tokenv1.ListRequest{UserId: "sse-end"}); r.httpStatus != http.StatusNoContent || len(r.events) != 0 {
+		t.Fatalf("Last-Event-ID at the end: HTTP %d, %d events; want 204 and none", r.httpStatus, len(r.events))
+	}
+	c.lastEventID = ""
+	if r := c.listRaw(t, &tokenv1.ListRequest{UserId: "sse-end", Cursor: last}); r.httpStatus != http.StatusNoContent {
+		t.Fatalf("?cursor= at the end: HTTP %d, want 204", r.httpStatus)
+	}
+	empty := c.listRaw(t, &tokenv1.ListRequest{UserId: "sse-nobody"})
+	if empty.httpStatus != http.StatusOK || !empty.ended || len(empty.results) != 0 || empty.err != nil {
+		t.Fatalf("empty listing: HTTP %d, ended %v, %d tokens, %v; want 200 and the end event only", empty.httpStatus, empty.ended, len(empty.results), empty.err)
+	}
 }
 
 // TestListSSEFlushedPerToken: the first page's events reach the reader
@@ -83,7 +122,7 @@ func TestListSSEFlushedPerToken(t *testing.T) {
 		}
 		event = append(event, strings.TrimSuffix(line, "\n"))
 	}
-	if len(event) != 2 || event[0] != "id: page-2" || !strings.Contains(event[1], `"tok_1"`) {
+	if len(event) != 2 || !strings.HasPrefix(event[0], "id: cbk1.") || !strings.Contains(event[1], `"tok_1"`) {
 		t.Fatalf("first event = %q", event)
 	}
 	up.Release()

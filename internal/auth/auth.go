@@ -27,8 +27,12 @@
 // hands the identity over in metadata that the interceptors believe only
 // from that connection (see GatewayMetadata).
 //
-// Nothing here logs except the outcome of a reload, and no error message
-// carries the characters of a credential.
+// Authorization follows authentication: grants.go holds each caller to the
+// grants of --grants-file (what it may do, for which users).
+//
+// Nothing here logs except the outcome of a reload and, once at start, the
+// grants policy (LogGrants); no error message carries the characters of a
+// credential.
 package auth
 
 import (
@@ -72,6 +76,9 @@ type Config struct {
 	SecretFile string
 	// KeysFile is --api-keys-file, a path ("" when unset).
 	KeysFile string
+	// GrantsFile is --grants-file, a path ("" when unset: every
+	// authenticated caller may do everything). See grants.go.
+	GrantsFile string
 	// TLSCertFile, TLSKeyFile and TLSClientCAFile are the PEM files of
 	// --tls-cert, --tls-key and --tls-client-ca ("" when unset).
 	TLSCertFile, TLSKeyFile, TLSClientCAFile string
@@ -184,6 +191,9 @@ func Load(c Config) (*Authenticator, error) {
 	if err := c.checkCombination(files.secretSource); err != nil {
 		return nil, err
 	}
+	if err := c.checkGrants(held); err != nil {
+		return nil, err
+	}
 	if c.TLSClientCAFile != "" {
 		if a.clientCAs, err = loadClientCAs(c.source(FlagTLSClientCA), c.TLSClientCAFile); err != nil {
 			return nil, err
@@ -200,6 +210,7 @@ func (c *Config) files() (credentialFiles, error) {
 		keysSource: c.source(FlagAPIKeysFile), keysFile: c.KeysFile,
 		certSource: c.source(FlagTLSCert), certFile: c.TLSCertFile,
 		keySource: c.source(FlagTLSKey), keyFile: c.TLSKeyFile,
+		grantsSource: c.source(FlagGrantsFile), grantsFile: c.GrantsFile,
 	}
 	switch {
 	case !c.Secret.IsZero() && c.SecretFile != "":
@@ -233,37 +244,85 @@ func (c *Config) files() (credentialFiles, error) {
 // authentication setting (it would silently mean nothing) and any web page
 // on earth (--cors-origins '*').
 func (c *Config) checkCombination(secretSource string) error {
-	keys, ca := c.KeysFile != "", c.TLSClientCAFile != ""
-	authSetting := func() string {
-		if keys {
-			return c.source(FlagAPIKeysFile)
-		}
-		return c.source(FlagTLSClientCA)
-	}
+	var err error
 	switch {
-	case c.Emulator && secretSource != "":
+	case c.Emulator:
+		err = c.checkDevMode(secretSource)
+	case secretSource == "":
+		err = c.checkPassThrough()
+	default:
+		err = c.checkHeldSecret(secretSource)
+	}
+	if err != nil {
+		return err
+	}
+	return c.checkAnyOrigin(secretSource)
+}
+
+// callerAuth reports whether API keys or client certificates are set up.
+func (c *Config) callerAuth() (keys, ca bool) {
+	return c.KeysFile != "", c.TLSClientCAFile != ""
+}
+
+// authSetting names the caller authentication setting given, for errors:
+// the keys file if there is one, else the client CA.
+func (c *Config) authSetting() string {
+	if c.KeysFile != "" {
+		return c.source(FlagAPIKeysFile)
+	}
+	return c.source(FlagTLSClientCA)
+}
+
+// checkDevMode: dev mode holds the emulator's secret and lets every
+// caller in, so neither another secret nor caller authentication fits.
+func (c *Config) checkDevMode(secretSource string) error {
+	keys, ca := c.callerAuth()
+	switch {
+	case secretSource != "":
 		emu := c.source(FlagEmulator)
 		return fmt.Errorf("%s conflicts with %s: dev mode holds the emulator's secret; unset %s or drop %s", emu, secretSource, secretSource, emu)
-	case c.Emulator && (keys || ca):
-		return fmt.Errorf("%s conflicts with %s: dev mode lets every caller in; drop one of them", c.source(FlagEmulator), authSetting())
-	case c.Emulator:
-	case secretSource == "" && (keys || ca):
+	case keys || ca:
+		return fmt.Errorf("%s conflicts with %s: dev mode lets every caller in; drop one of them", c.source(FlagEmulator), c.authSetting())
+	}
+	return nil
+}
+
+// checkPassThrough: without a held secret each caller brings its own, so
+// caller authentication and letting everyone in would both mean nothing.
+func (c *Config) checkPassThrough() error {
+	keys, ca := c.callerAuth()
+	switch {
+	case keys || ca:
 		what := "API keys would mean nothing"
 		if !keys {
 			what = "client certificates would grant nothing"
 		}
 		return fmt.Errorf("%s needs a held secret (%s or %s): without one cbkgate passes callers' Bearer secrets through and %s",
-			authSetting(), EnvAPISecret, EnvAPISecretFile, what)
-	case secretSource == "" && c.AllowUnauthenticated:
+			c.authSetting(), EnvAPISecret, EnvAPISecretFile, what)
+	case c.AllowUnauthenticated:
 		return fmt.Errorf("%s needs a held secret (%s or %s): without one every caller must send its own Bearer secret anyway",
 			c.source(FlagAllowUnauth), EnvAPISecret, EnvAPISecretFile)
-	case secretSource == "":
+	}
+	return nil
+}
+
+// checkHeldSecret: a held secret is guarded by keys or certificates, or
+// explicitly by nothing, never both.
+func (c *Config) checkHeldSecret(secretSource string) error {
+	keys, ca := c.callerAuth()
+	switch {
 	case c.AllowUnauthenticated && (keys || ca):
-		return fmt.Errorf("%s contradicts %s: either callers authenticate or they do not; drop one", c.source(FlagAllowUnauth), authSetting())
+		return fmt.Errorf("%s contradicts %s: either callers authenticate or they do not; drop one", c.source(FlagAllowUnauth), c.authSetting())
 	case !keys && !ca && !c.AllowUnauthenticated:
 		return fmt.Errorf("%s is set, so cbkgate would spend that secret on behalf of anyone who connects: set --api-keys-file (CBKGATE_API_KEYS_FILE), or --tls-client-ca (CBKGATE_TLS_CLIENT_CA) with --tls-cert and --tls-key, or pass --allow-unauthenticated (CBKGATE_ALLOW_UNAUTHENTICATED=true) to accept that",
 			secretSource)
 	}
+	return nil
+}
+
+// checkAnyOrigin: a mode that lets every caller in spend the held secret
+// must not let every web page in too.
+func (c *Config) checkAnyOrigin(secretSource string) error {
 	if c.AnyOrigin && (c.Emulator || (secretSource != "" && c.AllowUnauthenticated)) {
 		open := c.source(FlagAllowUnauth)
 		if c.Emulator {
@@ -300,6 +359,7 @@ func (a *Authenticator) LogValue() slog.Value {
 		slog.Int("api_keys", len(c.keys)),
 		slog.Bool("client_certs", a.acceptCerts),
 		slog.Bool("tls", c.cert != nil),
+		slog.String("grants_file", a.files.grantsFile),
 	)
 }
 

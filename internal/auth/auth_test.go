@@ -357,7 +357,7 @@ func keyName(key string) string {
 // bearerName is the identity of a pass-through caller.
 func bearerName(b string) string {
 	d := sha256.Sum256([]byte(b))
-	return "bearer:" + hex.EncodeToString(d[:4])
+	return "bearer:" + hex.EncodeToString(d[:8])
 }
 
 // TestStream: the stream interceptor authenticates server streams and the
@@ -661,24 +661,46 @@ func TestCallerIdentity(t *testing.T) {
 
 // TestCertName: the common name, else the first DNS name, else the
 // certificate's fingerprint; never bytes that are not printable ASCII, and
-// never longer than 64 bytes.
+// never longer than 64 bytes. A name that had to be shortened or changed
+// carries the digest of the whole name, so two long CNs sharing their
+// first 64 bytes (which once shared one identity) stay two callers.
 func TestCertName(t *testing.T) {
 	cn := func(n string, dns ...string) *x509.Certificate {
 		return &x509.Certificate{Subject: pkix.Name{CommonName: n}, DNSNames: dns, Raw: []byte("der of " + n)}
 	}
-	d := sha256.Sum256([]byte("der of "))
+	digest := func(s string) string {
+		d := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(d[:8])
+	}
+	long := strings.Repeat("x", 70)
+	shared := strings.Repeat("s", 64) // two names sharing their first 64 bytes
+	// "é" is two bytes; at 46 and 47 it straddles the cut, which moves before it.
+	straddle := strings.Repeat("u", 46) + "é" + strings.Repeat("v", 30)
+	exact := strings.Repeat("e", 64)
 	for _, tc := range []struct {
 		c    *x509.Certificate
 		want string
 	}{
 		{cn("billing-service", "billing.internal"), "billing-service"},
 		{cn("", "billing.internal", "other"), "billing.internal"},
-		{cn(""), "sha256:" + hex.EncodeToString(d[:4])},
-		{cn("tab\tand é"), "tab?and ??"},
-		{cn(strings.Repeat("x", 70)), strings.Repeat("x", 64)},
+		{cn(""), "sha256:" + digest("der of ")},
+		{cn(exact), exact},
+		{cn("tab\tand é"), "tab?and ??~" + digest("tab\tand é")},
+		{cn("a~b"), "a?b~" + digest("a~b")},
+		{cn(long), strings.Repeat("x", 47) + "~" + digest(long)},
+		{cn(shared + "-one"), strings.Repeat("s", 47) + "~" + digest(shared+"-one")},
+		{cn(shared + "-two"), strings.Repeat("s", 47) + "~" + digest(shared+"-two")},
+		{cn(straddle), strings.Repeat("u", 46) + "~" + digest(straddle)},
 	} {
-		if got := auth.CertName(tc.c); got != tc.want {
+		got := auth.CertName(tc.c)
+		if got != tc.want {
 			t.Errorf("certName(%q, %q) = %q, want %q", tc.c.Subject.CommonName, tc.c.DNSNames, got, tc.want)
 		}
+		if len(got) > 64 {
+			t.Errorf("certName(%q) is %d bytes long", tc.c.Subject.CommonName, len(got))
+		}
+	}
+	if a, b := auth.CertName(cn(shared+"-one")), auth.CertName(cn(shared+"-two")); a == b {
+		t.Errorf("two CNs sharing their first 64 bytes share the identity %q", a)
 	}
 }

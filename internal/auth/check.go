@@ -226,7 +226,7 @@ func (a *Authenticator) decide(c *credentials, p presented) decision {
 		if refusal != nil {
 			return decision{refusal: refusal}
 		}
-		return decision{caller: "bearer:" + fingerprint([]byte(bearer)), upstream: secret.Value(bearer)}
+		return decision{caller: "bearer:" + identityDigest([]byte(bearer)), upstream: secret.Value(bearer)}
 	case a.acceptCerts && p.cert != nil:
 		// A verified certificate is enough on its own; any Authorization
 		// value is then irrelevant, since the held secret goes upstream.
@@ -281,33 +281,6 @@ func (a *Authenticator) certHint() string {
 		return ", or connect with a TLS client certificate signed by the configured client CA"
 	}
 	return ""
-}
-
-// maxCertName caps the name taken from a client certificate.
-const maxCertName = 64
-
-// certName is a client certificate's name in the caller identity: its
-// subject common name, else its first DNS name, else (neither set) its
-// fingerprint. Bytes outside printable ASCII become '?': the identity
-// travels in gRPC metadata and log lines.
-func certName(c *x509.Certificate) string {
-	n := c.Subject.CommonName
-	if n == "" && len(c.DNSNames) > 0 {
-		n = c.DNSNames[0]
-	}
-	if n == "" {
-		return "sha256:" + fingerprint(c.Raw)
-	}
-	b := []byte(n)
-	if len(b) > maxCertName {
-		b = b[:maxCertName]
-	}
-	for i, ch := range b {
-		if ch < ' ' || ch > '~' {
-			b[i] = '?'
-		}
-	}
-	return string(b)
 }
 
 type upstreamSecretKey struct{}

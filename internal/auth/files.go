@@ -29,6 +29,7 @@ type credentials struct {
 	keys   []apiKey         // empty unless --api-keys-file is set
 	secret secret.Value     // the held upstream secret; zero in pass-through
 	cert   *tls.Certificate // the server certificate; nil for plaintext
+	grants *grantTable      // nil unless --grants-file is set (grants.go)
 }
 
 // credentialFiles says where each reloadable credential comes from, and
@@ -41,12 +42,14 @@ type credentialFiles struct {
 	keysSource, keysFile string
 	certSource, certFile string
 	keySource, keyFile   string
+
+	grantsSource, grantsFile string
 }
 
 // paths are the files a change to which calls for a reload.
 func (f *credentialFiles) paths() []string {
 	var out []string
-	for _, p := range []string{f.secretFile, f.keysFile, f.certFile, f.keyFile} {
+	for _, p := range []string{f.secretFile, f.keysFile, f.certFile, f.keyFile, f.grantsFile} {
 		if p != "" {
 			out = append(out, p)
 		}
@@ -75,6 +78,11 @@ func (f *credentialFiles) load() (*credentials, error) {
 	}
 	if f.certFile != "" {
 		if c.cert, err = f.loadKeyPair(); err != nil {
+			return nil, err
+		}
+	}
+	if f.grantsFile != "" {
+		if c.grants, err = loadGrants(f.grantsSource, f.grantsFile); err != nil {
 			return nil, err
 		}
 	}

@@ -10,9 +10,9 @@ import (
 // well within the 10 s in which a change must take effect.
 const defaultWatchInterval = 2 * time.Second
 
-// Reload re-reads the keys file, the secret file and the TLS key pair, and
-// puts them in force for calls that start from now on; calls in flight keep
-// what they started with. If any file fails to load, nothing changes: the
+// Reload re-reads the keys file, the secret file, the TLS key pair and the
+// grants file, and puts them in force for calls that start from now on;
+// calls in flight keep what they started with. If any file fails to load, nothing changes: the
 // previous credentials stay in force (never weaker authentication), and the
 // error is logged and returned. why says what asked for the reload
 // ("SIGHUP", "file change"), for the log line.
@@ -29,7 +29,7 @@ func (a *Authenticator) Reload(why string) error {
 	}
 	a.creds.Store(creds)
 	a.log.Info("credentials reloaded", "trigger", why, "api_keys", len(creds.keys),
-		"upstream_secret", !creds.secret.IsZero(), "tls_certificate", creds.cert != nil)
+		"upstream_secret", !creds.secret.IsZero(), "tls_certificate", creds.cert != nil, "grants", creds.grants.count())
 	if a.onReload != nil {
 		a.onReload(nil)
 	}

@@ -2,7 +2,9 @@
 // quota: each caller identity (auth.Caller) may cause at most N upstream
 // requests per second, in bursts of 2N (CONTRACT.md --caller-rate). A unary
 // call over the rate is refused before it reaches the upstream; a List is
-// paced, page by page, never failed by it.
+// paced, never failed by it: every upstream request it makes (opening its
+// stream, each resume after a cut, each page, each retry) waits its turn
+// and counts once.
 //
 // It is golang.org/x/time/rate's token bucket, one per caller, in a map
 // whose entries expire: a bucket left alone long enough to be full again
@@ -32,8 +34,8 @@ type Limiter struct {
 	rate   rate.Limit
 	burst  int
 	expiry time.Duration
-	// onPaced, if set, is called each time a request has to wait (a List
-	// page). Refusals need no hook: they end their call with RATE_LIMITED,
+	// onPaced, if set, is called each time a request has to wait (one of
+	// a List's). Refusals need no hook: they end their call with RATE_LIMITED,
 	// which is where cbkgate_rate_limited_total counts them.
 	onPaced func()
 

@@ -1,6 +1,6 @@
 // Package chatbotkit is cbkgate's client for ChatBotKit's partner user token
-// REST API: list (one JSON page at a time), create, update and
-// delete. It knows nothing of gRPC.
+// REST API: list (as one JSONL stream, see stream.go, or one JSON page at a
+// time), create, update and delete. It knows nothing of gRPC.
 //
 // What it takes care of, once, for every caller: escaping each id as exactly
 // one path segment; retrying list reads on transient failures with
@@ -179,6 +179,8 @@ type request struct {
 	url      string
 	body     []byte // nil: no body
 	cred     string
+	// accept is the Accept header; "" means application/json.
+	accept string
 	// sends counts the connections used to send this request, over all
 	// attempts. net/http resends an idempotent request on a fresh
 	// connection by itself when a reused one fails before any answer;
@@ -260,7 +262,11 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 	}
 	req.Header.Set("Authorization", "Bearer "+r.cred)
 	req.Header.Set("User-Agent", c.userAgent)
-	req.Header.Set("Accept", "application/json")
+	if r.accept != "" {
+		req.Header.Set("Accept", r.accept)
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

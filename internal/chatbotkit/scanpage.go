@@ -120,32 +120,37 @@ func (s *pageScanner) items(items []wireToken, limit int) ([]wireToken, bool) {
 			return items, false
 		}
 		var w wireToken
-		ok := s.object(func(key []byte) bool {
-			var ok bool
-			switch string(key) {
-			case "id":
-				w.ID, ok = s.string()
-			case "name":
-				w.Name, ok = s.string()
-			case "description":
-				w.Description, ok = s.string()
-			case "meta":
-				// Copied, as encoding/json copies a RawMessage.
-				w.Meta, ok = append(json.RawMessage(nil), s.skipValue()...), true
-			case "createdAt":
-				ok = s.time(&w.CreatedAt)
-			case "updatedAt":
-				ok = s.time(&w.UpdatedAt)
-			default:
-				ok = s.skipUnknown(key, "id", "name", "description", "meta", "createdAt", "updatedAt")
-			}
-			return ok
-		})
+		ok := s.token(&w)
 		if !ok {
 			return items, false
 		}
 		items = append(items, w)
 	}
+}
+
+// token decodes the token object at the cursor into w.
+func (s *pageScanner) token(w *wireToken) bool {
+	return s.object(func(key []byte) bool {
+		var ok bool
+		switch string(key) {
+		case "id":
+			w.ID, ok = s.string()
+		case "name":
+			w.Name, ok = s.string()
+		case "description":
+			w.Description, ok = s.string()
+		case "meta":
+			// Copied, as encoding/json copies a RawMessage.
+			w.Meta, ok = append(json.RawMessage(nil), s.skipValue()...), true
+		case "createdAt":
+			ok = s.time(&w.CreatedAt)
+		case "updatedAt":
+			ok = s.time(&w.UpdatedAt)
+		default:
+			ok = s.skipUnknown(key, "id", "name", "description", "meta", "createdAt", "updatedAt")
+		}
+		return ok
+	})
 }
 
 // rawString returns the content of the string at the cursor, if it has no

@@ -71,6 +71,8 @@ type Config struct {
 	Emulator       bool
 	EmulatorAddr   string       // loopback host:port with a fixed port
 	EmulatorSecret secret.Value // the Bearer secret the emulator accepts
+	// EmulatorLatency is how long every emulator answer waits (dev mode).
+	EmulatorLatency time.Duration // >= 0
 
 	LogLevel        slog.Level // one of Debug, Info, Warn, Error
 	LogFormat       LogFormat
@@ -95,6 +97,9 @@ type Config struct {
 	apiSecretFile, apiKeysFile  string
 	tlsKeyFile, tlsClientCAFile string
 	allowUnauthenticated        bool
+	// grantsFile is --grants-file, a path ("" when unset), read by
+	// internal/auth like the keys file.
+	grantsFile string
 
 	// sources maps each flag to where its value came from ("--flag" or
 	// the environment variable), for errors found after Load.
@@ -118,6 +123,7 @@ func (c *Config) Auth() auth.Config {
 		Secret:               c.APISecret,
 		SecretFile:           c.apiSecretFile,
 		KeysFile:             c.apiKeysFile,
+		GrantsFile:           c.grantsFile,
 		TLSCertFile:          c.TLSCertFile,
 		TLSKeyFile:           c.tlsKeyFile,
 		TLSClientCAFile:      c.tlsClientCAFile,
@@ -142,16 +148,20 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("admin_addr", c.AdminAddr),
 		slog.String("upstream", upstream),
 		slog.String("api_keys_file", c.apiKeysFile),
+		slog.String("grants_file", c.grantsFile),
 		slog.String("tls_cert", c.TLSCertFile),
 		slog.String("tls_client_ca", c.tlsClientCAFile),
 		slog.Any("cors_origins", c.CORSOrigins),
 		slog.Bool("emulator", c.Emulator),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("log_format", string(c.LogFormat)),
-		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
-		slog.Duration("max_connection_age", c.MaxConnectionAge),
+		// As Go durations ("20s"), the form the flags take, in JSON and
+		// text alike: slog's JSON handler writes a Duration in nanoseconds.
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.String("max_connection_age", c.MaxConnectionAge.String()),
 		slog.Int("caller_rate", c.CallerRate),
 		slog.Bool("console", c.Console),
+		slog.Duration("emulator_latency", c.EmulatorLatency),
 	)
 }
 

@@ -94,6 +94,7 @@ func TestDefaults(t *testing.T) {
 				{"MaxConnectionAge", c.MaxConnectionAge, 5 * time.Minute},
 				{"CallerRate", c.CallerRate, 0},
 				{"Console", c.Console, false},
+				{"EmulatorLatency", c.EmulatorLatency, time.Duration(0)},
 			}
 			for _, ch := range checks {
 				if ch.got != ch.want {
@@ -130,6 +131,8 @@ func TestFlagAndEnv(t *testing.T) {
 			get: func(c *Config) string { return c.MaxConnectionAge.String() }, wantFlag: "0s", wantEnv: "1m30s"},
 		{flag: "caller-rate", env: "CBKGATE_CALLER_RATE", flagVal: "5", envVal: "20",
 			get: func(c *Config) string { return strconv.Itoa(c.CallerRate) }, wantFlag: "5", wantEnv: "20"},
+		{flag: "emulator-latency", env: "CBKGATE_EMULATOR_LATENCY", flagVal: "50ms", envVal: "1s",
+			get: func(c *Config) string { return c.EmulatorLatency.String() }, wantFlag: "50ms", wantEnv: "1s"},
 		{flag: "cors-origins", env: "CBKGATE_CORS_ORIGINS", flagVal: "https://a.example", envVal: "*",
 			get: func(c *Config) string { return strings.Join(c.CORSOrigins, ",") }, wantFlag: "https://a.example", wantEnv: "*"},
 		{flag: "emulator-addr", env: "CBKGATE_EMULATOR_ADDR", flagVal: "localhost:1234", envVal: "[::1]:4321",
@@ -202,6 +205,15 @@ func TestFlagBeatsEnvSpecialCases(t *testing.T) {
 		}
 		if c := mustLoad(t, nil, env...); c.apiKeysFile != other || c.source("api-keys-file") != "CBKGATE_API_KEYS_FILE" {
 			t.Fatalf("env: got %q from %s", c.apiKeysFile, c.source("api-keys-file"))
+		}
+	})
+	t.Run("grants file", func(t *testing.T) {
+		env := []string{EnvAPISecret, distinct, "CBKGATE_GRANTS_FILE", other}
+		if a := mustLoad(t, []string{"--grants-file", keys}, env...).Auth(); a.GrantsFile != keys || a.Source("grants-file") != "--grants-file" {
+			t.Fatalf("flag: got %q from %s", a.GrantsFile, a.Source("grants-file"))
+		}
+		if a := mustLoad(t, nil, env...).Auth(); a.GrantsFile != other || a.Source("grants-file") != "CBKGATE_GRANTS_FILE" {
+			t.Fatalf("env: got %q from %s", a.GrantsFile, a.Source("grants-file"))
 		}
 	})
 	t.Run("single dash flags", func(t *testing.T) {
@@ -340,6 +352,8 @@ func TestErrors(t *testing.T) {
 		{"caller rate negative", []string{"--caller-rate", "-1"}, held(), []string{"--caller-rate"}},
 		{"caller rate not a number env", nil, held("CBKGATE_CALLER_RATE", "fast"), []string{"CBKGATE_CALLER_RATE"}},
 		{"caller rate fractional", []string{"--caller-rate", "2.5"}, held(), []string{"--caller-rate"}},
+		{"emulator latency negative", []string{"--emulator-latency", "-1s"}, held(), []string{"--emulator-latency"}},
+		{"emulator latency bare number", []string{"--emulator-latency", "50"}, held(), []string{"--emulator-latency"}},
 
 		// the console: never in pass-through mode
 		{"console in pass-through", []string{"--console"}, nil, []string{"--console", "pass-through", EnvAPISecret}},
@@ -421,7 +435,7 @@ func TestUsage(t *testing.T) {
 	}
 	// The table must cover every flag the contract names.
 	for _, f := range []string{"grpc-addr", "http-addr", "upstream", "api-keys-file", "tls-cert", "tls-key", "tls-client-ca",
-		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate", "console"} {
+		"allow-unauthenticated", "cors-origins", "emulator", "emulator-addr", "emulator-secret", "log-level", "log-format", "shutdown-timeout", "max-connection-age", "caller-rate", "emulator-latency", "grants-file", "console"} {
 		if !strings.Contains(u, "--"+f+"\n") && !strings.Contains(u, "--"+f+" ") {
 			t.Errorf("Usage lacks --%s", f)
 		}
@@ -468,6 +482,25 @@ func TestConsole(t *testing.T) {
 				t.Errorf("Console = %v, want %v", c.Console, tc.want)
 			}
 		})
+	}
+}
+
+// TestLogValueDurations: the startup summary prints durations as the
+// flags take them ("20s"), in JSON and text logs, never in nanoseconds.
+func TestLogValueDurations(t *testing.T) {
+	c := mustLoad(t, []string{"--max-connection-age=90s"})
+	var js, text bytes.Buffer
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("config", "config", c)
+	slog.New(slog.NewTextHandler(&text, nil)).Info("config", "config", c)
+	for _, want := range []string{`"shutdown_timeout":"20s"`, `"max_connection_age":"1m30s"`} {
+		if !strings.Contains(js.String(), want) {
+			t.Errorf("JSON summary lacks %s: %s", want, js.String())
+		}
+	}
+	for _, want := range []string{"config.shutdown_timeout=20s", "config.max_connection_age=1m30s"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text summary lacks %s: %s", want, text.String())
+		}
 	}
 }
 

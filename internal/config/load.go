@@ -116,6 +116,9 @@ func (in *input) serving(c *Config) error {
 	if c.CallerRate, err = in.callerRate(); err != nil {
 		return err
 	}
+	if c.EmulatorLatency, err = in.emulatorLatency(); err != nil {
+		return err
+	}
 	if c.CORSOrigins, err = in.corsOrigins(); err != nil {
 		return err
 	}
@@ -127,6 +130,7 @@ func (in *input) serving(c *Config) error {
 // reads; nothing about them is judged here.
 func (in *input) authInputs(c *Config) {
 	c.apiKeysFile, _, _ = in.get(fAPIKeysFile)
+	c.grantsFile, _, _ = in.get(fGrantsFile)
 	c.TLSCertFile, _, _ = in.get(fTLSCert)
 	c.tlsKeyFile, _, _ = in.get(fTLSKey)
 	c.tlsClientCAFile, _, _ = in.get(fTLSClientCA)

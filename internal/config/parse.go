@@ -122,6 +122,21 @@ func (in *input) maxConnectionAge() (time.Duration, error) {
 	return d, nil
 }
 
+// maxEmulatorLatency: a latency past this is a typo, not a network.
+const maxEmulatorLatency = time.Minute
+
+func (in *input) emulatorLatency() (time.Duration, error) {
+	v, src, _ := in.get(fEmulatorLatency)
+	if v == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > maxEmulatorLatency {
+		return 0, fmt.Errorf("%s: %q: must be a duration from 0 to %s (like 50ms)", src, v, maxEmulatorLatency)
+	}
+	return d, nil
+}
+
 // maxCallerRate keeps 2n (the burst) far from overflowing and is beyond
 // any quota ChatBotKit grants.
 const maxCallerRate = 1_000_000

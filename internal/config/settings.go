@@ -30,6 +30,7 @@ const (
 	fAdminAddr       = "admin-addr"
 	fUpstream        = "upstream"
 	fAPIKeysFile     = auth.FlagAPIKeysFile
+	fGrantsFile      = auth.FlagGrantsFile
 	fTLSCert         = auth.FlagTLSCert
 	fTLSKey          = auth.FlagTLSKey
 	fTLSClientCA     = auth.FlagTLSClientCA
@@ -44,6 +45,7 @@ const (
 	fMaxConnAge      = "max-connection-age"
 	fCallerRate      = "caller-rate"
 	fConsole         = "console"
+	fEmulatorLatency = "emulator-latency"
 )
 
 var settings = []setting{
@@ -57,6 +59,8 @@ var settings = []setting{
 		help: "ChatBotKit API base URL"},
 	{flag: fAPIKeysFile, env: "CBKGATE_API_KEYS_FILE", arg: "path",
 		help: "file of caller API keys, one per line (NAME KEY, NAME sha256:HEX or KEY), # comments; re-read on SIGHUP and on change (needs a held secret)"},
+	{flag: fGrantsFile, env: "CBKGATE_GRANTS_FILE", arg: "path",
+		help: "file of grants, one per line (IDENTITY METHODS USERS, e.g. key:signup create,list acme-*), # comments; without it every authenticated caller may do everything; re-read on SIGHUP and on change (needs a held secret)"},
 	{flag: fTLSCert, env: "CBKGATE_TLS_CERT", arg: "path",
 		help: "PEM server certificate (with --tls-key; default plaintext)"},
 	{flag: fTLSKey, env: "CBKGATE_TLS_KEY", arg: "path",
@@ -73,6 +77,8 @@ var settings = []setting{
 		help: "emulator listen address (loopback only, fixed port)"},
 	{flag: fEmulatorSecret, env: "CBKGATE_EMULATOR_SECRET", def: "emulator", arg: "secret",
 		help: "the Bearer secret the emulator accepts (not a real credential)"},
+	{flag: fEmulatorLatency, env: "CBKGATE_EMULATOR_LATENCY", def: "0", arg: "duration",
+		help: "with --emulator: every emulator answer waits this long, as a real network would make it (e.g. 50ms)"},
 	{flag: fLogLevel, env: "CBKGATE_LOG_LEVEL", def: "info", arg: "level",
 		help: "debug, info, warn or error"},
 	{flag: fLogFormat, env: "CBKGATE_LOG_FORMAT", def: "json", arg: "format",
@@ -82,7 +88,7 @@ var settings = []setting{
 	{flag: fMaxConnAge, env: "CBKGATE_MAX_CONNECTION_AGE", def: "5m", arg: "duration",
 		help: "close each gRPC connection gracefully after this long (±10% jitter), so clients rebalance; 0 is unlimited"},
 	{flag: fCallerRate, env: "CBKGATE_CALLER_RATE", def: "0", arg: "n",
-		help: "upstream requests per second each caller may cause (burst 2n; list pages count); 0 is no limit"},
+		help: "upstream requests per second each caller may cause (burst 2n; opening a list stream, each resume and each page count); 0 is no limit"},
 	{flag: fConsole, env: "CBKGATE_CONSOLE", def: "false", devDef: "true", isBool: true,
 		help: "serve the token console, a web page for operators, at /console/ on the HTTP port (on with --emulator; needs a held secret)"},
 }

@@ -42,7 +42,8 @@ type Options struct {
 	// Dial opens a connection to cbkgate's own gRPC server (plaintext,
 	// HTTP/2 prior knowledge).
 	Dial func(ctx context.Context) (net.Conn, error)
-	// MaxMessageBytes caps one request message as the client sent it.
+	// MaxMessageBytes caps one request message, after decompression when
+	// it came compressed.
 	MaxMessageBytes uint32
 	// OnForward, if set, is called with each request transcoded into a gRPC
 	// call, just before it goes to the gRPC server (telemetry: the request
@@ -99,6 +100,8 @@ func New(opts Options) (http.Handler, error) {
 			if id := auth.Caller(pr.In.Context()); id != "" {
 				pr.Out.Header.Set(auth.GatewayCallerKey, id)
 			}
+			// And the address the HTTP listener accepted, for the log.
+			telemetry.SetHopPeer(pr.In.Context(), pr.Out.Header)
 		},
 		Transport: transport,
 		// Every message of a streamed List goes out as it arrives.
@@ -121,7 +124,11 @@ func New(opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return connectByDefault(t), nil
+	b, err := newBoundary(t, int(opts.MaxMessageBytes))
+	if err != nil {
+		return nil, err
+	}
+	return connectByDefault(b), nil
 }
 
 // connectByDefault marks a POST with a Connect unary content type as the

@@ -16,6 +16,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/apierr"
+	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
 // The HTTP layer in front of these routes (authentication, cross-origin
@@ -31,9 +32,15 @@ import (
 
 type refusalKey struct{}
 
-// newRefuser is a transcoder whose only backend answers every call with
-// the *spb.Status in the request context, as a gRPC trailers-only response.
-func newRefuser() (http.Handler, error) {
+// refuser answers a request with a refusal in the client's own protocol.
+type refuser struct {
+	// transcoder is a transcoder whose only backend answers every call
+	// with the *spb.Status in the request context, as a gRPC
+	// trailers-only response.
+	transcoder http.Handler
+}
+
+func newRefuser() (*refuser, error) {
 	backend := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st, _ := r.Context().Value(refusalKey{}).(*spb.Status)
 		if st == nil {
@@ -58,8 +65,50 @@ func newRefuser() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return connectByDefault(t), nil
+	return &refuser{transcoder: connectByDefault(t)}, nil
 }
+
+// refuse answers r with st, and notes the refusal for the request's log
+// line (whose HTTP status, 200 on gRPC-Web and Connect streams, would not
+// say). The body is left unread. A request whose type no protocol here
+// serves is answered as Connect unary, whose error JSON is what a client
+// without a protocol can read. httpStatus, when not 0, replaces the HTTP
+// status of an answer that carries the error in its status line (Connect
+// unary): Connect maps no code to 413 or 415.
+func (f *refuser) refuse(w http.ResponseWriter, r *http.Request, st *spb.Status, httpStatus int) {
+	telemetry.NoteHTTPRefusal(r.Context(), codes.Code(st.GetCode()), st.GetMessage())
+	r = r.Clone(context.WithValue(r.Context(), refusalKey{}, st))
+	r.Body, r.ContentLength = http.NoBody, 0
+	for _, h := range encodingHeaders {
+		r.Header.Del(h) // nothing to decompress, and no name vanguard may not know
+	}
+	if _, ok := classify(r); !ok {
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Connect-Protocol-Version", "1")
+	}
+	if httpStatus != 0 {
+		w = &errorStatusWriter{ResponseWriter: w, status: httpStatus}
+	}
+	f.transcoder.ServeHTTP(w, r)
+}
+
+// errorStatusWriter writes status in place of any error status.
+type errorStatusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (e *errorStatusWriter) WriteHeader(code int) {
+	if code >= 400 {
+		code = e.status
+	}
+	e.ResponseWriter.WriteHeader(code)
+}
+
+func (e *errorStatusWriter) Flush() { _ = http.NewResponseController(e.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (e *errorStatusWriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }
 
 // Guard wraps next (the Connect handler) in guard (a middleware that may
 // refuse requests itself) so that guard's refusals reach the client in its
@@ -82,7 +131,7 @@ func Guard(guard func(http.Handler) http.Handler, next http.Handler) (http.Handl
 		w.Header().Del("Content-Length")
 		w.Header().Del("Content-Type")
 		w.Header().Del("X-Content-Type-Options")
-		refuser.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), refusalKey{}, st)))
+		refuser.refuse(w, r, st, 0)
 	}), nil
 }
 

@@ -51,18 +51,19 @@ var contentTypes = map[string]string{
 	".svg":  "image/svg+xml",
 }
 
-// Register adds the console's routes to mux: GET (and HEAD) of /console/
-// and of each of its files, and /console redirecting to /console/. Any
-// other path under /console/ is left to mux (unknown, 404).
-func Register(mux *http.ServeMux) {
+// Register adds the console's routes to mux: /console/ and each of its
+// files, and /console redirecting to /console/. Each is wrapped by get,
+// which lets GET and HEAD through and answers any other method (the HTTP
+// port's own 405). Any other path under /console/ is left to mux.
+func Register(mux *http.ServeMux, get func(http.HandlerFunc) http.Handler) {
 	for _, f := range load() {
 		p := Prefix + f.name
 		if f.name == "index.html" {
 			p = Prefix + "{$}"
 		}
-		mux.Handle("GET "+p, f)
+		mux.Handle(p, get(f.ServeHTTP))
 	}
-	mux.Handle("GET /console", http.RedirectHandler(Prefix, http.StatusFound))
+	mux.Handle("/console", get(http.RedirectHandler(Prefix, http.StatusFound).ServeHTTP))
 }
 
 func load() []*file {

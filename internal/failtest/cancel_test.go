@@ -4,15 +4,21 @@ import (
 	"bufio"
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
+	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
 // promptly is how soon after a caller's cancel or deadline the upstream
@@ -247,4 +253,73 @@ func TestFaultHTTPClientGone(t *testing.T) {
 	})
 	g.hc.CloseIdleConnections()
 	wantGoroutinesBack(t, baseline)
+}
+
+// TestHostileCancelledCallFlood: one connection with a valid API key opens
+// List calls and resets each at once, thousands of times (the issue:
+// 50,000 such calls wrote 50,000 info lines, 16 MB, in 2 s: cancelled
+// calls were not limited like refused ones). The log lines stay bounded,
+// and lines saying how many were suppressed account for every call.
+func TestHostileCancelledCallFlood(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "keys")
+	const key = "sk-cancel-flood-0123456789abcdef"
+	if err := os.WriteFile(keyFile, []byte("flood "+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up := fu.Start(t)
+	g := startGate(t, up.URL, gatetest.Args("--api-keys-file="+keyFile))
+	before := g.Logs().Lines()
+	r := dialRawH2(t, g.GRPCAddr())
+	authz := hpack.HeaderField{Name: "authorization", Value: "Bearer " + key, Sensitive: true}
+	const attempts = 3000
+	start := time.Now()
+	for i := range attempts {
+		id := r.next
+		if err := r.open("/cbkgate.token.v1.TokenService/List", 0, authz); err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		if err := r.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	r.sync()
+	elapsed := time.Since(start)
+	// Let the handlers of the last streams finish and log.
+	time.Sleep(200 * time.Millisecond)
+	lines := g.Logs().Lines() - before
+	bound := 20 + int(10*(elapsed.Seconds()+0.2)) + 5
+	t.Logf("%d cancelled List calls in %s wrote %d log lines (bound %d)", attempts, elapsed.Round(time.Millisecond), lines, bound)
+	if lines > bound {
+		t.Fatalf("%d log lines, want at most %d", lines, bound)
+	}
+	// Every call is accounted for: logged as CANCELLED, or counted as
+	// suppressed by a later line (the report comes within a second).
+	logged, suppressed := 0, 0
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		logged, suppressed = 0, 0
+		for _, l := range g.Logs().JSON(t) {
+			if l["msg"] == "grpc call" && l["method"] == "/cbkgate.token.v1.TokenService/List" {
+				if l["code"] != "Canceled" || l["caller"] != "key:flood" {
+					t.Fatalf("call line %v, want code Canceled from key:flood", l)
+				}
+				logged++
+			}
+			if n, ok := l["suppressed"].(float64); ok {
+				suppressed += int(n)
+			}
+		}
+		if logged+suppressed >= attempts || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // bounded polling
+	}
+	t.Logf("%d call lines, %d suppressed", logged, suppressed)
+	if logged+suppressed != attempts {
+		t.Errorf("%d call lines and %d suppressed, want the %d calls accounted for", logged, suppressed, attempts)
+	}
+	if !strings.Contains(g.Logs().String(), `"msg":"log lines suppressed"`) {
+		t.Error("no line of its own reports the suppressed count after the flood")
+	}
+	wantCalls(t, up, fu.List, 0)
 }

@@ -161,6 +161,21 @@ func wantCalls(t *testing.T, up *faultyupstream.Server, route faultyupstream.Rou
 	}
 }
 
+// wantResumesAt checks that cursor, passed back to List, has the upstream
+// asked to list from upstreamCursor (one more list request, answered with
+// an empty page).
+func wantResumesAt(t *testing.T, g *gate, up *faultyupstream.Server, cursor, upstreamCursor string) {
+	t.Helper()
+	up.Script(faultyupstream.List, faultyupstream.Page(""))
+	if _, err := g.list(g.ctx(), &tokenv1.ListRequest{UserId: "u1", Cursor: cursor}); err != nil {
+		t.Fatalf("resuming from %q: %v", cursor, err)
+	}
+	reqs := up.Requests()
+	if got := reqs[len(reqs)-1].Query.Get("cursor"); got != upstreamCursor {
+		t.Errorf("cursor %q resumed upstream at %q, want %q", cursor, got, upstreamCursor)
+	}
+}
+
 func replies(up *faultyupstream.Server) []string {
 	var out []string
 	for _, r := range up.Requests() {

@@ -109,18 +109,18 @@ func (r *rawH2) readLoop() {
 	}
 }
 
-// open starts a gRPC call to method whose header list carries padding
-// bytes of metadata, and sends nothing more on it. The padding goes as
+// open starts a gRPC call to method whose header list carries extra and
+// padding bytes of metadata, and sends nothing more on it. The padding goes as
 // literals that are never indexed, so the server must hold every byte of
 // it (indexed values would share one string).
-func (r *rawH2) open(method string, padding int) error {
+func (r *rawH2) open(method string, padding int, extra ...hpack.HeaderField) error {
 	r.t.Helper()
 	r.buf.Reset()
-	for _, f := range []hpack.HeaderField{
+	for _, f := range append([]hpack.HeaderField{
 		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
 		{Name: ":path", Value: method}, {Name: ":authority", Value: "cbkgate"},
 		{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"},
-	} {
+	}, extra...) {
 		r.enc.WriteField(f)
 	}
 	pad := hpack.HeaderField{Name: "x-pad", Value: strings.Repeat("p", 4000), Sensitive: true}

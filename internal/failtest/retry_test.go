@@ -60,10 +60,8 @@ func TestFaultListRetriesExhausted(t *testing.T) {
 	if !slices.Equal(ids(got), tokenIDs(first)) {
 		t.Fatalf("listed %v before the error, want %v", ids(got), tokenIDs(first))
 	}
-	if c := got[len(got)-1].GetCursor(); c != "c1" {
-		t.Errorf("last token's cursor %q, want c1 (to resume from)", c)
-	}
 	wantCalls(t, up, fu.List, 1+maxAttempts)
+	wantResumesAt(t, g, up, got[len(got)-1].GetCursor(), "c1")
 
 	// Over HTTP: 200 (the tokens went out first), the tokens, then the
 	// error line.

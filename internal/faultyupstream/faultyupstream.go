@@ -102,8 +102,11 @@ type Request struct {
 	CancelledAt time.Time
 	// Done: the handler has returned.
 	Done bool
-	// BytesWritten counts the body bytes of an Oversized reply that went out.
+	// BytesWritten counts the body bytes of an Oversized or EndlessLines
+	// reply that went out.
 	BytesWritten int64
+	// Cut: a CutAfterLines reply cut the answer off.
+	Cut bool
 }
 
 // Held counts the requests being held right now.

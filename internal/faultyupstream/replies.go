@@ -126,14 +126,18 @@ func Forward(h http.Handler) Reply {
 }
 
 // FullPages answers a list with a full page, as many tokens as its take
-// asks for, naming the next cursor (c1, c2, ...): a listing that never
-// ends. Each page's tokens have ids of their own.
+// asks for (100 when it asks for none, as the stream request does), naming
+// the next cursor (c1, c2, ...): a listing that never ends. Each page's
+// tokens have ids of their own.
 func FullPages() Reply {
 	return Reply{
 		name: "full page",
 		serve: func(_ *Server, _ int, w http.ResponseWriter, r *http.Request) {
 			n, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Query().Get("cursor"), "c"))
 			take, _ := strconv.Atoi(r.URL.Query().Get("take"))
+			if take <= 0 {
+				take = 100
+			}
 			tokens := make([]Token, take)
 			for i := range tokens {
 				tokens[i] = Token{ID: fmt.Sprintf("tok_%d_%d", n, i), Name: "a token with a name of some length",

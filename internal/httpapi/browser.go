@@ -18,7 +18,8 @@ import (
 // preflight). Two rules, both before authentication and the gateway, so a
 // refused request reaches no upstream:
 //   - a cross-origin request whose Origin is not on --cors-origins is 403
-//     (originGuard);
+//     (originGuard), on every path of the HTTP port: the API, Connect and
+//     gRPC-Web, the OpenAPI document and the health probes alike;
 //   - a POST or PATCH body is JSON or nothing: a type a browser may send
 //     without a preflight (text/plain, multipart/form-data, a form) is 415
 //     (requireJSONBody), except a form-encoded body with no Origin, which is
@@ -80,7 +81,7 @@ func requireJSONBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handle
 		if (r.Method == http.MethodPost || r.Method == http.MethodPatch) && !jsonBody(r) {
 			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
 				HTTPStatus: http.StatusUnsupportedMediaType,
-				Err: apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument,
+				Err: apierr.New(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
 					"unsupported Content-Type: send the body as application/json"),
 			})
 			return

@@ -113,7 +113,7 @@ func checkBrowser(t *testing.T, e *env, f *fake, method, path string, hdr []stri
 	if err := json.Unmarshal(b, &st); err != nil || len(st.Details) == 0 || st.Details[0].Domain != "cbkgate" {
 		t.Errorf("body %s: not a Status with cbkgate ErrorInfo (%v)", b, err)
 	}
-	if wantReason := map[int]string{403: "CROSS_ORIGIN", 415: "INVALID_ARGUMENT"}[want]; len(st.Details) > 0 && st.Details[0].Reason != wantReason {
+	if wantReason := map[int]string{403: "CROSS_ORIGIN", 415: "UNSUPPORTED_MEDIA_TYPE"}[want]; len(st.Details) > 0 && st.Details[0].Reason != wantReason {
 		t.Errorf("reason %q, want %q", st.Details[0].Reason, wantReason)
 	}
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" && want == http.StatusForbidden {

@@ -6,13 +6,16 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
 // errorHandler is runtime.DefaultHTTPErrorHandler (JSON google.rpc.Status,
@@ -24,7 +27,11 @@ import (
 //     call: cbkgate or, in pass-through mode, ChatBotKit), where the
 //     default would put the status message, which is not a valid challenge
 //     (RFC 7235).
+//
+// Errors the gateway made itself, before any call, get cbkgate's shape
+// first (see gatewayError).
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	err = gatewayError(r, err)
 	inner := err
 	var hse *runtime.HTTPStatusError
 	if errors.As(err, &hse) {
@@ -129,16 +136,50 @@ func streamErrorHandler(ctx context.Context, err error) *status.Status {
 	return st
 }
 
-// routingErrorHandler answers a known path with the wrong method with 405
-// (the default maps it to UNIMPLEMENTED and so to 501, which reads as
-// "server feature missing" rather than "client used the wrong method").
+// routingErrorHandler answers the gateway's routing failures in cbkgate's
+// shape: a known path with the wrong method is 405 METHOD_NOT_ALLOWED
+// with Allow (the default maps it to UNIMPLEMENTED and so to 501, which
+// reads as "server feature missing" rather than "client used the wrong
+// method"), an unknown path 404 NOT_FOUND.
 func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
-	if code == http.StatusMethodNotAllowed {
-		errorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{
-			HTTPStatus: http.StatusMethodNotAllowed,
-			Err:        status.Error(codes.Unimplemented, http.StatusText(code)),
-		})
+	var err error
+	switch code {
+	case http.StatusMethodNotAllowed:
+		allow := restAllow[restRoute(r.URL.EscapedPath())]
+		if allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		err = methodNotAllowedError(allow)
+	case http.StatusNotFound:
+		err = notFoundError()
+	case http.StatusBadRequest:
+		err = apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, "the request path could not be read")
+	default:
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, code)
 		return
 	}
-	runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, code)
+	errorHandler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: code, Err: err})
+}
+
+// gatewayError is err, or, when the gateway refused the request before any
+// call because it could not decode it, that refusal in cbkgate's shape:
+// ErrorInfo INVALID_ARGUMENT, a message in words rather than a Go error's
+// text, and a BadRequest naming each bad field when there are fields to
+// name. (The generated handlers keep only an error's text, as an
+// INVALID_ARGUMENT status without details; the body decoder leaves its
+// full answer on the request body, see requestBody.)
+func gatewayError(r *http.Request, err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument || len(st.Proto().GetDetails()) > 0 ||
+		telemetry.ReachedGRPC(r.Context()) {
+		return err
+	}
+	if failure := decodeFailure(r); failure != nil {
+		return failure.Err()
+	}
+	msg := "the request could not be decoded"
+	if strings.HasPrefix(st.Message(), "invalid grpc-timeout") {
+		msg = "the Grpc-Timeout header is not a valid timeout"
+	}
+	return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, msg)
 }

@@ -25,16 +25,22 @@
 //     (Bearer realm="cbkgate"). A known
 //     path with the wrong method is 405, an unknown one 404.
 //   - Request bodies over 1 MiB are refused with 413 before they reach gRPC.
+//   - Every refusal of the HTTP layer is a JSON google.rpc.Status with
+//     cbkgate's ErrorInfo: a body or query the gateway cannot decode is 400
+//     INVALID_ARGUMENT with a google.rpc.BadRequest naming the fields
+//     (decode.go), an unknown path 404 NOT_FOUND, a known path with another
+//     method 405 METHOD_NOT_ALLOWED (routes.go), 413 PAYLOAD_TOO_LARGE,
+//     415 UNSUPPORTED_MEDIA_TYPE.
 //   - Connect and gRPC-Web clients are served under
 //     /cbkgate.token.v1.TokenService/ (internal/connectapi), behind the same
 //     CORS, authentication and body cap.
 //   - /openapi.json answers CORS like the API.
-//   - Browsers: a request from an origin not on the CORS list is 403, and a
-//     POST or PATCH body that is not JSON is 415 (see browser.go).
+//   - Browsers: a request from an origin not on the CORS list is 403, on
+//     every path, and a POST or PATCH body that is not JSON is 415 (see
+//     browser.go).
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +64,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
 	"github.com/cbkgate/cbkgate/internal/console"
+	"github.com/cbkgate/cbkgate/internal/jsonbody"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
@@ -85,8 +92,9 @@ type Options struct {
 	// caller identity Auth established).
 	Metadata func(context.Context, *http.Request) metadata.MD
 	// Console serves the token console under /console/ (internal/console):
-	// public files, outside CORS and Auth; the calls the page makes carry
-	// the operator's key like any client's.
+	// public files, outside CORS and Auth (inside the origin rule, like
+	// every path); the calls the page makes carry the operator's key like
+	// any client's.
 	Console bool
 }
 
@@ -139,16 +147,15 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 		// X-HTTP-Method-Override. No client of this API needs either.
 		runtime.WithDisablePathLengthFallback(),
 	}
-	if opts.Metadata != nil {
-		muxOpts = append(muxOpts, runtime.WithMetadata(opts.Metadata))
-	}
+	muxOpts = append(muxOpts, runtime.WithMetadata(hopMetadata(opts.Metadata)))
 	gw := runtime.NewServeMux(muxOpts...)
 	if err := tokenv1.RegisterTokenServiceHandler(ctx, gw, opts.Conn); err != nil {
 		return nil, fmt.Errorf("httpapi: register gateway: %w", err)
 	}
 
+	rt := router{gw: gw, m: m}
 	var api http.Handler = withSSE(withResponseHeader(gw))
-	api = limitBody(gw, m, api)
+	api = limitBody(gw, m, checkQueries(rt, api))
 	if opts.AfterAuth != nil {
 		api = opts.AfterAuth(api)
 	}
@@ -157,7 +164,6 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	}
 	api = requireJSONBody(gw, m, api)
 	api = cors.wrap(api)
-	api = guard.wrap(gw, m, api)
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
@@ -173,38 +179,53 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 				return nil, fmt.Errorf("httpapi: connect: %w", err)
 			}
 		}
-		// The origin rule holds here too; the body rule does not: Connect
-		// and gRPC-Web name their own content types, and vanguard refuses
-		// any other.
-		mux.Handle(connectapi.Prefix, guard.wrap(gw, m, cors.wrap(rpc)))
+		// The body rule does not hold here: Connect and gRPC-Web name
+		// their own content types, and vanguard refuses any other.
+		mux.Handle(connectapi.Prefix, cors.wrap(rt.rpcRoutes(rpc)))
 	}
-	// "GET" patterns also match HEAD; any other method gets 405 from
-	// http.ServeMux, with an Allow header.
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("/healthz", rt.only("GET, HEAD", func(w http.ResponseWriter, _ *http.Request) {
 		plain(w, http.StatusOK, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	mux.Handle("/readyz", rt.only("GET, HEAD", func(w http.ResponseWriter, _ *http.Request) {
 		if ready() {
 			plain(w, http.StatusOK, "ok")
 			return
 		}
 		plain(w, http.StatusServiceUnavailable, "draining")
-	})
+	}))
 	// The document answers CORS like the API, so that a page on an allowed
 	// origin (an API explorer, a client generator) can read it.
-	mux.Handle("/openapi.json", cors.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
-			return
-		}
+	mux.Handle("/openapi.json", cors.wrap(rt.only("GET, HEAD", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiv2.JSON)
 	})))
 	if opts.Console {
-		console.Register(mux)
+		console.Register(mux, func(h http.HandlerFunc) http.Handler { return rt.only("GET, HEAD", h) })
 	}
-	return canonicalPaths(gw, m, mux), nil
+	mux.HandleFunc("/", rt.notFound)
+	// The origin rule holds for every path, the health probes included
+	// (a probe from kubelet or a load balancer sends no Origin).
+	return guard.wrap(gw, m, canonicalPaths(gw, m, mux)), nil
+}
+
+// hopMetadata is the gateway's metadata annotator: the address the
+// listener accepted, for the call's log line (the in-process hop's own
+// peer address names no one), and what extra adds. One annotator, not
+// two: the gateway joins their answers into a new map on every call.
+func hopMetadata(extra func(context.Context, *http.Request) metadata.MD) func(context.Context, *http.Request) metadata.MD {
+	if extra == nil {
+		return telemetry.GatewayPeerMetadata
+	}
+	return func(ctx context.Context, r *http.Request) metadata.MD {
+		md := telemetry.GatewayPeerMetadata(ctx, r)
+		if md == nil {
+			return extra(ctx, r)
+		}
+		for k, v := range extra(ctx, r) {
+			md[k] = append(md[k], v...)
+		}
+		return md
+	}
 }
 
 // plain writes a short, uncacheable text answer: probes must see the state
@@ -227,7 +248,7 @@ func newMarshaler() *marshaler {
 		MarshalOptions: protojson.MarshalOptions{UseProtoNames: true},
 		// DiscardUnknown stays false: an unknown field is a client bug,
 		// answered with 400 rather than ignored.
-		UnmarshalOptions: protojson.UnmarshalOptions{RecursionLimit: maxJSONDepth},
+		UnmarshalOptions: jsonbody.Options,
 	}}
 }
 
@@ -271,13 +292,6 @@ func incomingHeaderMatcher(key string) (string, bool) {
 	}
 	return "", false
 }
-
-// maxJSONDepth bounds the nesting of a request body, in messages (a
-// google.protobuf.Struct level is two: Struct and Value). protojson's
-// default (10,000) admits bodies that the gRPC side cannot decode again
-// (its own limit is lower), which answered 500; past this the body is
-// refused with 400. Real config and meta objects are a few levels deep.
-const maxJSONDepth = 100
 
 // canonicalPaths answers 400 INVALID_ARGUMENT for a request path that
 // http.ServeMux would redirect (a "." or ".." segment, raw or escaped, or
@@ -333,6 +347,18 @@ func validQueryUTF8(r *http.Request) bool {
 	return true
 }
 
+// checkQueries refuses, with 400, a query the gateway would not read in
+// full (see checkQuery).
+func checkQueries(rt router, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st := checkQuery(r); st != nil {
+			rt.refuse(w, r, http.StatusBadRequest, st.Err())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // capBody bounds the bytes a Connect or gRPC-Web request body may carry.
 // Unlike limitBody it does not read ahead: the transcoder streams the body
 // and answers an oversized message in the client's own protocol.
@@ -371,7 +397,7 @@ func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) htt
 		tooLarge := func() {
 			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
 				HTTPStatus: http.StatusRequestEntityTooLarge,
-				Err: apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument,
+				Err: apierr.New(codes.ResourceExhausted, apierr.ReasonPayloadTooLarge,
 					fmt.Sprintf("request body larger than %d bytes", maxBodyBytes)),
 			})
 		}
@@ -400,7 +426,7 @@ func limitBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) htt
 			tooLarge()
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.Body = newRequestBody(body)
 		next.ServeHTTP(w, r)
 	})
 }

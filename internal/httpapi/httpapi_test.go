@@ -487,11 +487,11 @@ func TestBodyTooLarge(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
 			var st spb.Status
-			if err := protojson.Unmarshal(body, &st); err != nil || codes.Code(st.Code) != codes.InvalidArgument {
+			if err := protojson.Unmarshal(body, &st); err != nil || codes.Code(st.Code) != codes.ResourceExhausted {
 				t.Errorf("body %s: %v", body, err)
 			}
-			if !bytes.Contains(body, []byte(`"reason":"INVALID_ARGUMENT"`)) || !bytes.Contains(body, []byte(`"domain":"cbkgate"`)) {
-				t.Errorf("body %s: no ErrorInfo{cbkgate, INVALID_ARGUMENT}", body)
+			if !bytes.Contains(body, []byte(`"reason":"PAYLOAD_TOO_LARGE"`)) || !bytes.Contains(body, []byte(`"domain":"cbkgate"`)) {
+				t.Errorf("body %s: no ErrorInfo{cbkgate, PAYLOAD_TOO_LARGE}", body)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -19,8 +20,11 @@ import (
 // has one; a failure is one "event: error" whose data is the
 // google.rpc.Status JSON. A reconnecting EventSource sends the last id it
 // saw as Last-Event-ID, which is taken as the cursor, so the stream resumes
-// right after the last token that carried one (tokens since then come
-// again: a reader that must see each token once keys them by id).
+// right after the last token it received (every token carries a cursor).
+// A complete listing ends with "event: end" (empty data), and a request
+// whose cursor is already at the end of the listing gets 204 No Content:
+// that is what makes an EventSource stop reconnecting, rather than list
+// again from the end forever.
 //
 // The HTTP status follows the NDJSON stream's rule: a failure before the
 // first token carries the matching status (EventSource then stops rather
@@ -50,18 +54,9 @@ func acceptsSSE(h http.Header) bool {
 	return false
 }
 
-// isListRoute reports whether path is /v1/users/{user_id}/tokens.
+// isListRoute reports whether r asks for /v1/users/{user_id}/tokens.
 func isListRoute(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
-	}
-	p := r.URL.EscapedPath()
-	rest, ok := strings.CutPrefix(p, "/v1/users/")
-	if !ok {
-		return false
-	}
-	user, ok := strings.CutSuffix(rest, "/tokens")
-	return ok && user != "" && !strings.Contains(user, "/")
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && restRoute(r.URL.EscapedPath()) == routeTokens
 }
 
 // withSSE prepares an SSE List request for the gateway: the Accept header
@@ -82,8 +77,63 @@ func withSSE(next http.Handler) http.Handler {
 			r.URL.RawQuery = q.Encode()
 		}
 		w.Header().Set("Cache-Control", "no-store")
-		next.ServeHTTP(w, r)
+		sw := &sseWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		sw.end(r.URL.Query().Get("cursor") != "")
 	})
+}
+
+// sseEnd is the event that ends a complete listing.
+const sseEnd = "event: end\ndata:\n\n"
+
+// sseWriter watches what the gateway writes of an SSE List, so that the
+// end of a listing can be told from its failure: the gateway writes
+// nothing at all for a listing that ends OK without a token, and an error
+// (before or after tokens) as an "event: error".
+type sseWriter struct {
+	http.ResponseWriter
+	wrote  bool // a header or body went out
+	failed bool // an error event or status went out
+}
+
+func (w *sseWriter) WriteHeader(code int) {
+	w.wrote = true
+	if code >= 300 {
+		w.failed = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *sseWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	if bytes.HasPrefix(b, []byte("event: error\n")) {
+		w.failed = true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *sseWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *sseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// end finishes a listing that did not fail: 204 for a resumed one with
+// nothing after its cursor, else the end event.
+func (w *sseWriter) end(resumed bool) {
+	if w.failed {
+		return
+	}
+	if !w.wrote {
+		h := w.Header()
+		h.Del("Transfer-Encoding")
+		if resumed {
+			h.Del("Content-Type")
+			w.ResponseWriter.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.Set("Content-Type", sseContentType)
+	}
+	_, _ = io.WriteString(w.ResponseWriter, sseEnd)
+	w.Flush()
 }
 
 // sseMarshaler frames the gateway's stream chunks as events. Everything

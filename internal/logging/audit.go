@@ -85,7 +85,10 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 		if caller == "" {
 			caller = unauthenticated
 		}
-		code := apierr.CodeForRefusal(ev.Status)
+		code := ev.Code
+		if code == codes.OK {
+			code = apierr.CodeForRefusal(ev.Status)
+		}
 		level := slog.LevelInfo
 		if ev.Status >= 500 {
 			level = slog.LevelWarn
@@ -100,6 +103,9 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 				durationMS(ev.Duration),
 				slog.String(keyCaller, caller),
 				slog.String(keyPeer, r.RemoteAddr),
+			}
+			if ev.ForwardedFor != "" {
+				attrs = append(attrs, slog.String(keyForwardedFor, ev.ForwardedFor))
 			}
 			if ev.Reason != "" {
 				attrs = append(attrs, slog.String(keyError, truncate(ev.Reason, maxErrorMessage)))

@@ -8,8 +8,9 @@
 // a gateway call and, for server streams, how many messages were sent. Request and
 // response messages and metadata are never logged (a Create response holds
 // a new token's secret value, and authorization metadata holds Bearer
-// secrets and API keys); the one exception is x-forwarded-for on calls from
-// the trusted in-process gateway, which names the real HTTP caller.
+// secrets and API keys); the one exception is X-Forwarded-For (or gRPC's
+// x-forwarded-for metadata), logged as forwarded_for, made printable and
+// bounded, beside the peer it never replaces.
 package logging
 
 import (
@@ -102,7 +103,6 @@ const unauthenticated = "unauthenticated"
 // Caps on caller- and upstream-influenced strings, so that one call cannot
 // write an enormous log line.
 const (
-	maxForwardedFor = 256
 	maxErrorMessage = 512
 	maxID           = 256
 	// maxDetail leaves room for a panic's stack.
@@ -261,11 +261,13 @@ func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedP
 
 // isRefusal reports whether a call ending with code was refused (no or
 // bad credentials, a request that does not validate, a rate or stream
-// limit, an unknown method): such lines are rate-limited, see lineLimiter.
-// Audit lines never are.
+// limit, an unknown method) or cancelled by its client (a client can open
+// and reset calls as fast as it refused ones, with valid credentials too):
+// such lines are rate-limited, see lineLimiter. Audit lines never are.
 func isRefusal(code codes.Code) bool {
 	switch code {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted, codes.Unimplemented:
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted, codes.Unimplemented,
+		codes.Canceled:
 		return true
 	}
 	return false
@@ -277,35 +279,32 @@ func durationMS(d time.Duration) slog.Attr {
 	return slog.Float64(keyDurationMS, float64(d.Microseconds())/1000)
 }
 
-// peerOf returns the address to log as the caller. For the trusted gateway
-// it is the last x-forwarded-for entry, the address the gateway itself saw
-// (earlier entries come from the HTTP client's own X-Forwarded-For header
-// and may be invented); the whole chain is returned too when it has more
-// than one entry.
-func peerOf(ctx context.Context, trustedPeer func(net.Addr) bool) (addr, chain string, gateway bool) {
+// peerOf returns the address to log as the caller's: the one cbkgate's
+// listener accepted. A call from the trusted in-process hop came over
+// HTTP, and the HTTP side handed that address over as metadata
+// (telemetry.PeerMetadata), believed from that hop alone. forwardedFor is
+// the X-Forwarded-For the client sent, made printable and bounded: logged
+// beside the peer, never instead of it.
+func peerOf(ctx context.Context, trustedPeer func(net.Addr) bool) (addr, forwardedFor string, viaHTTP bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
 		return "unknown", "", false
 	}
 	addr = p.Addr.String()
 	if trustedPeer == nil || !trustedPeer(p.Addr) {
-		return addr, "", false
+		return addr, telemetry.ForwardedFor(metadata.ValueFromIncomingContext(ctx, "x-forwarded-for")), false
 	}
-	xff := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for")
-	if len(xff) == 0 {
-		return addr, "", true
+	if v := metadata.ValueFromIncomingContext(ctx, telemetry.PeerMetadata); len(v) == 1 && v[0] != "" {
+		addr = truncate(v[0], maxID)
 	}
-	full := strings.Join(xff, ", ")
-	entries := strings.Split(full, ",")
-	last := strings.TrimSpace(entries[len(entries)-1])
-	if last == "" {
-		return addr, "", true
+	if v := metadata.ValueFromIncomingContext(ctx, telemetry.ForwardedForMetadata); len(v) == 1 {
+		forwardedFor = truncate(v[0], telemetry.MaxForwardedFor)
 	}
-	if len(entries) > 1 {
-		chain = truncate(full, maxForwardedFor)
-	}
-	return truncate(last, maxForwardedFor), chain, true
+	return addr, forwardedFor, true
 }
+
+// TruncateID caps an id for a log line, as call and audit lines do.
+func TruncateID(id string) string { return truncate(id, maxID) }
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

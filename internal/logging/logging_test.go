@@ -25,6 +25,7 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/telemetry"
 	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
@@ -261,18 +262,22 @@ func TestCallLog(t *testing.T) {
 				_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 				return err
 			}},
-		{name: "gateway peer", md: append([]string{"x-forwarded-for", "203.0.113.7"}, bearer2...), trusted: true,
-			method: create, code: codes.OK, level: "INFO", peer: "203.0.113.7",
+		// The HTTP side's peer crosses the trusted hop as metadata; the
+		// gateway's own x-forwarded-for never becomes the peer.
+		{name: "gateway peer", md: append([]string{telemetry.PeerMetadata, "203.0.113.7:4711", "x-forwarded-for", "198.51.100.9"}, bearer2...), trusted: true,
+			method: create, code: codes.OK, level: "INFO", peer: "203.0.113.7:4711",
 			call: func(ctx context.Context, c tokenv1.TokenServiceClient, _ *grpc.ClientConn) error {
 				_, err := c.Create(ctx, &tokenv1.CreateRequest{UserId: "u"})
 				return err
 			}},
-		{name: "gateway peer, forwarded chain", md: append([]string{"x-forwarded-for", "198.51.100.1, 203.0.113.7"}, bearer2...), trusted: true,
-			method: del, code: codes.OK, level: "INFO", peer: "203.0.113.7", forwarded: "198.51.100.1, 203.0.113.7", call: deleteWith(codes.OK)},
-		{name: "gateway peer, stream", md: append([]string{"x-forwarded-for", "203.0.113.9"}, bearer2...), trusted: true,
-			method: list, code: codes.OK, level: "INFO", stream: true, sent: 1, peer: "203.0.113.9", call: listWith(1, codes.OK)},
-		{name: "gateway peer without x-forwarded-for", md: bearer2, trusted: true, method: del, code: codes.OK, level: "INFO", call: deleteWith(codes.OK)},
-		{name: "untrusted peer's x-forwarded-for ignored", md: append([]string{"x-forwarded-for", "203.0.113.66"}, bearer2...),
+		{name: "gateway peer, forwarded chain", md: append([]string{telemetry.PeerMetadata, "203.0.113.7:4711", telemetry.ForwardedForMetadata, "198.51.100.1, 10.0.0.1"}, bearer2...), trusted: true,
+			method: del, code: codes.OK, level: "INFO", peer: "203.0.113.7:4711", forwarded: "198.51.100.1, 10.0.0.1", call: deleteWith(codes.OK)},
+		{name: "gateway peer, stream", md: append([]string{telemetry.PeerMetadata, "203.0.113.9:80"}, bearer2...), trusted: true,
+			method: list, code: codes.OK, level: "INFO", stream: true, sent: 1, peer: "203.0.113.9:80", call: listWith(1, codes.OK)},
+		{name: "gateway peer without peer metadata", md: bearer2, trusted: true, method: del, code: codes.OK, level: "INFO", call: deleteWith(codes.OK)},
+		{name: "untrusted peer's x-forwarded-for logged, not its peer", md: append([]string{"x-forwarded-for", "203.0.113.66"}, bearer2...),
+			method: del, code: codes.OK, level: "INFO", forwarded: "203.0.113.66", call: deleteWith(codes.OK)},
+		{name: "untrusted peer's peer metadata ignored", md: append([]string{telemetry.PeerMetadata, "203.0.113.66:1", telemetry.ForwardedForMetadata, "x"}, bearer2...),
 			method: del, code: codes.OK, level: "INFO", call: deleteWith(codes.OK)},
 	}
 	for _, tt := range tests {

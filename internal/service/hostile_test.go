@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -62,33 +63,47 @@ func wantReason(t *testing.T, err error, code codes.Code, reason string) *status
 	return nil
 }
 
-// A panic on the goroutine that fetches a List's pages, which runs outside
-// any recovery interceptor, ends that call with INTERNAL; before, it ended
-// the process (this test binary included).
-func TestPanicWhileFetchingPagesEndsOnlyTheCall(t *testing.T) {
-	up := httptest.NewServer(pagedHandler(t, []string{`{"items":[{"id":"a"}],"cursor":"c1"}`}, func(w http.ResponseWriter) { w.WriteHeader(500) }))
+// A panic on the goroutine that reads a List's upstream stream, which runs
+// outside any recovery interceptor, ends that call with INTERNAL rather
+// than the process (this test binary included), and the server goes on
+// serving.
+func TestPanicWhileReadingListEndsOnlyTheCall(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/jsonl")
+		w.Write([]byte(`{"type":"item","data":{"id":"a"}}` + "\n"))
+	}))
 	t.Cleanup(up.Close)
 	svc := New(testClient(t, up.URL))
-	svc.pageFetched = func() { panic("a bug on the page goroutine") }
+	var panicking atomic.Bool
+	panicking.Store(true)
+	svc.tokenRead = func() {
+		if panicking.Load() {
+			panic("a bug on the reading goroutine")
+		}
+	}
 	api := serveService(t, svc)
 	_, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u"})
-	st := status.Convert(err)
-	if st.Code() != codes.Internal || st.Message() != msgInternal {
+	if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != msgInternal {
 		t.Fatalf("got %v, want INTERNAL %q", err, msgInternal)
 	}
-	// And the server still serves.
-	svc.pageFetched = nil
-	if _, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u"}); status.Code(err) == codes.Unavailable {
-		t.Fatalf("the server is gone: %v", err)
+	panicking.Store(false)
+	got, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u"})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("after the panic: %d tokens, %v; want the one token, OK", len(got), err)
 	}
 }
 
-// page_size over maxPageSize is clamped, not refused.
+// page_size over maxPageSize is clamped, not refused. It sets take only on
+// page requests: the first request asks for the stream, without take.
 func TestPageSizeIsClampedTo1000(t *testing.T) {
-	takes := make(chan string, 1)
+	takes := make(chan string, 2)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		takes <- r.URL.Query().Get("take")
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("cursor") == "" {
+			w.Write([]byte(`{"items":[{"id":"a"}],"cursor":"c1"}`))
+			return
+		}
 		w.Write([]byte(`{"items":[]}`))
 	}))
 	t.Cleanup(up.Close)
@@ -96,8 +111,11 @@ func TestPageSizeIsClampedTo1000(t *testing.T) {
 	if _, err := listAll(t, api, &tokenv1.ListRequest{UserId: "u", PageSize: 5000}); err != nil {
 		t.Fatal(err)
 	}
+	if got := <-takes; got != "" {
+		t.Fatalf("the stream request's take = %s, want none", got)
+	}
 	if got := <-takes; got != "1000" {
-		t.Fatalf("upstream take = %s, want 1000", got)
+		t.Fatalf("the page request's take = %s, want 1000", got)
 	}
 }
 

@@ -7,14 +7,13 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -27,18 +26,14 @@ import (
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 )
 
-// defaultPageSize is the upstream page size when a ListRequest leaves
-// page_size at 0. ChatBotKit clamps larger takes, so bigger pages only mean
-// fewer round trips up to its maximum.
-const defaultPageSize = 100
-
-// maxPageSize is the largest upstream page a List asks for; a larger
-// page_size is clamped to it. With the client's refusal of pages longer
-// than asked for, a List holds at most two pages of this many tokens.
+// maxPageSize is the largest upstream page a List asks for when the
+// upstream answers with pages; a larger page_size is clamped to it. With the
+// client's refusal of pages longer than asked for, a List holds at most one
+// page of this many tokens.
 const maxPageSize = chatbotkit.MaxTake
 
-// upstreamTimeout bounds one upstream request (a unary call, or one page of
-// a listing) whose caller set no deadline, so a ChatBotKit that never
+// upstreamTimeout bounds one upstream request (a unary call; a listing's
+// stream has its own bound on silence, in the client) whose caller set no deadline, so a ChatBotKit that never
 // answers cannot hold a call, and its goroutine, forever. Callers with a
 // deadline get exactly their deadline.
 const upstreamTimeout = 30 * time.Second
@@ -58,9 +53,14 @@ type Service struct {
 	client *chatbotkit.Client
 	// callers is --caller-rate (nil: no limit).
 	callers *callerrate.Limiter
-	// pageFetched, when set (by tests), runs on the page-fetching
-	// goroutine after each upstream page.
-	pageFetched func()
+	// metaOmitted, when set, is told of each token List sends without its
+	// meta (see setToken).
+	metaOmitted func(ctx context.Context, userID, tokenID string)
+	// lists counts each caller's running Lists.
+	lists listSlots
+	// tokenRead, when set (by tests), runs on a List's reading goroutine
+	// before each token is read.
+	tokenRead func()
 }
 
 // Option configures a Service.
@@ -69,9 +69,16 @@ type Option func(*Service)
 // WithCallerRate limits the upstream requests of each caller identity
 // (auth.Caller): a Create, Update or Delete over the rate is refused with
 // RESOURCE_EXHAUSTED (RATE_LIMITED, RetryInfo) before it goes upstream;
-// a List waits before each page instead. nil means no limit.
+// a List waits before each upstream request instead. nil means no limit.
 func WithCallerRate(l *callerrate.Limiter) Option {
 	return func(s *Service) { s.callers = l }
+}
+
+// WithMetaOmitted has f told of each token List sends with its meta left
+// out (meta_omitted: ChatBotKit holds it nested deeper than cbkgate passes
+// on), for the log and the metrics.
+func WithMetaOmitted(f func(ctx context.Context, userID, tokenID string)) Option {
+	return func(s *Service) { s.metaOmitted = f }
 }
 
 // New returns a Service that calls ChatBotKit through client.
@@ -95,136 +102,86 @@ func (s *Service) admit(ctx context.Context) error {
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 }
 
-// List streams every token of a user from the request's cursor on, page by
-// page. While the caller receives one page, the next is already being
-// fetched, so upstream latency overlaps with sending; at most two pages are
-// held at a time, so memory stays bounded however long the list.
+// List streams every token of a user from the request's cursor on, read
+// from ChatBotKit as one stream (chatbotkit.Lister): one upstream round trip
+// however long the listing, read only as fast as the caller takes tokens,
+// so memory stays bounded. Every token carries the cursor that resumes
+// right after it (cursor.go).
 func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServer[tokenv1.ListResponse]) error {
 	if err := validateList(req); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(stream.Context())
-	// Stops the prefetching goroutine whenever List returns early.
+	order := upstreamOrder(req.GetOrder())
+	from, err := decodeCursor(req.GetCursor(), order)
+	if err != nil {
+		return err
+	}
+	callCtx := stream.Context()
+	caller := auth.Caller(callCtx)
+	release, err := s.lists.acquire(caller)
+	if err != nil {
+		return err
+	}
+	defer release()
+	ctx, cancel := context.WithCancel(callCtx)
 	defer cancel()
 
-	pages := s.fetchPages(ctx, req)
-	for p := range pages {
-		if p.err != nil {
-			return s.status(stream.Context(), p.err)
+	opts := chatbotkit.StreamOptions{
+		Order:    order,
+		From:     from,
+		PageSize: min(int(req.GetPageSize()), maxPageSize),
+		Limit:    int(req.GetLimit()),
+	}
+	if s.callers != nil {
+		// Every upstream request (the stream, each resume, each page, each
+		// retry) counts once: a List is paced by the caller's rate, never
+		// failed by it.
+		opts.BeforeRequest = func(ctx context.Context) error { return s.callers.Wait(ctx, caller) }
+	}
+	lister, err := s.client.OpenList(ctx, auth.UpstreamSecret(callCtx), req.GetUserId(), opts)
+	if err != nil {
+		return s.status(callCtx, err)
+	}
+	items := make(chan listItem, listAhead)
+	done := make(chan struct{})
+	go s.readList(ctx, lister, order, int(req.GetLimit()), items, done)
+	// However List ends, the reader stops (closing the upstream stream)
+	// before it returns.
+	defer func() { cancel(); <-done }()
+	for it := range items {
+		if it.err != nil {
+			return it.err
 		}
-		// A page's messages are made together: one allocation of each kind
-		// per page rather than four per token.
-		n := len(p.page.Items)
-		resps := make([]tokenv1.ListResponse, n)
-		toks := make([]tokenv1.Token, n)
-		times := make([][2]timestamppb.Timestamp, n)
-		for i := range p.page.Items {
-			resp := &resps[i]
-			resp.Token = &toks[i]
-			if err := setToken(resp.Token, &times[i], &p.page.Items[i]); err != nil {
-				return s.status(stream.Context(), err)
-			}
-			if i == n-1 {
-				resp.Cursor = p.page.Cursor
-			}
-			if err := stream.Send(resp); err != nil {
-				// The caller is gone or its deadline passed; the stream's
-				// status is already decided by gRPC.
-				return err
-			}
+		if it.resp.Token.GetMetaOmitted() && s.metaOmitted != nil {
+			s.metaOmitted(callCtx, req.GetUserId(), it.resp.Token.GetId())
+		}
+		if err := stream.Send(it.resp); err != nil {
+			// The caller is gone or its deadline passed; the stream's
+			// status is already decided by gRPC.
+			return err
 		}
 	}
-	// The fetcher closes the channel early only when ctx ended; a listing
-	// cut short that way must not end OK.
-	if err := stream.Context().Err(); err != nil {
-		return s.status(stream.Context(), err)
+	// A listing that ended because the call did must not end OK.
+	if err := callCtx.Err(); err != nil {
+		return s.status(callCtx, err)
 	}
 	return nil
 }
 
-type pageResult struct {
-	page *chatbotkit.Page
-	err  error
-}
-
-// fetchPages fetches the listing's pages in order on a goroutine of its
-// own, one page ahead of the sender. The channel ends after the last page,
-// after an error (sent as the final result), or when ctx ends.
-func (s *Service) fetchPages(ctx context.Context, req *tokenv1.ListRequest) <-chan pageResult {
-	out := make(chan pageResult, 1)
-	go func() {
-		defer close(out)
-		// This goroutine serves the call but runs outside the recovery
-		// interceptor: a panic here would end the process. It ends the
-		// call with INTERNAL instead, the panic and its stack in the
-		// call's log line.
-		defer func() {
-			if r := recover(); r != nil {
-				err := apierr.WithLogDetail(status.New(codes.Internal, msgInternal),
-					fmt.Sprintf("panic while fetching pages: %v\n%s", r, debug.Stack()))
-				select {
-				case out <- pageResult{err: err}:
-				case <-ctx.Done():
-				}
-			}
-		}()
-		cred := auth.UpstreamSecret(ctx)
-		caller := auth.Caller(ctx)
-		opts := chatbotkit.ListOptions{Cursor: req.GetCursor(), Order: upstreamOrder(req.GetOrder())}
-		pageSize := int(req.GetPageSize())
-		if pageSize == 0 {
-			pageSize = defaultPageSize
-		}
-		// CONTRACT.md "Upstream calls": larger pages are clamped, not
-		// refused; ChatBotKit serves no more per page anyway.
-		pageSize = min(pageSize, maxPageSize)
-		limit := int(req.GetLimit()) // 0: no limit
-		fetched := 0
-		for {
-			opts.Take = pageSize
-			if limit > 0 {
-				opts.Take = min(pageSize, limit-fetched)
-			}
-			// Every page is an upstream request of its own: a List is
-			// paced by the caller's rate, never failed by it.
-			if err := s.callers.Wait(ctx, caller); err != nil {
-				return // ctx ended: List reports it
-			}
-			pageCtx, cancel := upstreamContext(ctx)
-			if s.callers != nil {
-				// A retried page is another upstream request: it waits its
-				// turn too.
-				pageCtx = chatbotkit.WithRetryGate(pageCtx, func(ctx context.Context) error { return s.callers.Wait(ctx, caller) })
-			}
-			page, err := s.client.ListPage(pageCtx, cred, req.GetUserId(), opts)
-			cancel()
-			if s.pageFetched != nil {
-				s.pageFetched()
-			}
-			if err == nil && opts.Cursor != "" && page.Cursor == opts.Cursor && len(page.Items) > 0 {
-				// A cursor that does not move would repeat this page
-				// forever: duplicates, and a listing that never ends.
-				err = fmt.Errorf("%w: list: a page of tokens came back with the cursor it was asked for", chatbotkit.ErrMalformedResponse)
-				page = nil
-			}
-			select {
-			case out <- pageResult{page: page, err: err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-			fetched += len(page.Items)
-			// An empty page, or one without a cursor to go on from, is the
-			// end of the listing.
-			if len(page.Items) == 0 || page.Cursor == "" || (limit > 0 && fetched >= limit) {
-				return
-			}
-			opts.Cursor = page.Cursor
-		}
-	}()
-	return out
+// listError is the status a List ends with after sent tokens. A cursor
+// whose token is gone fails before anything is sent (FAILED_PRECONDITION);
+// cbkgate's own resume after a cut that lost its place ends the listing
+// after what was sent (ABORTED), never with a silent gap.
+func (s *Service) listError(ctx context.Context, err error, sent int) error {
+	if !errors.Is(err, chatbotkit.ErrCursorStale) || ctx.Err() != nil {
+		return s.status(ctx, err)
+	}
+	if sent == 0 {
+		return apierr.WithLogDetail(apierr.Status(codes.FailedPrecondition, apierr.ReasonCursorStale,
+			"the cursor's token is no longer in the listing, so where to resume is unknown; list again from the start"), err.Error())
+	}
+	return apierr.WithLogDetail(apierr.Status(codes.Aborted, apierr.ReasonCursorStale,
+		"ChatBotKit's stream broke off and the listing no longer holds the last token sent, so it cannot be resumed exactly; resume from an earlier cursor or list again"), err.Error())
 }
 
 func upstreamOrder(o tokenv1.Order) chatbotkit.Order {
@@ -314,6 +271,12 @@ func optional(s string) *string {
 
 func tokenInput(name, description *string, config, meta *structpb.Struct) (chatbotkit.TokenInput, error) {
 	in := chatbotkit.TokenInput{Name: name, Description: description}
+	var v violations
+	v.checkDepth("config", config)
+	v.checkDepth("meta", meta)
+	if err := v.err(); err != nil {
+		return in, err
+	}
 	var err error
 	if in.Config, err = structJSON("config", config); err != nil {
 		return in, err
@@ -340,13 +303,20 @@ func structJSON(field string, s *structpb.Struct) (json.RawMessage, error) {
 
 // setToken converts an upstream token into tok, whose create and update
 // times go in times. Meta that is not a JSON object is a malformed upstream
-// answer, not something to pass on half-converted.
+// answer, not something to pass on half-converted. Meta nested deeper than
+// maxStructDepth is left out and MetaOmitted set: passed on, it could make
+// the message undecodable for the client (protobuf decoders stop at a
+// recursion limit), which would end the listing at this token every time.
 func setToken(tok *tokenv1.Token, times *[2]timestamppb.Timestamp, t *chatbotkit.Token) error {
 	tok.Id, tok.Name, tok.Description = t.ID, t.Name, t.Description
 	created, updated := &times[0], &times[1]
 	created.Seconds, created.Nanos = t.CreatedAt.Unix(), int32(t.CreatedAt.Nanosecond())
 	updated.Seconds, updated.Nanos = t.UpdatedAt.Unix(), int32(t.UpdatedAt.Nanosecond())
 	tok.CreateTime, tok.UpdateTime = created, updated
+	if jsonDeeper(t.Meta, maxStructDepth) {
+		tok.MetaOmitted = true
+		return nil
+	}
 	if len(t.Meta) > 0 && string(t.Meta) != "null" {
 		tok.Meta = &structpb.Struct{}
 		if err := protojson.Unmarshal(t.Meta, tok.Meta); err != nil {

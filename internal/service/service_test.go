@@ -44,7 +44,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // newTestService serves the service over a real gRPC connection, backed by
 // the REST client talking to h over loopback HTTP.
-func newTestService(t *testing.T, h http.Handler) (tokenv1.TokenServiceClient, *upstream) {
+func newTestService(t testing.TB, h http.Handler) (tokenv1.TokenServiceClient, *upstream) {
 	t.Helper()
 	up := &upstream{handler: h}
 	hs := httptest.NewServer(up)
@@ -259,9 +259,8 @@ func TestListCursorResumesAfterEveryCursor(t *testing.T) {
 			t.Fatalf("resume after #%d: got %v, want %v", i, ids(rest), created[i+1:])
 		}
 	}
-	// Pages of 5 over 12 tokens: cursors on tokens 5, 10 and 12.
-	if withCursor != 3 {
-		t.Fatalf("%d tokens carry a cursor, want 3 (one per upstream page)", withCursor)
+	if withCursor != 12 {
+		t.Fatalf("%d tokens carry a cursor, want every one of the 12", withCursor)
 	}
 }
 
@@ -462,8 +461,8 @@ func TestListEndsInErrorAfterTokensAlreadySent(t *testing.T) {
 	if fmt.Sprint(ids(got)) != "[a b]" {
 		t.Fatalf("tokens before the failure = %v", ids(got))
 	}
-	if got[1].GetCursor() != "c1" {
-		t.Fatalf("cursor of the page's last token = %q, want c1", got[1].GetCursor())
+	if pos, err := decodeCursor(got[1].GetCursor(), chatbotkit.OrderDefault); err != nil || pos != (chatbotkit.Position{Cursor: "c1"}) {
+		t.Fatalf("cursor of the page's last token = %q (%+v, %v), want the page's cursor c1", got[1].GetCursor(), pos, err)
 	}
 	assertUpstreamError(t, err, codes.Internal, "INTERNAL_SERVER_ERROR", 500)
 }
@@ -566,18 +565,29 @@ func TestToStatusKeepsContextErrors(t *testing.T) {
 }
 
 func TestListPageLongerThanTakeIsMalformed(t *testing.T) {
-	// An upstream that ignores take: asked for 2, it answers 3 and a cursor
-	// after the third. CONTRACT.md "Upstream calls": a malformed answer,
-	// never trimmed (resuming from that cursor would skip the third token)
-	// nor passed on.
-	page := `{"items":[{"id":"a","createdAt":1,"updatedAt":1},{"id":"b","createdAt":2,"updatedAt":2},{"id":"c","createdAt":3,"updatedAt":3}],"cursor":"after-c"}`
-	c, _ := newTestService(t, pagedHandler(t, []string{page}, func(w http.ResponseWriter) {
-		t.Error("a second page was fetched past the limit")
-		w.WriteHeader(500)
+	// An upstream that ignores take: asked for 3 (the limit's rest), it
+	// answers 4 and a cursor after the fourth. CONTRACT.md "Upstream calls": a
+	// malformed answer, never trimmed (resuming from that cursor would skip
+	// the fourth token) nor passed on. The first page, answered to the
+	// stream request without take, may hold up to 1000.
+	first := `{"items":[{"id":"a","createdAt":1,"updatedAt":1},{"id":"b","createdAt":2,"updatedAt":2}],"cursor":"c1"}`
+	second := `{"items":[{"id":"c"},{"id":"d"},{"id":"e"},{"id":"f"}],"cursor":"after-f"}`
+	var takes []string
+	c, _ := newTestService(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		takes = append(takes, r.URL.Query().Get("take"))
+		w.Header().Set("Content-Type", "application/json")
+		if len(takes) == 1 {
+			io.WriteString(w, first)
+			return
+		}
+		io.WriteString(w, second)
 	}))
-	got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Limit: 2})
-	if len(got) != 0 {
-		t.Fatalf("tokens %v handed out from a page longer than asked for", ids(got))
+	got, err := listAll(t, c, &tokenv1.ListRequest{UserId: "u", Limit: 5})
+	if fmt.Sprint(ids(got)) != "[a b]" {
+		t.Fatalf("tokens %v, want a and b, none from the page longer than asked for", ids(got))
+	}
+	if fmt.Sprint(takes) != "[ 3]" {
+		t.Fatalf("takes asked for %q, want none, then 3", takes)
 	}
 	st := status.Convert(err)
 	if st.Code() != codes.Internal {

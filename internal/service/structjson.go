@@ -125,3 +125,35 @@ func appendString(b []byte, s string) ([]byte, error) {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// jsonDeeper reports whether the JSON document b nests objects and arrays
+// deeper than limit levels, counted as structDeeper counts a Struct's. b
+// must be well-formed (upstream bodies are checked when read); the scan
+// keeps no stack, so no depth can exhaust it.
+func jsonDeeper(b []byte, limit int) bool {
+	depth := 0
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++ // the escaped byte cannot end the string
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			if depth++; depth > limit {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
+}

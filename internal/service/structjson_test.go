@@ -65,3 +65,35 @@ func TestAppendStructMatchesProtojson(t *testing.T) {
 		})
 	}
 }
+
+// TestDepthCounts: jsonDeeper counts a JSON document's levels as
+// structDeeper counts the Struct it decodes to (objects and arrays one
+// each, scalars none), and nothing inside a string.
+func TestDepthCounts(t *testing.T) {
+	for _, tc := range []struct {
+		json  string
+		depth int
+	}{
+		{`{}`, 1},
+		{`{"a":1,"b":"x"}`, 1},
+		{`{"a":{"b":1}}`, 2},
+		{`{"a":[1,[2]]}`, 3},
+		{`{"a":[],"b":{"c":{}}}`, 3},
+		{`{"s":"{[{[{[\"{{"}`, 1},
+		{`{"s":"\\","t":{}}`, 2},
+	} {
+		s := &structpb.Struct{}
+		if err := protojson.Unmarshal([]byte(tc.json), s); err != nil {
+			t.Fatal(err)
+		}
+		for _, limit := range []int{tc.depth - 1, tc.depth} {
+			want := tc.depth > limit
+			if got := jsonDeeper([]byte(tc.json), limit); got != want {
+				t.Errorf("jsonDeeper(%s, %d) = %v, want %v", tc.json, limit, got, want)
+			}
+			if got := structDeeper(s, limit); got != want {
+				t.Errorf("structDeeper(%s, %d) = %v, want %v", tc.json, limit, got, want)
+			}
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/apierr"
@@ -15,6 +16,14 @@ import (
 // maxIDBytes bounds user and token ids. ChatBotKit's ids are far shorter;
 // the bound keeps hostile input from growing upstream URLs and log lines.
 const maxIDBytes = 256
+
+// maxStructDepth is how deeply a meta or config may nest: the object itself
+// is level 1, each object or list in it one more. Real ones are a few
+// levels deep. Deeper ones are refused on Create and Update, and a token
+// ChatBotKit holds with a deeper meta is listed without it (meta_omitted):
+// a meta nested 3,332 levels, once stored, stopped every later listing of
+// its user, since no gRPC client could decode the message holding it.
+const maxStructDepth = 32
 
 // violations collects what is wrong with one request, one entry per bad
 // field, so a client learns of every mistake at once and can tell which
@@ -102,4 +111,45 @@ func validateTokenRef(userID, tokenID string) error {
 	v.checkID("user_id", userID)
 	v.checkID("token_id", tokenID)
 	return v.err()
+}
+
+// checkDepth refuses a meta or config nested deeper than maxStructDepth.
+func (v *violations) checkDepth(field string, s *structpb.Struct) {
+	if s != nil && structDeeper(s, maxStructDepth) {
+		v.add(field, "%s is nested more than %d levels deep", field, maxStructDepth)
+	}
+}
+
+// structDeeper reports whether s nests deeper than limit levels (s itself
+// is one). It looks no further down than limit+1 levels, so its own
+// recursion stays shallow whatever the message holds.
+func structDeeper(s *structpb.Struct, limit int) bool {
+	if limit < 1 {
+		return true
+	}
+	for _, v := range s.GetFields() {
+		if valueDeeper(v, limit-1) {
+			return true
+		}
+	}
+	return false
+}
+
+// valueDeeper reports whether v, with limit levels left, nests deeper: a
+// scalar takes none, an object or list one and what it holds.
+func valueDeeper(v *structpb.Value, limit int) bool {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StructValue:
+		return structDeeper(k.StructValue, limit)
+	case *structpb.Value_ListValue:
+		if limit < 1 {
+			return true
+		}
+		for _, e := range k.ListValue.GetValues() {
+			if valueDeeper(e, limit-1) {
+				return true
+			}
+		}
+	}
+	return false
 }

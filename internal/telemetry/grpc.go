@@ -149,7 +149,8 @@ func (s *callStream) RecvMsg(m any) error {
 }
 
 // observeStatus counts, from a call's final status, what cbkgate refused
-// itself: rate-limited calls and authentication failures. Reading the
+// itself: rate-limited calls, calls no grant allows, and authentication
+// failures. Reading the
 // status (rather than hooking the limiter and the authenticator) counts
 // every refusal exactly once, whichever layer made it. Errors from
 // ChatBotKit carry its own domain and are not counted here.
@@ -166,6 +167,10 @@ func (m *Metrics) observeStatus(err error) {
 		if reason, ours := cbkgateReason(st); ours && reason == apierr.ReasonRateLimited {
 			m.rateLimited.Inc()
 		}
+	case codes.PermissionDenied:
+		if info := cbkgateErrorInfo(st); info != nil && info.GetReason() == apierr.ReasonPermissionDenied {
+			m.permissionDenied.WithLabelValues(deniedMethodLabel(info.GetMetadata()["method"])).Inc()
+		}
 	case codes.Unauthenticated:
 		reason, ours := cbkgateReason(st)
 		if !ours {
@@ -178,6 +183,31 @@ func (m *Metrics) observeStatus(err error) {
 		}
 		m.AuthFailure(reason)
 	}
+}
+
+// cbkgateErrorInfo returns the ErrorInfo of a status cbkgate made itself,
+// nil for any other.
+func cbkgateErrorInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			if ei.GetDomain() == apierr.Domain {
+				return ei
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// deniedMethodLabel keeps the method label to the four methods grants name
+// (the operations' names), whatever a status carries.
+func deniedMethodLabel(m string) string {
+	for _, op := range upstreamOperations {
+		if m == op {
+			return m
+		}
+	}
+	return "other"
 }
 
 // cbkgateReason returns the ErrorInfo reason of a status cbkgate made

@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 )
 
 // Route patterns of the HTTP listener, the values of the route label.
@@ -69,16 +70,28 @@ type HTTPRequest struct {
 	// Caller is the identity the auth middleware established, "" when the
 	// request was refused before or by authentication.
 	Caller string
-	// Reason is why authentication refused it, when it did.
+	// Reason is why authentication refused it, when it did, or what the
+	// layer that noted the refusal (NoteHTTPRefusal) said.
 	Reason string
+	// ForwardedFor is the request's X-Forwarded-For (see ForwardedFor),
+	// "" without one. The peer is Request.RemoteAddr.
+	ForwardedFor string
+	// Code is the gRPC code the request was refused with when the layer
+	// that refused it noted one (NoteHTTPRefusal); OK when only the HTTP
+	// status tells.
+	Code codes.Code
 }
 
 // httpCall is the state the HTTP middleware shares with the layers inside
 // it, through the request context.
 type httpCall struct {
-	reachedGRPC atomic.Bool
-	caller      atomic.Pointer[string]
-	reason      atomic.Pointer[string]
+	// peer and forwardedFor are set when the call is made, and only read
+	// after.
+	peer, forwardedFor string
+	reachedGRPC        atomic.Bool
+	caller             atomic.Pointer[string]
+	reason             atomic.Pointer[string]
+	refusedWith        atomic.Uint32 // a codes.Code; 0 (OK) when none was noted
 }
 
 type httpCallKey struct{}
@@ -101,6 +114,17 @@ func NoteHTTPCaller(ctx context.Context, caller string) {
 func NoteHTTPAuthRefused(ctx context.Context, reason string) {
 	if c := httpCallFrom(ctx); c != nil {
 		c.reason.Store(&reason)
+	}
+}
+
+// NoteHTTPRefusal records that a layer inside refused the HTTP request of
+// ctx with code, and why. The request is then reported as refused (with
+// that code) whatever the HTTP status of the answer: gRPC-Web and Connect
+// streams answer 200 and carry the status in the body.
+func NoteHTTPRefusal(ctx context.Context, code codes.Code, why string) {
+	if c := httpCallFrom(ctx); c != nil && code != codes.OK {
+		c.refusedWith.Store(uint32(code))
+		c.reason.Store(&why)
 	}
 }
 
@@ -128,7 +152,13 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		ctx := opts.Tracing.withTraceContext(r.Context(), requestCarrier(r.Header))
 		id := chooseRequestID(ctx, r.Header.Get(RequestIDHeader))
 		ctx = withRequestID(ctx, id)
-		call := &httpCall{}
+		call := &httpCall{peer: r.RemoteAddr}
+		if xff, ok := r.Header["X-Forwarded-For"]; ok {
+			call.forwardedFor = ForwardedFor(xff)
+			// Nothing reads it after this (see GatewayPeerMetadata); the
+			// gateway would copy all of it, however long, onto the hop.
+			delete(r.Header, "X-Forwarded-For")
+		}
 		ctx = context.WithValue(ctx, httpCallKey{}, call)
 
 		// The request's own headers are what the gateway turns into gRPC
@@ -154,9 +184,10 @@ func HTTPMiddleware(opts HTTPOptions, next http.Handler) http.Handler {
 		if opts.Metrics != nil {
 			opts.Metrics.observeHTTP(r.Method, route, status, d.Seconds())
 		}
-		if opts.OnRefused != nil && status >= 400 && !call.reachedGRPC.Load() &&
+		refusedWith := codes.Code(call.refusedWith.Load())
+		if opts.OnRefused != nil && (status >= 400 || refusedWith != codes.OK) && !call.reachedGRPC.Load() &&
 			!(route == "/readyz" && status == http.StatusServiceUnavailable) {
-			ev := HTTPRequest{Request: r, Route: route, Status: status, Duration: d}
+			ev := HTTPRequest{Request: r, Route: route, Status: status, Duration: d, ForwardedFor: call.forwardedFor, Code: refusedWith}
 			if p := call.caller.Load(); p != nil {
 				ev.Caller = *p
 			}
@@ -246,6 +277,13 @@ func GatewayStreamInterceptor() grpc.StreamClientInterceptor {
 // the gRPC server (the Connect and gRPC-Web routes, which do not use the
 // gateway's grpc.ClientConn).
 func MarkReachedGRPC(ctx context.Context) { markReached(ctx) }
+
+// ReachedGRPC reports whether the HTTP request of ctx was passed to the
+// gRPC server: an error after that is the call's, not the HTTP layer's.
+func ReachedGRPC(ctx context.Context) bool {
+	c := httpCallFrom(ctx)
+	return c != nil && c.reachedGRPC.Load()
+}
 
 func markReached(ctx context.Context) {
 	if c := httpCallFrom(ctx); c != nil {

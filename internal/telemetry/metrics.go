@@ -29,8 +29,10 @@ type Metrics struct {
 	upstreamDuration *prometheus.HistogramVec
 	upstreamRetries  *prometheus.CounterVec
 	listTokensSent   prometheus.Counter
+	listMetaOmitted  prometheus.Counter
 	rateLimited      prometheus.Counter
 	authFailures     *prometheus.CounterVec
+	permissionDenied *prometheus.CounterVec
 	configReloads    *prometheus.CounterVec
 
 	series seriesCache
@@ -77,6 +79,10 @@ func NewMetrics() *Metrics {
 			Name: "cbkgate_list_tokens_sent_total",
 			Help: "Tokens sent to callers by List, over every transport.",
 		}),
+		listMetaOmitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cbkgate_list_meta_omitted_total",
+			Help: "Tokens List sent without their meta (meta_omitted set), because ChatBotKit stored it nested deeper than 32 levels.",
+		}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cbkgate_rate_limited_total",
 			Help: "Calls refused with RESOURCE_EXHAUSTED (RATE_LIMITED) by the per-caller rate limit.",
@@ -85,9 +91,13 @@ func NewMetrics() *Metrics {
 			Name: "cbkgate_auth_failures_total",
 			Help: "Calls cbkgate refused as UNAUTHENTICATED, by reason (the ErrorInfo reason).",
 		}, []string{"reason"}),
+		permissionDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cbkgate_permission_denied_total",
+			Help: "Authenticated calls cbkgate refused as PERMISSION_DENIED because no grant (--grants-file) allows them, by method (list, create, update, delete).",
+		}, []string{"method"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cbkgate_config_reloads_total",
-			Help: "Reloads of the key file, secret file and TLS files, by result (success, failure).",
+			Help: "Reloads of the key file, secret file, TLS files and grants file, by result (success, failure).",
 		}, []string{"result"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -104,7 +114,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(
 		m.httpRequests, m.httpDuration,
 		m.upstreamRequests, m.upstreamDuration, m.upstreamRetries,
-		m.listTokensSent, m.rateLimited, m.authFailures, m.configReloads,
+		m.listTokensSent, m.listMetaOmitted, m.rateLimited, m.authFailures, m.permissionDenied, m.configReloads,
 		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -116,6 +126,9 @@ func NewMetrics() *Metrics {
 	}
 	for _, r := range authFailureReasons {
 		m.authFailures.WithLabelValues(r)
+	}
+	for _, op := range upstreamOperations {
+		m.permissionDenied.WithLabelValues(op)
 	}
 	m.configReloads.WithLabelValues("success")
 	m.configReloads.WithLabelValues("failure")
@@ -167,6 +180,13 @@ func (m *Metrics) ConfigReload(err error) {
 		result = "failure"
 	}
 	m.configReloads.WithLabelValues(result).Inc()
+}
+
+// ListMetaOmitted counts one token List sent with its meta left out.
+func (m *Metrics) ListMetaOmitted() {
+	if m != nil {
+		m.listMetaOmitted.Inc()
+	}
 }
 
 // observeHTTP records one answered HTTP request.

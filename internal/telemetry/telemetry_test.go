@@ -143,3 +143,29 @@ func TestGatewayRoute(t *testing.T) {
 		t.Errorf("%d HTTP bindings read from the proto, want TokenService's 4: %v", len(gatewayRoutes), gatewayRoutes)
 	}
 }
+
+// TestForwardedFor: X-Forwarded-For is logged printable and bounded, every
+// value of the header joined.
+func TestForwardedFor(t *testing.T) {
+	long := strings.Repeat("203.0.113.1, ", 10000)
+	for _, c := range []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"203.0.113.5"}, "203.0.113.5"},
+		{[]string{"203.0.113.5", "198.51.100.7"}, "203.0.113.5, 198.51.100.7"},
+		{[]string{"a\x00b\r\nc\xffd\u00e9"}, "a?b??c?d??"},
+		{[]string{long}, long[:MaxForwardedFor-3] + "..."},
+		{[]string{long[:MaxForwardedFor], "x"}, long[:MaxForwardedFor-3] + "..."},
+		{[]string{long[:MaxForwardedFor]}, long[:MaxForwardedFor]},
+	} {
+		got := ForwardedFor(c.in)
+		if got != c.want {
+			t.Errorf("ForwardedFor(%.40q) = %.60q, want %.60q", c.in, got, c.want)
+		}
+		if len(got) > MaxForwardedFor {
+			t.Errorf("ForwardedFor(%.40q) is %d bytes, over %d", c.in, len(got), MaxForwardedFor)
+		}
+	}
+}

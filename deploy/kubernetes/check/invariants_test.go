@@ -392,7 +392,7 @@ func TestServiceAccountAndSecret(t *testing.T) {
 			exampleKeys = append(exampleKeys, k)
 		}
 		secrets := map[string]expected{
-			example.Name: {env: []string{"CHATBOTKIT_API_SECRET_FILE", "CBKGATE_API_KEYS_FILE"}, keys: exampleKeys},
+			example.Name: {env: []string{"CHATBOTKIT_API_SECRET_FILE", "CBKGATE_API_KEYS_FILE", "CBKGATE_GRANTS_FILE"}, keys: exampleKeys},
 			// kubectl create secret tls: a kubernetes.io/tls Secret.
 			"cbkgate-tls": {env: []string{"CBKGATE_TLS_CERT", "CBKGATE_TLS_KEY"}, keys: []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey}},
 		}

@@ -96,7 +96,11 @@ type Token struct {
 	// When the token was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the token was last updated.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Set when the token's meta, as stored in ChatBotKit, is nested deeper
+	// than 32 levels: it is then left out of `meta`, so that one such token
+	// never blocks a listing. cbkgate refuses to store such meta itself.
+	MetaOmitted   bool `protobuf:"varint,7,opt,name=meta_omitted,json=metaOmitted,proto3" json:"meta_omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,6 +175,13 @@ func (x *Token) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Token) GetMetaOmitted() bool {
+	if x != nil {
+		return x.MetaOmitted
+	}
+	return false
 }
 
 // ListRequest asks for the tokens of a user.
@@ -705,7 +716,7 @@ var File_cbkgate_token_v1_token_service_proto protoreflect.FileDescriptor
 
 const file_cbkgate_token_v1_token_service_proto_rawDesc = "" +
 	"\n" +
-	"$cbkgate/token/v1/token_service.proto\x12\x10cbkgate.token.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xf4\x01\n" +
+	"$cbkgate/token/v1/token_service.proto\x12\x10cbkgate.token.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\x97\x02\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -714,7 +725,8 @@ const file_cbkgate_token_v1_token_service_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xa0\x01\n" +
+	"updateTime\x12!\n" +
+	"\fmeta_omitted\x18\a \x01(\bR\vmetaOmitted\"\xa0\x01\n" +
 	"\vListRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12-\n" +
 	"\x05order\x18\x02 \x01(\x0e2\x17.cbkgate.token.v1.OrderR\x05order\x12\x16\n" +

@@ -1,0 +1,53 @@
+package chatbotkit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// decodeLine decodes one line of the streamed listing,
+// {"type":"item","data":Token}, into w. Lines of the usual shape take the
+// same reflection-free path as pages (see scanPage); anything else is left
+// to encoding/json, so the fast path never decides what an unusual line
+// means. A line of another type is refused: a listing that carried
+// something cbkgate does not understand must not end as if complete.
+func decodeLine(line []byte, w *wireToken) error {
+	if json.Valid(line) {
+		s := &pageScanner{b: line}
+		var typ []byte
+		sawData := false
+		ok := s.object(func(key []byte) bool {
+			var ok bool
+			switch string(key) {
+			case "type":
+				typ, ok = s.rawString()
+			case "data":
+				sawData = true
+				ok = s.token(w)
+			default:
+				ok = s.skipUnknown(key, "type", "data")
+			}
+			return ok
+		})
+		if ok && sawData && string(typ) == "item" {
+			return nil
+		}
+		*w = wireToken{}
+	}
+	var wire struct {
+		Type string     `json:"type"`
+		Data *wireToken `json:"data"`
+	}
+	if err := json.Unmarshal(line, &wire); err != nil {
+		return err
+	}
+	if wire.Type != "item" {
+		return fmt.Errorf("a line of type %.40q, not an item", wire.Type)
+	}
+	if wire.Data == nil {
+		return errors.New("an item line without data")
+	}
+	*w = *wire.Data
+	return nil
+}

@@ -1,0 +1,321 @@
+package connectapi
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/apierr"
+)
+
+// The boundary is where a Connect, gRPC-Web or gRPC request body on the
+// HTTP port is held to the rules every surface keeps, before vanguard sees
+// it:
+//   - a request message is at most MaxMessageBytes after decompression;
+//   - its body is of a type the path serves (else 415);
+//   - JSON is decoded as strictly as the JSON gateway decodes it: an
+//     unknown field, a value of the wrong type or JSON that does not parse
+//     is 400 INVALID_ARGUMENT naming the field.
+//
+// Why here and not in vanguard's own hooks (vanguard.WithCompression with a
+// bounded decompressor, vanguard.WithCodec with a strict JSON codec):
+// vanguard decodes a request message only when the backend reads the body,
+// which is after the call has gone to the gRPC server. A message refused
+// then reaches the client as vanguard's error, but the gRPC call it had
+// started ends with no request message at all: grpc-go refuses a unary
+// call before its interceptors run, so no log line names it, and a List
+// was logged with a code the client never saw. vanguard's decompressor
+// also reads into an unbounded buffer (bytes.Buffer.ReadFrom), and when
+// the client and the gRPC server share codec and compression it hands the
+// compressed bytes on untouched. Every TokenService method takes exactly
+// one request message, so reading it here first costs nothing a call
+// would not spend anyway, and every refusal is made, answered and logged
+// with the request in hand, before anything is forwarded.
+//
+// The normal binary path (protobuf, uncompressed, with a Content-Length)
+// is passed on untouched: no copy, no decoding.
+
+// envelopeBytes is the frame header of the enveloped protocols (Connect
+// streaming, gRPC-Web, gRPC): a flags byte and a 4-byte length.
+const envelopeBytes = 5
+
+// flagCompressed marks an enveloped message as compressed.
+const flagCompressed = 0x01
+
+// wire is what the boundary needs to know of a request's protocol.
+type wire struct {
+	enveloped bool
+	json      bool
+	// encodingHeader names the request's compression: Content-Encoding
+	// (Connect unary), Connect-Content-Encoding (Connect streaming),
+	// Grpc-Encoding (gRPC-Web and gRPC).
+	encodingHeader string
+}
+
+// encodingHeaders are every header that names a request's compression.
+var encodingHeaders = []string{"Content-Encoding", "Connect-Content-Encoding", "Grpc-Encoding"}
+
+// classify reads the request's protocol from its Content-Type, as vanguard
+// does; ok is false for a type no protocol here serves. A Connect unary
+// JSON type with a charset parameter is rewritten to the bare type, which
+// is the only spelling vanguard matches.
+func classify(r *http.Request) (w wire, ok bool) {
+	values := r.Header.Values("Content-Type")
+	if len(values) != 1 {
+		return wire{}, false
+	}
+	ct := values[0]
+	for _, p := range []struct{ bare, prefix, header string }{
+		{"", "application/connect+", "Connect-Content-Encoding"},
+		{"application/grpc-web", "application/grpc-web+", "Grpc-Encoding"},
+		{"application/grpc", "application/grpc+", "Grpc-Encoding"},
+	} {
+		codec, found := strings.CutPrefix(ct, p.prefix)
+		if p.bare != "" && ct == p.bare {
+			codec, found = "proto", true // the bare type is protobuf
+		}
+		if found {
+			return wire{enveloped: true, json: codec == "json", encodingHeader: p.header}, codec == "json" || codec == "proto"
+		}
+	}
+	if r.Header.Get("Connect-Protocol-Version") != "1" {
+		return wire{}, false
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || (len(params) > 0 && !(len(params) == 1 && strings.EqualFold(params["charset"], "utf-8"))) {
+		return wire{}, false
+	}
+	switch mt {
+	case "application/json":
+		r.Header.Set("Content-Type", mt)
+		return wire{json: true, encodingHeader: "Content-Encoding"}, true
+	case "application/proto":
+		return wire{encodingHeader: "Content-Encoding"}, len(params) == 0
+	}
+	return wire{}, false
+}
+
+// boundary holds request bodies to the rules above and passes the rest on
+// to next (vanguard).
+type boundary struct {
+	next     http.Handler
+	refuser  *refuser
+	maxBytes int
+	// requests maps each method's path to its request message type.
+	requests map[string]protoreflect.MessageType
+}
+
+func newBoundary(next http.Handler, maxBytes int) (*boundary, error) {
+	refuser, err := newRefuser()
+	if err != nil {
+		return nil, err
+	}
+	b := &boundary{next: next, refuser: refuser, maxBytes: maxBytes, requests: map[string]protoreflect.MessageType{}}
+	methods := tokenv1.File_cbkgate_token_v1_token_service_proto.Services().ByName("TokenService").Methods()
+	for i := range methods.Len() {
+		m := methods.Get(i)
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(m.Input().FullName())
+		if err != nil {
+			return nil, fmt.Errorf("connectapi: request type of %s: %w", m.Name(), err)
+		}
+		b.requests[Prefix+string(m.Name())] = mt
+	}
+	return b, nil
+}
+
+func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	mt := b.requests[r.URL.Path]
+	if r.Method != http.MethodPost || mt == nil {
+		b.next.ServeHTTP(w, r) // vanguard's own 404 or 405
+		return
+	}
+	wi, ok := classify(r)
+	if !ok {
+		b.refuse(w, r, http.StatusUnsupportedMediaType, apierr.Status(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
+			fmt.Sprintf("a body of type %q is not taken here: send Connect (application/json, application/proto, application/connect+json, application/connect+proto) or gRPC-Web (application/grpc-web, application/grpc-web+json)",
+				truncate(r.Header.Get("Content-Type"), 100))))
+		return
+	}
+	encoding := r.Header.Get(wi.encodingHeader)
+	compressed := encoding != "" && encoding != "identity"
+	if !wi.json && !compressed && r.ContentLength >= 0 && r.ContentLength <= int64(b.maxBytes+envelopeBytes) {
+		b.next.ServeHTTP(w, r) // the normal binary path: vanguard bounds it
+		return
+	}
+	body, st, httpStatus := b.readBody(r)
+	if st != nil {
+		b.refuse(w, r, httpStatus, st)
+		return
+	}
+	if wi.enveloped {
+		body, st, httpStatus = b.openEnvelopes(body, encoding, mt, wi.json)
+	} else {
+		body, st, httpStatus = b.openMessage(body, encoding, mt, wi.json)
+	}
+	if st != nil {
+		b.refuse(w, r, httpStatus, st)
+		return
+	}
+	if compressed && encoding == "gzip" {
+		r.Header.Del(wi.encodingHeader) // the body now goes on uncompressed
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	b.next.ServeHTTP(w, r)
+}
+
+// readBody reads the whole request body, at most one message and its
+// frame.
+func (b *boundary) readBody(r *http.Request) ([]byte, *status.Status, int) {
+	limit := int64(b.maxBytes + envelopeBytes)
+	if r.ContentLength > limit {
+		return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 512)))
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	_ = r.Body.Close()
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig) || int64(buf.Len()) > limit:
+		return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The server's body deadline passed.
+		return nil, apierr.Status(codes.DeadlineExceeded, apierr.ReasonBodyTimeout, "the request body did not arrive in time"), http.StatusRequestTimeout
+	case err != nil:
+		// The client went away or broke off its body; what the read error
+		// says (addresses) is none of the answer's business.
+		return nil, apierr.Status(codes.InvalidArgument, apierr.ReasonInvalidArgument, "the request body could not be read"), http.StatusBadRequest
+	}
+	return buf.Bytes(), nil, 0
+}
+
+// openMessage is the message of a Connect unary body: decompressed if it
+// came compressed, checked if it is JSON.
+func (b *boundary) openMessage(body []byte, encoding string, mt protoreflect.MessageType, isJSON bool) ([]byte, *status.Status, int) {
+	msg := body
+	switch encoding {
+	case "", "identity":
+	case "gzip":
+		var st *status.Status
+		var httpStatus int
+		if msg, st, httpStatus = b.gunzip(body); st != nil {
+			return nil, st, httpStatus
+		}
+	default:
+		return body, nil, 0 // vanguard refuses a compression it does not know
+	}
+	if len(msg) > b.maxBytes {
+		return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
+	}
+	if isJSON {
+		if st := checkJSON(mt, msg); st != nil {
+			return nil, st, http.StatusBadRequest
+		}
+	}
+	return msg, nil, 0
+}
+
+// openEnvelopes checks each message of an enveloped body as openMessage
+// does, and returns the body with every compressed message replaced by its
+// plain form. All messages together may hold at most maxBytes once
+// decompressed (a call takes one; more are the gRPC server's to refuse).
+func (b *boundary) openEnvelopes(body []byte, encoding string, mt protoreflect.MessageType, isJSON bool) ([]byte, *status.Status, int) {
+	var out []byte // nil until a message had to be decompressed
+	total := 0
+	for start := 0; start < len(body); {
+		rest := body[start:]
+		if len(rest) < envelopeBytes {
+			return nil, malformed("the request body ends inside a message frame"), http.StatusBadRequest
+		}
+		flags, n := rest[0], int(binary.BigEndian.Uint32(rest[1:envelopeBytes]))
+		if n > len(rest)-envelopeBytes {
+			return nil, malformed("the request body ends inside a message"), http.StatusBadRequest
+		}
+		msg := rest[envelopeBytes : envelopeBytes+n]
+		if flags&flagCompressed != 0 {
+			if encoding != "gzip" {
+				return body, nil, 0 // vanguard refuses what it cannot decompress
+			}
+			var st *status.Status
+			var httpStatus int
+			if msg, st, httpStatus = b.gunzip(msg); st != nil {
+				return nil, st, httpStatus
+			}
+			if out == nil { // the frames before this one, as they came
+				out = append(make([]byte, 0, start+envelopeBytes+len(msg)), body[:start]...)
+			}
+		}
+		start += envelopeBytes + n
+		if total += len(msg); total > b.maxBytes {
+			return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
+		}
+		if isJSON {
+			if st := checkJSON(mt, msg); st != nil {
+				return nil, st, http.StatusBadRequest
+			}
+		}
+		if out != nil {
+			var frame [envelopeBytes]byte
+			frame[0] = flags &^ flagCompressed
+			binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
+			out = append(append(out, frame[:]...), msg...)
+		}
+	}
+	if out == nil {
+		return body, nil, 0
+	}
+	return out, nil, 0
+}
+
+// gunzip inflates one compressed message, reading at most one byte past
+// maxBytes: a message that inflates further is refused without ever being
+// held.
+func (b *boundary) gunzip(compressed []byte) ([]byte, *status.Status, int) {
+	zr, err := gzip.NewReader(bytes.NewReader(compressed))
+	if err != nil {
+		return nil, malformed("the request message is not valid gzip"), http.StatusBadRequest
+	}
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(io.LimitReader(zr, int64(b.maxBytes)+1))
+	switch {
+	case buf.Len() > b.maxBytes:
+		return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
+	case err != nil:
+		return nil, malformed("the request message is not valid gzip"), http.StatusBadRequest
+	}
+	return buf.Bytes(), nil, 0
+}
+
+func (b *boundary) tooLarge() *status.Status {
+	return apierr.Status(codes.ResourceExhausted, apierr.ReasonPayloadTooLarge,
+		fmt.Sprintf("the request message is larger than %d bytes (after decompression, if it was compressed)", b.maxBytes))
+}
+
+func malformed(msg string) *status.Status {
+	return apierr.Status(codes.InvalidArgument, apierr.ReasonInvalidArgument, msg)
+}
+
+func (b *boundary) refuse(w http.ResponseWriter, r *http.Request, httpStatus int, st *status.Status) {
+	b.refuser.refuse(w, r, st.Proto(), httpStatus)
+}
+
+// truncate keeps a client's string short enough for an answer.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
