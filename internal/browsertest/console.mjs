@@ -9,7 +9,8 @@
 // Usage: node console.mjs FLOW NAME
 // Environment: CONSOLE_URL (http://host:port/console/), CONSOLE_KEY (the
 // API key to type), CONSOLE_USER (the user id to type), and per flow
-// CONSOLE_TOTAL (tokens the user has), CONSOLE_SCREENSHOT (a PNG path).
+// CONSOLE_TOTAL (tokens the user has), CONSOLE_SCREENSHOT (a PNG path),
+// CONSOLE_PROBE (a URL saying whether the upstream listing ended).
 // Prints one "ok"/"FAIL" line per check and "NAME: N passed, M failed".
 
 import { withBrowser } from "./chromium.mjs";
@@ -155,10 +156,13 @@ const flows = {
     check((await page.getByRole("cell", { name: hostile, exact: true }).count()) === 1, "a name made of HTML is shown as its text");
     check((await page.locator("tbody img, tbody b, tbody script").count()) === 0, "no element was made from an upstream string");
     check((await c.row("k=<b>bold</b>").count()) === 1, "meta is shown as text");
+    check((await c.row("deep meta").textContent()).includes("(nested too deep to show)"), "meta too deep to pass on says so");
   },
 
-  // Stop freezes the count and cancels the listing (console_test.go checks
-  // that the upstream request in flight was cancelled).
+  // Stop freezes the count and cancels the listing, upstream too: with the
+  // page still open, console_test.go's probe (asked from here, not from
+  // the page) says the upstream listing ended, long before its pace would
+  // have ended it.
   async stop(page, c) {
     const total = Number(env.CONSOLE_TOTAL);
     await page.goto(url);
@@ -173,6 +177,11 @@ const flows = {
     check((await c.rows.count()) - 1 === Number(frozen.replace(/ tokens?$/, "").replaceAll(",", "")), "the rows are the tokens counted");
     check(/Stopped/.test(await c.status.textContent()) && (await c.stop.isDisabled()), "the page says it stopped", await c.status.textContent());
     check((await c.alert.count()) === 0, "stopping is not an error");
+    const upstream = await until(async () => {
+      const r = await (await fetch(env.CONSOLE_PROBE)).json();
+      return r.ended ? r : undefined;
+    }, 5_000, 100);
+    check(upstream?.requests === 1, "the upstream listing was cancelled while the page stayed open", upstream);
   },
 
   // Create (the secret shown once, copied, gone once dismissed or

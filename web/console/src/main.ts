@@ -37,6 +37,7 @@ function item(t: Token): Item {
     name: t.name,
     description: t.description,
     meta: t.meta ?? {},
+    metaOmitted: t.metaOmitted,
     created: t.createTime ? timestampDate(t.createTime) : undefined,
   };
 }

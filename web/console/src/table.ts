@@ -9,6 +9,8 @@ export interface Item {
   name: string;
   description: string;
   meta: Record<string, unknown>;
+  /** ChatBotKit holds meta nested too deep for cbkgate to pass on. */
+  metaOmitted?: boolean;
   created?: Date;
 }
 
@@ -61,7 +63,7 @@ export class TokenTable {
     const description = el("td");
     const id = el("td", "id", item.id);
     id.id = `token-id-${n}`;
-    const meta = el("td", "meta", metaText(item.meta));
+    const meta = el("td", "meta", item.metaOmitted ? "(nested too deep to show)" : metaText(item.meta));
     const created = el("td", "", item.created ? when(item.created) : "");
     const actions = el("td", "actions");
     // The buttons are named "Edit" and "Revoke" on every row; their
