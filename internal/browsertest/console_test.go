@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,14 +36,17 @@ const (
 	shotUser  = "acme-support"
 	hostile   = `<img src=x onerror=alert(1)>`
 	opsKey    = "ops-key-0123456789"
+	viewerKey = "viewer-key-0123456789" // granted only list
 )
 
 // TestBrowserConsole drives the token console in headless Chromium by its
-// accessible names, against a real cbkgate (--console, API keys) in front
+// accessible names, against a real cbkgate (--console, API keys, grants) in front
 // of the emulator: 1,204 tokens streamed in with a live en-US count and
 // searched by name, Stop cancelling the listing upstream, create with the
 // secret shown once (gone after a reload), edit, revoke behind a modal
-// confirmation, and listing with the keyboard alone. Every flow also
+// confirmation, listing with the keyboard alone, and a key granted only
+// list refused a create with PERMISSION_DENIED and the call's request id
+// shown (the one cbkgate logged it under). Every flow also
 // checks: no request to another origin, no console error, no CSP
 // violation, nothing stored. The screenshot flow writes the README's
 // picture to $CONSOLE_SCREENSHOT_OUT when set (docs/console.png).
@@ -51,11 +55,15 @@ func TestBrowserConsole(t *testing.T) {
 	emu := emulator.New(emulator.Options{Secret: secret})
 	up := fu.Start(t)
 	up.SetDefaultAll(fu.Forward(emu))
-	keys := filepath.Join(t.TempDir(), "keys")
-	if err := os.WriteFile(keys, []byte("ops "+opsKey+"\n"), 0o600); err != nil {
+	dir := t.TempDir()
+	keys, grants := filepath.Join(dir, "keys"), filepath.Join(dir, "grants")
+	if err := os.WriteFile(keys, []byte("ops "+opsKey+"\nviewer "+viewerKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := gatetest.Start(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys, "--console"))
+	if err := os.WriteFile(grants, []byte("key:ops * *\nkey:viewer list *\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := gatetest.Start(t, up.URL, gatetest.Held(secret), gatetest.Args("--api-keys-file="+keys, "--grants-file="+grants, "--console"))
 
 	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+opsKey)
 	api := g.Client()
@@ -155,6 +163,31 @@ func TestBrowserConsole(t *testing.T) {
 
 	t.Run("keyboard", func(t *testing.T) {
 		run(t, "keyboard", opsKey, manyUser, manyTotal, "CONSOLE_NAMED=alpha one")
+	})
+
+	t.Run("denied", func(t *testing.T) {
+		creates := func() int { return len(requests(up.Requests(), fu.Create, manyUser)) }
+		before := creates()
+		out := run(t, "denied", viewerKey, manyUser, manyTotal)
+		m := regexp.MustCompile(`(?m)^denied request id: (\S+)$`).FindSubmatch(out)
+		if m == nil {
+			t.Fatal("the flow printed no request id")
+		}
+		// The id the page showed is the one cbkgate logged the refusal under.
+		var found bool
+		for _, line := range strings.Split(g.Logs().String(), "\n") {
+			var l map[string]any
+			if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "grpc call" && l["request_id"] == string(m[1]) &&
+				l["code"] == "PermissionDenied" && l["caller"] == "key:viewer" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no PermissionDenied call line of key:viewer with request id %s", m[1])
+		}
+		if n := creates() - before; n != 0 {
+			t.Errorf("the denied create reached upstream %d times", n)
+		}
 	})
 
 	t.Run("screenshot", func(t *testing.T) {
