@@ -53,8 +53,8 @@ type Options struct {
 
 // forwardedHeaders are the request headers that go on to the gRPC server,
 // in their canonical form: the gRPC protocol's own, and the metadata
-// cbkgate reads (CONTRACT.md: only authorization, x-request-id,
-// traceparent and tracestate are taken from HTTP into gRPC).
+// cbkgate reads (only authorization, x-request-id, traceparent and
+// tracestate are taken from HTTP into gRPC).
 var forwardedHeaders = map[string]bool{
 	"Content-Type":            true,
 	"Te":                      true,
