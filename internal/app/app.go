@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,7 +55,8 @@ type App struct {
 
 	grpcLis, httpLis net.Listener
 	gatewayLis       *gatewayListener
-	grpcServer       *grpc.Server
+	grpcServer       *grpc.Server // the gRPC port
+	hopServer        *grpc.Server // the in-process hop from the HTTP side
 	httpServer       *http.Server
 	health           *health.Server
 	gatewayClient    *grpc.ClientConn
@@ -181,16 +183,41 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		}),
 	}
 	grpcOpts = append(grpcOpts, ServerTuning()...)
-	if tlsConfig != nil {
-		grpcOpts = append(grpcOpts, grpc.Creds(gatewayCreds{credentials.NewTLS(tlsConfig)}))
-	}
 	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
-	a.grpcServer = grpc.NewServer(grpcOpts...)
-	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client, service.WithCallerRate(callerrate.New(cfg.CallerRate, nil))))
+	svc := service.New(client, service.WithCallerRate(callerrate.New(cfg.CallerRate, nil)))
+
+	// The gRPC port: the stream cap and the request budget hold for each
+	// connection, whoever opened it.
+	portOpts := append([]grpc.ServerOption{
+		grpc.MaxConcurrentStreams(MaxStreamsPerConn),
+		grpc.StatsHandler(grpcRequestBudget{}),
+	}, grpcOpts...)
+	if tlsConfig != nil {
+		portOpts = append(portOpts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	a.grpcServer = grpc.NewServer(portOpts...)
+	tokenv1.RegisterTokenServiceServer(a.grpcServer, svc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
 	reflection.Register(a.grpcServer)
 	a.metrics.InitializeGRPC(a.grpcServer)
+
+	// The hop: every call of the HTTP port (gateway, Connect, gRPC-Web,
+	// SSE) reaches TokenService over the in-memory listener, with the same
+	// interceptors as on the gRPC port, but on a server of its own without
+	// the stream cap (grpc-go's is per server, not per listener). Its
+	// connections are shared by every HTTP caller, so a cap there was one
+	// queue for all of them: a caller holding 600 Lists paced by
+	// --caller-rate made another's REST Create wait 15 s (it took 6 ms
+	// over Connect, whose transport opened a second connection). The
+	// streams it carries are bounded where they come in, by each HTTP
+	// connection's own cap and body budget. grpc-go hands the connection's
+	// flow-control window back as each frame arrives, so a stream whose
+	// reader is slow holds up no other. One connection per HTTP connection
+	// instead would cost a hop handshake, goroutines and buffers on every
+	// new client connection.
+	a.hopServer = grpc.NewServer(grpcOpts...)
+	tokenv1.RegisterTokenServiceServer(a.hopServer, svc)
 
 	// The gateway's own connection: in memory, see gatewayListener.
 	a.gatewayLis = newGatewayListener()
@@ -251,9 +278,13 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		IdleTimeout:    timeouts.idle,
 		MaxHeaderBytes: maxHTTPHeaderBytes,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: MaxStreamsPerConn,
+			MaxConcurrentStreams:          MaxStreamsPerConn,
+			MaxReceiveBufferPerConnection: httpConnWindowBytes,
+			MaxReceiveBufferPerStream:     httpStreamWindowBytes,
 		},
-		ErrorLog: logging.ServerErrorLog(log),
+		// Each connection's budget of body bytes (see byteBudget).
+		ConnContext: httpConnContext,
+		ErrorLog:    logging.ServerErrorLog(log),
 	}
 
 	if a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -358,7 +389,7 @@ func (a *App) Run(ctx context.Context) error {
 		<-watchDone
 	}()
 	go serve("grpc", func() error { return a.grpcServer.Serve(a.grpcLis) })
-	go serve("gateway", func() error { return a.grpcServer.Serve(a.gatewayLis) })
+	go serve("gateway", func() error { return a.hopServer.Serve(a.gatewayLis) })
 	go serve("http", func() error {
 		if tlsOn {
 			return a.httpServer.ServeTLS(a.httpLis, "", "")
@@ -407,7 +438,10 @@ func (a *App) shutdown() {
 	defer cancel()
 	grpcDone := make(chan struct{})
 	go func() {
-		a.grpcServer.GracefulStop()
+		var wg sync.WaitGroup
+		wg.Go(a.grpcServer.GracefulStop)
+		wg.Go(a.hopServer.GracefulStop)
+		wg.Wait()
 		close(grpcDone)
 	}()
 	select {
@@ -415,6 +449,7 @@ func (a *App) shutdown() {
 	case <-ctx.Done():
 		// Calls still running past the timeout are cancelled.
 		a.grpcServer.Stop()
+		a.hopServer.Stop()
 		<-grpcDone
 	}
 	// Every gRPC call has ended, so HTTP requests have at most their last
