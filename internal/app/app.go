@@ -156,7 +156,6 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxSendMsgSize(maxSendMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
-		grpc.MaxConcurrentStreams(MaxStreamsPerConn),
 		// Clients may ping no more often than every 10s (pings at a higher
 		// rate cost the server and are cut off with GOAWAY). Connections
 		// are pinged every 2 minutes and dropped when the peer stops

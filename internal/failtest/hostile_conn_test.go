@@ -10,7 +10,9 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
-	"net"
+	"io"
+	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -361,7 +363,127 @@ func (r *rawH2) settle() {
 	}
 }
 
-// unused keeps the imports honest while the file grows.
-var _ = fmt.Sprint
-var _ = context.Background
-var _ net.Conn
+// listsStarted is how many List calls the gRPC server (both of its
+// listeners) has started, read from cbkgate's /metrics.
+func listsStarted(t *testing.T, g *gate) int {
+	t.Helper()
+	resp, err := g.hc.Get("http://" + g.App().AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "grpc_server_started_total{") && strings.Contains(line, `grpc_method="List"`) {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			n += int(v)
+		}
+	}
+	return n
+}
+
+// TestHostileOneCallerCannotStallOthers: caller A holds 600 REST Lists
+// paced by --caller-rate (each waits for its turn at the upstream), more
+// than one connection's streams; caller B's Creates, over REST and over
+// Connect, are answered in about their usual time. The issue measured B's
+// REST Create timing out after 15 s (every gateway call shared one
+// in-process connection capped at 256 streams) while over Connect it took
+// 6 ms.
+func TestHostileOneCallerCannotStallOthers(t *testing.T) {
+	const keyA, keyB = "sk-caller-a-0123456789abcdef", "sk-caller-b-0123456789abcdef"
+	keyFile := testpki.WriteFile(t, t.TempDir(), "keys", []byte(keyA+"\n"+keyB+"\n"))
+	g := startGate(t, fu.Start(t).URL, gatetest.Args("--caller-rate=5", "--api-keys-file="+keyFile))
+
+	// B's Create, over REST or Connect: how long it took.
+	create := func(connect bool) time.Duration {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		url, body := g.URL()+"/v1/users/u1/tokens", `{"name":"n"}`
+		if connect {
+			url, body = g.URL()+"/cbkgate.token.v1.TokenService/Create", `{"user_id":"u1","name":"n"}`
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+keyB)
+		start := time.Now()
+		resp, err := g.hc.Do(req)
+		if err != nil {
+			t.Fatalf("caller B's Create (connect %v): %v after %s", connect, err, time.Since(start).Round(time.Millisecond))
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("caller B's Create (connect %v): %s", connect, resp.Status)
+		}
+		return time.Since(start)
+	}
+	// The median of five Creates; B's rate (5 a second) is not what is
+	// measured, so each waits its turn first.
+	median := func(connect bool) time.Duration {
+		var ds []time.Duration
+		for range 5 {
+			time.Sleep(250 * time.Millisecond)
+			ds = append(ds, create(connect))
+		}
+		slices.Sort(ds)
+		return ds[2]
+	}
+	create(false) // warm up both paths
+	create(true)
+	restIdle, connectIdle := median(false), median(true)
+
+	// A's Lists, each on a connection of its own (HTTP/1.1).
+	const lists = 600
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &http.Transport{MaxIdleConnsPerHost: -1}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		tr.CloseIdleConnections()
+	})
+	for range lists {
+		wg.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.URL()+"/v1/users/u1/tokens", nil)
+			if err != nil {
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+keyA)
+			if resp, err := tr.RoundTrip(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for listsStarted(t, g) < app.MaxStreamsPerConn {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of caller A's Lists started within 30s", listsStarted(t, g))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the rest of them, where they can
+	started := listsStarted(t, g)
+	restLoaded, connectLoaded := median(false), median(true)
+	t.Logf("caller A holds %d Lists (%d reached gRPC); caller B's Create over REST %s -> %s, over Connect %s -> %s",
+		lists, started, restIdle.Round(time.Microsecond), restLoaded.Round(time.Microsecond),
+		connectIdle.Round(time.Microsecond), connectLoaded.Round(time.Microsecond))
+	for _, c := range []struct {
+		name         string
+		idle, loaded time.Duration
+	}{{"REST", restIdle, restLoaded}, {"Connect", connectIdle, connectLoaded}} {
+		if ratio := float64(c.loaded) / float64(c.idle); ratio > 10 {
+			t.Errorf("caller B's Create over %s took %.0fx its usual time while A held its Lists, want at most 10x", c.name, ratio)
+		}
+	}
+}
+
