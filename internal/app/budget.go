@@ -115,12 +115,17 @@ func httpConnContext(ctx context.Context, _ net.Conn) context.Context {
 // connection's budget from the moment they are read until the request's
 // handler returns (done): whatever read them may hold them that long.
 // HTTP/1 bodies need none: a connection carries one request at a time.
+// Reads may come from another goroutine (Connect's proxy copies the body
+// to the hop), even after the handler returned.
 type budgetedBody struct {
 	io.ReadCloser
 	ctx     context.Context
 	budget  *byteBudget
 	expired <-chan struct{} // the body's deadline passed
-	held    int64
+
+	mu       sync.Mutex
+	held     int64
+	finished bool // done has run: bytes read from now on are not kept
 }
 
 func (b *budgetedBody) Read(p []byte) (int, error) {
@@ -137,13 +142,22 @@ func (b *budgetedBody) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	got, err := b.ReadCloser.Read(p[:n])
-	b.budget.give(n - int64(got))
-	b.held += int64(got)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished {
+		b.budget.give(n)
+	} else {
+		b.budget.give(n - int64(got))
+		b.held += int64(got)
+	}
 	return got, err
 }
 
 // done gives the bytes read back; the handler has returned.
 func (b *budgetedBody) done() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finished = true
 	b.budget.give(b.held)
 	b.held = 0
 }
