@@ -193,26 +193,28 @@ func (grpcRequestBudget) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) contex
 }
 
 func (grpcRequestBudget) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	h, ok := ctx.Value(grpcBudgetKey{}).(*grpcCallHold)
-	if !ok {
-		return
-	}
+	// Most events are none of this handler's business; they go before any
+	// context lookup (this runs several times on every call).
 	switch s := s.(type) {
 	case *stats.Begin:
-		// Waiting ends with the call: the client cancels or resets it, its
-		// deadline passes or the connection closes. grpc-go then fails
-		// the read that follows.
-		h.held, _ = h.budget.take(ctx, nil, maxRecvMsgBytes, true)
-		h.clientStream = s.IsClientStream
+		if h, ok := ctx.Value(grpcBudgetKey{}).(*grpcCallHold); ok {
+			// Waiting ends with the call: the client cancels or resets it,
+			// its deadline passes or the connection closes. grpc-go then
+			// fails the read that follows.
+			h.held, _ = h.budget.take(ctx, nil, maxRecvMsgBytes, true)
+			h.clientStream = s.IsClientStream
+		}
 	case *stats.InPayload:
-		if !h.clientStream {
+		if h, ok := ctx.Value(grpcBudgetKey{}).(*grpcCallHold); ok && !h.clientStream {
 			// The one request is in: keep what it takes to hold it.
 			keep := min(h.held, int64(max(s.Length, s.WireLength)))
 			h.budget.give(h.held - keep)
 			h.held = keep
 		}
 	case *stats.End:
-		h.budget.give(h.held)
-		h.held = 0
+		if h, ok := ctx.Value(grpcBudgetKey{}).(*grpcCallHold); ok {
+			h.budget.give(h.held)
+			h.held = 0
+		}
 	}
 }
