@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/stats"
 )
 
-// The request data one connection may make the server hold (CONTRACT:
+// The request data one connection may make the server hold (the promise:
 // at most 32 MiB across all its streams, authenticated or not). Flow
 // control alone does not bound it: a stream's window is refilled as soon as
 // a handler takes the bytes in, and a handler holds them until its request
