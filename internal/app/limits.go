@@ -14,7 +14,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/apierr"
 )
 
-// The limits every client is held to (README "Limits"): they hold for
+// The limits every client is held to: they hold for
 // every client, authenticated or not, because an unauthenticated one reaches
 // the transport (headers, streams, bodies) before any credential is looked
 // at. README "Limits" lists them with what a client sees.
