@@ -19,8 +19,8 @@ import (
 // Domain is the ErrorInfo domain of errors cbkgate makes itself.
 const Domain = "cbkgate"
 
-// The stable reasons of CONTRACT.md "Errors". Clients match on these, so a
-// reason is never renamed.
+// The stable reasons of cbkgate's own errors (README "Errors"). Clients
+// match on these, so a reason is never renamed.
 const (
 	ReasonInvalidArgument     = "INVALID_ARGUMENT"
 	ReasonMissingCredentials  = "MISSING_CREDENTIALS"

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,7 +56,8 @@ type App struct {
 
 	grpcLis, httpLis net.Listener
 	gatewayLis       *gatewayListener
-	grpcServer       *grpc.Server
+	grpcServer       *grpc.Server // the gRPC port
+	hopServer        *grpc.Server // the in-process hop from the HTTP side
 	httpServer       *http.Server
 	health           *health.Server
 	gatewayClient    *grpc.ClientConn
@@ -160,7 +162,6 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
 		grpc.MaxSendMsgSize(maxSendMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
-		grpc.MaxConcurrentStreams(MaxStreamsPerConn),
 		// Clients may ping no more often than every 10s (pings at a higher
 		// rate cost the server and are cut off with GOAWAY). Connections
 		// are pinged every 2 minutes and dropped when the peer stops
@@ -187,18 +188,43 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		}),
 	}
 	grpcOpts = append(grpcOpts, ServerTuning()...)
-	if tlsConfig != nil {
-		grpcOpts = append(grpcOpts, grpc.Creds(gatewayCreds{credentials.NewTLS(tlsConfig)}))
-	}
 	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
-	a.grpcServer = grpc.NewServer(grpcOpts...)
-	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client,
+	svc := service.New(client,
 		service.WithCallerRate(callerrate.New(cfg.CallerRate, nil)),
-		service.WithMetaOmitted(a.metaOmitted(log))))
+		service.WithMetaOmitted(a.metaOmitted(log)))
+
+	// The gRPC port: the stream cap and the request budget hold for each
+	// connection, whoever opened it.
+	portOpts := append([]grpc.ServerOption{
+		grpc.MaxConcurrentStreams(MaxStreamsPerConn),
+		grpc.StatsHandler(grpcRequestBudget{}),
+	}, grpcOpts...)
+	if tlsConfig != nil {
+		portOpts = append(portOpts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	a.grpcServer = grpc.NewServer(portOpts...)
+	tokenv1.RegisterTokenServiceServer(a.grpcServer, svc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
 	reflection.Register(a.grpcServer)
 	a.metrics.InitializeGRPC(a.grpcServer)
+
+	// The hop: every call of the HTTP port (gateway, Connect, gRPC-Web,
+	// SSE) reaches TokenService over the in-memory listener, with the same
+	// interceptors as on the gRPC port, but on a server of its own without
+	// the stream cap (grpc-go's is per server, not per listener). Its
+	// connections are shared by every HTTP caller, so a cap there was one
+	// queue for all of them: a caller holding 600 Lists paced by
+	// --caller-rate made another's REST Create wait 15 s (it took 6 ms
+	// over Connect, whose transport opened a second connection). The
+	// streams it carries are bounded where they come in, by each HTTP
+	// connection's own cap and body budget. grpc-go hands the connection's
+	// flow-control window back as each frame arrives, so a stream whose
+	// reader is slow holds up no other. One connection per HTTP connection
+	// instead would cost a hop handshake, goroutines and buffers on every
+	// new client connection.
+	a.hopServer = grpc.NewServer(grpcOpts...)
+	tokenv1.RegisterTokenServiceServer(a.hopServer, svc)
 
 	// The gateway's own connection: in memory, see gatewayListener.
 	a.gatewayLis = newGatewayListener()
@@ -260,9 +286,13 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		IdleTimeout:    timeouts.idle,
 		MaxHeaderBytes: maxHTTPHeaderBytes,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: MaxStreamsPerConn,
+			MaxConcurrentStreams:          MaxStreamsPerConn,
+			MaxReceiveBufferPerConnection: httpConnWindowBytes,
+			MaxReceiveBufferPerStream:     httpStreamWindowBytes,
 		},
-		ErrorLog: logging.ServerErrorLog(log),
+		// Each connection's budget of body bytes (see byteBudget).
+		ConnContext: httpConnContext,
+		ErrorLog:    logging.ServerErrorLog(log),
 	}
 
 	if a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -378,7 +408,7 @@ func (a *App) Run(ctx context.Context) error {
 		<-watchDone
 	}()
 	go serve("grpc", func() error { return a.grpcServer.Serve(a.grpcLis) })
-	go serve("gateway", func() error { return a.grpcServer.Serve(a.gatewayLis) })
+	go serve("gateway", func() error { return a.hopServer.Serve(a.gatewayLis) })
 	go serve("http", func() error {
 		if tlsOn {
 			return a.httpServer.ServeTLS(a.httpLis, "", "")
@@ -430,7 +460,10 @@ func (a *App) shutdown() {
 	defer cancel()
 	grpcDone := make(chan struct{})
 	go func() {
-		a.grpcServer.GracefulStop()
+		var wg sync.WaitGroup
+		wg.Go(a.grpcServer.GracefulStop)
+		wg.Go(a.hopServer.GracefulStop)
+		wg.Wait()
 		close(grpcDone)
 	}()
 	select {
@@ -438,6 +471,7 @@ func (a *App) shutdown() {
 	case <-ctx.Done():
 		// Calls still running past the timeout are cancelled.
 		a.grpcServer.Stop()
+		a.hopServer.Stop()
 		<-grpcDone
 	}
 	// Every gRPC call has ended, so HTTP requests have at most their last

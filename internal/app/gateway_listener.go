@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 )
 
@@ -24,9 +22,10 @@ func isGateway(a net.Addr) bool {
 	return ok
 }
 
-// gatewayListener carries the gateway's gRPC connection to the gRPC server
-// in memory: no port that anything else could reach, and no TLS or client
-// certificate needed on a hop that never leaves the process.
+// gatewayListener carries the HTTP side's gRPC connections (the gateway's,
+// Connect's) to the hop server in memory: no port that anything else could
+// reach, and no TLS or client certificate needed on a hop that never leaves
+// the process.
 type gatewayListener struct {
 	*bufconn.Listener
 }
@@ -52,23 +51,3 @@ func (l *gatewayListener) dial(ctx context.Context, _ string) (net.Conn, error) 
 type gatewayConn struct{ net.Conn }
 
 func (gatewayConn) RemoteAddr() net.Addr { return gatewayAddr{} }
-
-// gatewayCreds is the gRPC server's TLS, minus the in-memory gateway hop: a
-// connection from gatewayListener never leaves the process, and the gateway
-// dials it in plaintext, so a TLS handshake there would only wait for a
-// ClientHello that never comes. Every network connection still goes
-// through TLS.
-type gatewayCreds struct {
-	credentials.TransportCredentials
-}
-
-func (c gatewayCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	if _, ok := conn.(gatewayConn); ok {
-		return insecure.NewCredentials().ServerHandshake(conn)
-	}
-	return c.TransportCredentials.ServerHandshake(conn)
-}
-
-func (c gatewayCreds) Clone() credentials.TransportCredentials {
-	return gatewayCreds{c.TransportCredentials.Clone()}
-}

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -15,7 +14,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/apierr"
 )
 
-// The limits of CONTRACT.md "Browsers and hostile clients": they hold for
+// The limits every client is held to: they hold for
 // every client, authenticated or not, because an unauthenticated one reaches
 // the transport (headers, streams, bodies) before any credential is looked
 // at. README "Limits" lists them with what a client sees.
@@ -170,68 +169,3 @@ func (g *stallGuardStream) SendMsg(m any) error {
 	}
 	return err
 }
-
-// httpLimits holds the HTTP listener's time limits on each request:
-// bodyTimeout for its body, stalledReaderTimeout for each write of its
-// answer (a streamed List the client stopped reading). net/http enforces
-// both as connection (HTTP/1) or stream (HTTP/2) deadlines, so a stalled
-// peer gets its connection or stream closed and the handler's Write fails,
-// which ends the call and its upstream work.
-func httpLimits(next http.Handler) http.Handler {
-	body, stalled := timeouts.body, timeouts.stalled
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		if r.Body != nil && r.Body != http.NoBody {
-			// Also bounds net/http's own discarding of a body the handler
-			// did not read (a call refused before its body). Once the body
-			// has been read to its end, net/http lifts the deadline itself
-			// (HTTP/1: its background read; HTTP/2: a stream deadline does
-			// nothing to a body already complete), so a long call is not
-			// cut by it.
-			_ = rc.SetReadDeadline(time.Now().Add(body))
-		}
-		next.ServeHTTP(&stallWriter{ResponseWriter: w, rc: rc, after: stalled}, r)
-	})
-}
-
-// stallWriter gives every write of an answer stalledReaderTimeout to go
-// out. The deadline moves on at most once per 1/60 of the timeout, so a
-// fast stream does not pay for it on every token.
-type stallWriter struct {
-	http.ResponseWriter
-	rc    *http.ResponseController
-	after time.Duration
-	until time.Time
-}
-
-func (s *stallWriter) extend() {
-	now := time.Now()
-	if s.until.Sub(now) < s.after-s.after/60 {
-		s.until = now.Add(s.after)
-		_ = s.rc.SetWriteDeadline(s.until)
-	}
-}
-
-func (s *stallWriter) WriteHeader(code int) {
-	s.extend()
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *stallWriter) Write(p []byte) (int, error) {
-	s.extend()
-	return s.ResponseWriter.Write(p)
-}
-
-// Flush is http.Flusher, for handlers that stream with it.
-func (s *stallWriter) Flush() { _ = s.FlushError() }
-
-// FlushError is what http.ResponseController (grpc-gateway's streaming
-// uses one) calls to flush: it passes on the error of a flush that missed
-// its deadline, which ends the stream.
-func (s *stallWriter) FlushError() error {
-	s.extend()
-	return s.rc.Flush()
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (s *stallWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

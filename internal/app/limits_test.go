@@ -1,6 +1,6 @@
 package app_test
 
-// The time limits of CONTRACT.md "Browsers and hostile clients" (idle
+// The time limits every client is held to (README "Limits": idle
 // connections, request body deadline, stalled List readers), each seen in
 // action against the real server with the timeout shortened by
 // app.SetTimeouts; the values themselves are the constants of limits.go.

@@ -18,9 +18,16 @@ import (
 const gcPercent = 200
 
 const (
-	// serverWindowBytes is the flow-control window of each connection and
-	// of each call's request stream: one request of the largest size.
+	// serverWindowBytes is the flow-control window of each connection: one
+	// request of the largest size.
 	serverWindowBytes = maxRecvMsgBytes
+	// grpcStreamWindowBytes is each call's request window, the least grpc-go
+	// takes. It is what a call may have sent before its handler reads (see
+	// grpcConnRequestBytes): 256 calls of one connection hold at most 16 MiB
+	// that way. Real requests are far smaller; a larger one costs one window
+	// update, which grpc-go sends for the whole message as it starts to
+	// read it.
+	grpcStreamWindowBytes = 64 << 10
 	// streamWorkers is how many goroutines are kept to run handlers; a call
 	// that finds them all busy gets a goroutine of its own.
 	streamWorkers = 64
@@ -41,7 +48,7 @@ func ServerTuning() []grpc.ServerOption {
 		// answers nearly every small request with a BDP ping that the client
 		// must acknowledge, two more frames (and wake-ups on both sides) per
 		// call. Requests are small, so the windows need not grow.
-		grpc.StaticStreamWindowSize(serverWindowBytes),
+		grpc.StaticStreamWindowSize(grpcStreamWindowBytes),
 		grpc.StaticConnWindowSize(serverWindowBytes),
 		// Handlers run on long-lived goroutines whose stacks have already
 		// grown, instead of a new goroutine per call.

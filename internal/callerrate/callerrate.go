@@ -1,6 +1,6 @@
 // Package callerrate bounds what one caller costs the partner's ChatBotKit
 // quota: each caller identity (auth.Caller) may cause at most N upstream
-// requests per second, in bursts of 2N (CONTRACT.md --caller-rate). A unary
+// requests per second, in bursts of 2N (--caller-rate). A unary
 // call over the rate is refused before it reaches the upstream; a List is
 // paced, never failed by it: every upstream request it makes (opening its
 // stream, each resume after a cut, each page, each retry) waits its turn

@@ -226,8 +226,8 @@ func TestMsTime(t *testing.T) {
 			t.Errorf("%s: %v, want %v", in, m.t, want)
 		}
 	}
-	// Past the years 1 to 9999 (CONTRACT.md "Validation": a malformed
-	// answer), and what is no number of milliseconds.
+	// Past the years 1 to 9999 (a time a google.protobuf.Timestamp cannot
+	// hold is a malformed answer), and what is no number of milliseconds.
 	for _, in := range []string{`"1"`, `true`, `{}`, `1e300`, `9007199254740993.5`,
 		`253402300800000`, `-62135596800001`, `253402300800000.0`, `9007199254740993`, `-9007199254740993`} {
 		var m msTime

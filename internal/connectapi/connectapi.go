@@ -3,9 +3,10 @@
 // listener, at /cbkgate.token.v1.TokenService/<Method>.
 //
 // connectrpc.com/vanguard transcodes each such request into a gRPC call,
-// which goes to cbkgate's own grpc.Server over the same in-process
-// connection the JSON gateway uses. So a Connect call passes exactly the
-// interceptors, limits, logs and metrics of any other call, and its
+// which goes to cbkgate's own TokenService over the in-process hop the
+// JSON gateway uses too (a gRPC server with the same interceptors as the
+// gRPC port's). So a Connect call passes exactly the interceptors,
+// limits, logs and metrics of any other call, and its
 // error details arrive as the Connect or gRPC-Web protocol carries them.
 //
 // Why not grpc.Server.ServeHTTP, which vanguardgrpc uses: grpc-go's
@@ -53,8 +54,8 @@ type Options struct {
 
 // forwardedHeaders are the request headers that go on to the gRPC server,
 // in their canonical form: the gRPC protocol's own, and the metadata
-// cbkgate reads (CONTRACT.md: only authorization, x-request-id,
-// traceparent and tracestate are taken from HTTP into gRPC).
+// cbkgate reads (only authorization, x-request-id, traceparent and
+// tracestate are taken from HTTP into gRPC).
 var forwardedHeaders = map[string]bool{
 	"Content-Type":            true,
 	"Te":                      true,

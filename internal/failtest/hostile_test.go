@@ -50,6 +50,7 @@ type rawH2 struct {
 	headers  int // HEADERS frames received (responses and trailers)
 	pingAck  chan struct{}
 	readDone chan error
+	windows  flowWindows // the server's receive windows, for sendData
 }
 
 func dialRawH2(t *testing.T, addr string) *rawH2 {
@@ -58,6 +59,13 @@ func dialRawH2(t *testing.T, addr string) *rawH2 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newRawH2(t, c)
+}
+
+// newRawH2 speaks HTTP/2 on c (a TCP connection, or a TLS one that
+// negotiated h2), closed at cleanup.
+func newRawH2(t *testing.T, c net.Conn) *rawH2 {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	r := &rawH2{t: t, c: c, fr: http2.NewFramer(c, c), settings: map[http2.SettingID]uint32{}, next: 1,
 		rst: map[http2.ErrCode]int{}, pingAck: make(chan struct{}, 1), readDone: make(chan error, 1)}
@@ -80,6 +88,7 @@ func dialRawH2(t *testing.T, addr string) *rawH2 {
 			break
 		}
 	}
+	r.windows.init(r.settings)
 	if err := r.fr.WriteSettingsAck(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +113,8 @@ func (r *rawH2) readLoop() {
 			if f.IsAck() {
 				r.pingAck <- struct{}{}
 			}
+		case *http2.WindowUpdateFrame:
+			r.windows.grow(f.StreamID, f.Increment)
 		}
 		r.mu.Unlock()
 	}

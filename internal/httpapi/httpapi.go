@@ -271,7 +271,7 @@ func streamContentType(ctx context.Context, w http.ResponseWriter, m proto.Messa
 }
 
 // incomingHeaderMatcher lets through, of all the HTTP headers, only the
-// metadata cbkgate needs (CONTRACT.md "Browsers and hostile clients"). The
+// metadata cbkgate needs (README "Limits"). The
 // gateway forwards Authorization as "authorization" metadata on its own
 // (the default matcher would also copy it as "grpcgateway-authorization",
 // a second copy of a secret), and sets x-forwarded-for and

@@ -566,7 +566,7 @@ func TestToStatusKeepsContextErrors(t *testing.T) {
 
 func TestListPageLongerThanTakeIsMalformed(t *testing.T) {
 	// An upstream that ignores take: asked for 3 (the limit's rest), it
-	// answers 4 and a cursor after the fourth. CONTRACT.md "Upstream calls": a
+	// answers 4 and a cursor after the fourth: a
 	// malformed answer, never trimmed (resuming from that cursor would skip
 	// the fourth token) nor passed on. The first page, answered to the
 	// stream request without take, may hold up to 1000.

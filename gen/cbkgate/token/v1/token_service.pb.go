@@ -196,8 +196,9 @@ type ListRequest struct {
 	// `ListResponse.cursor` from an earlier listing in the same order. Empty
 	// starts at the beginning. Opaque: pass it back unchanged.
 	Cursor string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
-	// How many tokens to fetch from ChatBotKit per page; 0 picks a sensible
-	// default. Must not be negative.
+	// How many tokens to ask ChatBotKit for per page, when it answers the
+	// listing in pages rather than as one stream; 0 picks a sensible default,
+	// above 1000 is taken as 1000. Must not be negative.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Stop after this many tokens; 0 lists them all. Must not be negative.
 	Limit         int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
@@ -275,9 +276,11 @@ type ListResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The token.
 	Token *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	// When set, passing it back as `ListRequest.cursor` resumes the listing
-	// right after this token. It is set at least on the last token of each of
-	// ChatBotKit's pages, and so on the last token of a listing.
+	// Set on every token: passing it back as `ListRequest.cursor` (with the
+	// same `order`) resumes the listing right after this token, with no
+	// duplicate and no gap, even when tokens were created or deleted in
+	// between. When that token no longer exists the List fails
+	// FAILED_PRECONDITION (reason `CURSOR_STALE`) before sending anything.
 	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

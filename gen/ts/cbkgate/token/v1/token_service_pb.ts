@@ -116,8 +116,9 @@ export type ListRequest = Message<"cbkgate.token.v1.ListRequest"> & {
   cursor: string;
 
   /**
-   * How many tokens to fetch from ChatBotKit per page; 0 picks a sensible
-   * default. Must not be negative.
+   * How many tokens to ask ChatBotKit for per page, when it answers the
+   * listing in pages rather than as one stream; 0 picks a sensible default,
+   * above 1000 is taken as 1000. Must not be negative.
    *
    * @generated from field: int32 page_size = 4;
    */
@@ -152,9 +153,11 @@ export type ListResponse = Message<"cbkgate.token.v1.ListResponse"> & {
   token?: Token | undefined;
 
   /**
-   * When set, passing it back as `ListRequest.cursor` resumes the listing
-   * right after this token. It is set at least on the last token of each of
-   * ChatBotKit's pages, and so on the last token of a listing.
+   * Set on every token: passing it back as `ListRequest.cursor` (with the
+   * same `order`) resumes the listing right after this token, with no
+   * duplicate and no gap, even when tokens were created or deleted in
+   * between. When that token no longer exists the List fails
+   * FAILED_PRECONDITION (reason `CURSOR_STALE`) before sending anything.
    *
    * @generated from field: string cursor = 2;
    */
