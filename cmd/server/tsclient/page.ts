@@ -116,13 +116,18 @@ async function main() {
   const sse = await fetch(listURL, { headers: { Accept: "text/event-stream" } });
   check("SSE List: 200 text/event-stream", sse.status === 200 && sse.headers.get("content-type") === "text/event-stream",
     [sse.status, sse.headers.get("content-type")]);
-  const events = await readSSE(sse);
+  const all = await readSSE(sse);
+  // Tokens are default (message) events; a complete listing then ends
+  // with one "end" event, empty data.
+  const events = all.filter((e) => e.event === "");
+  check("a complete SSE listing ends with an end event", all.length === events.length + 1 && all[all.length - 1].event === "end",
+    all.map((e) => e.event));
   const sseIDs = events.map((e) => JSON.parse(e.data).token?.id);
   check("SSE events give every token", JSON.stringify(sseIDs) === JSON.stringify(ids), sseIDs);
   check("SSE event ids are the cursors", events.every((e, i) => e.id === ndCursors[i]) && events[1].id !== "",
     { ids: events.map((e) => e.id), cursors: ndCursors });
   const resumed = await readSSE(await fetch(listURL, { headers: { Accept: "text/event-stream", "Last-Event-ID": events[1].id } }));
-  const resumedIDs = resumed.map((e) => JSON.parse(e.data).token?.id);
+  const resumedIDs = resumed.filter((e) => e.event === "").map((e) => JSON.parse(e.data).token?.id);
   check("Last-Event-ID resumes after that token", JSON.stringify(resumedIDs) === JSON.stringify(ids.slice(2)), resumedIDs);
 
   // 3b. The same stream through EventSource, which insists on the MIME type.
