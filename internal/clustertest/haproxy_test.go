@@ -4,6 +4,7 @@ package clustertest
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -47,12 +48,14 @@ func (in *ingress) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.H
 	}
 	if strings.Contains(r.URL.Path, "/user/"+slowUser+"/") {
 		time.Sleep(slowPageDelay)
+		w = &pacedWriter{ResponseWriter: w}
 	}
 	next.ServeHTTP(w, r)
 }
 
-// slowUser's list pages each take slowPageDelay upstream, so that a List of
-// slowTokens one per page is still running when its replica gets SIGTERM.
+// slowUser's listing takes slowPageDelay upstream per page, and per line of
+// a JSONL stream, so that a List of slowTokens (one per page, or one
+// stream) is still running when its replica gets SIGTERM.
 const (
 	slowUser      = "slow-lister"
 	slowTokens    = 12
@@ -416,4 +419,36 @@ func (p *process) stop(t testing.TB, sig os.Signal, within time.Duration) int {
 		t.Fatalf("%s (pid %d) did not exit within %v of %v", p.name, p.cmd.Process.Pid, within, sig)
 		return -1
 	}
+}
+
+// pacedWriter sends what it is given a line at a time, slowPageDelay
+// apart, each line flushed: a listing streamed as JSONL arrives as slowly
+// as one read page by page.
+type pacedWriter struct {
+	http.ResponseWriter
+	lines int
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line = b[:i+1]
+		}
+		if p.lines > 0 {
+			time.Sleep(slowPageDelay)
+		}
+		m, err := p.ResponseWriter.Write(line)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if line[len(line)-1] == '\n' {
+			p.lines++
+		}
+		http.NewResponseController(p.ResponseWriter).Flush()
+		b = b[len(line):]
+	}
+	return n, nil
 }
