@@ -3,8 +3,8 @@ package httpapi
 import (
 	"fmt"
 	"mime"
-	"strings"
 	"net/http"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
