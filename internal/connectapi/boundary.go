@@ -10,8 +10,10 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -154,6 +156,10 @@ func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				truncate(r.Header.Get("Content-Type"), 100))))
 		return
 	}
+	if st := badTimeout(r, wi); st != nil {
+		b.refuse(w, r, http.StatusBadRequest, st)
+		return
+	}
 	if st := b.kindMismatch(r, wi); st != nil {
 		b.refuse(w, r, http.StatusUnsupportedMediaType, st)
 		return
@@ -211,6 +217,39 @@ func (b *boundary) kindMismatch(r *http.Request, wi wire) *status.Status {
 			"this method is unary: send it as Connect unary (application/json or application/proto) or gRPC-Web, not as a Connect stream")
 	}
 	return nil
+}
+
+// badTimeout is the refusal of a request whose deadline header does not
+// parse: Connect-Timeout-Ms (Connect) or Grpc-Timeout (gRPC-Web), held to
+// exactly what vanguard accepts. vanguard answers it with a text/plain 400
+// carrying strconv's error text.
+func badTimeout(r *http.Request, wi wire) *status.Status {
+	if wi.encodingHeader == "Grpc-Encoding" {
+		v := r.Header.Get("Grpc-Timeout")
+		if v == "" {
+			return nil
+		}
+		n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+		if strings.IndexByte("HMSmun", v[len(v)-1]) >= 0 && err == nil && n >= 0 && n <= 99999999 {
+			return nil
+		}
+		return invalidHeader("Grpc-Timeout", "Grpc-Timeout must be at most 8 digits and a unit (H, M, S, m, u or n), such as 30S")
+	}
+	v := r.Header.Get("Connect-Timeout-Ms")
+	if v == "" {
+		return nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+		return nil
+	}
+	return invalidHeader("Connect-Timeout-Ms", "Connect-Timeout-Ms must be a whole number of milliseconds, such as 30000")
+}
+
+// invalidHeader is the INVALID_ARGUMENT refusal of a request header, with
+// a BadRequest naming it.
+func invalidHeader(name, msg string) *status.Status {
+	return apierr.Status(codes.InvalidArgument, apierr.ReasonInvalidArgument, msg,
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: name, Description: msg}}})
 }
 
 // readBody reads the whole request body, at most one message and its

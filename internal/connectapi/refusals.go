@@ -82,6 +82,9 @@ func (f *refuser) refuse(w http.ResponseWriter, r *http.Request, st *spb.Status,
 	for _, h := range encodingHeaders {
 		r.Header.Del(h) // nothing to decompress, and no name vanguard may not know
 	}
+	// Nor a deadline vanguard may not parse: the answer is immediate.
+	r.Header.Del("Connect-Timeout-Ms")
+	r.Header.Del("Grpc-Timeout")
 	wi, ok := classify(r)
 	if !ok {
 		r.Header.Set("Content-Type", "application/json")

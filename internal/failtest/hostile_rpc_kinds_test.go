@@ -95,3 +95,69 @@ func TestHostileRPCRefusalsInTheClientsProtocol(t *testing.T) {
 		t.Errorf("REST Create, Content-Encoding identity: HTTP %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestHostileRPCBadTimeoutHeader: a deadline header that does not parse
+// (Connect-Timeout-Ms on Connect unary and streaming, Grpc-Timeout on
+// gRPC-Web) is 400 INVALID_ARGUMENT in the client's protocol, with
+// ErrorInfo{INVALID_ARGUMENT, cbkgate}, a BadRequest naming the header and
+// a message in words; it reaches no upstream. Before: vanguard's text/plain
+// 400 `strconv.ParseInt: parsing "abc": invalid syntax`, without details.
+// Good values still pass.
+func TestHostileRPCBadTimeoutHeader(t *testing.T) {
+	up := fu.Start(t)
+	g := startGate(t, up.URL)
+	createJSON := []byte(`{"user_id":"u1","name":"n"}`)
+	listJSON := envelope(0, []byte(`{"user_id":"u1"}`))
+	unary := map[string]string{"Content-Type": "application/json"}
+	stream := map[string]string{"Content-Type": "application/connect+json"}
+	web := map[string]string{"Content-Type": "application/grpc-web+json"}
+	with := func(h map[string]string, k, v string) map[string]string {
+		out := map[string]string{k: v}
+		for hk, hv := range h {
+			out[hk] = hv
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name, method, header, value string
+		base                        map[string]string
+		body                        []byte
+		httpStatus                  int
+	}{
+		{"Connect unary, not a number", "Create", "Connect-Timeout-Ms", "abc", unary, createJSON, http.StatusBadRequest},
+		{"Connect unary, negative", "Create", "Connect-Timeout-Ms", "-5", unary, createJSON, http.StatusBadRequest},
+		{"Connect streaming, a fraction", "List", "Connect-Timeout-Ms", "1.5", stream, listJSON, http.StatusOK},
+		{"gRPC-Web, a word", "List", "Grpc-Timeout", "soon", web, listJSON, http.StatusOK},
+		{"gRPC-Web, no unit", "Create", "Grpc-Timeout", "30", web, envelope(0, createJSON), http.StatusOK},
+		{"gRPC-Web, 9 digits", "Create", "Grpc-Timeout", "123456789S", web, envelope(0, createJSON), http.StatusOK},
+	} {
+		res := g.postRPC(c.method, with(c.base, c.header, c.value), c.body)
+		for _, s := range goErrorText {
+			if strings.Contains(string(res.body), s) || (res.st != nil && strings.Contains(res.st.Message(), s)) {
+				t.Errorf("%s: the answer carries Go error text %q: %s", c.name, s, res.body)
+			}
+		}
+		if res.status != c.httpStatus || !ownReason(res.st, "INVALID_ARGUMENT") {
+			t.Errorf("%s: HTTP %d %v (%s), want %d and INVALID_ARGUMENT in domain cbkgate", c.name, res.status, res.st, res.body, c.httpStatus)
+			continue
+		}
+		if fields := badRequestFields(res.st.Details()); len(fields) != 1 || fields[0] != c.header {
+			t.Errorf("%s: BadRequest fields %v, want [%s]", c.name, fields, c.header)
+		}
+	}
+	wantCalls(t, up, fu.Create, 0)
+	wantCalls(t, up, fu.List, 0)
+	for _, c := range []struct {
+		method string
+		header map[string]string
+		body   []byte
+	}{
+		{"Create", with(unary, "Connect-Timeout-Ms", "30000"), createJSON},
+		{"List", with(stream, "Connect-Timeout-Ms", "30000"), listJSON},
+		{"List", with(web, "Grpc-Timeout", "30S"), listJSON},
+	} {
+		if res := g.postRPC(c.method, c.header, c.body); res.status != http.StatusOK || res.st != nil {
+			t.Errorf("%s %v: HTTP %d %v %s", c.method, c.header, res.status, res.st, res.body)
+		}
+	}
+}
