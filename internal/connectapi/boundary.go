@@ -10,8 +10,10 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -58,7 +60,9 @@ const flagCompressed = 0x01
 // wire is what the boundary needs to know of a request's protocol.
 type wire struct {
 	enveloped bool
-	json      bool
+	// connectStream: the Connect streaming protocol (application/connect+*).
+	connectStream bool
+	json          bool
 	// encodingHeader names the request's compression: Content-Encoding
 	// (Connect unary), Connect-Content-Encoding (Connect streaming),
 	// Grpc-Encoding (gRPC-Web and gRPC).
@@ -88,7 +92,7 @@ func classify(r *http.Request) (w wire, ok bool) {
 			codec, found = "proto", true // the bare type is protobuf
 		}
 		if found {
-			return wire{enveloped: true, json: codec == "json", encodingHeader: p.header}, codec == "json" || codec == "proto"
+			return wire{enveloped: true, connectStream: p.prefix == "application/connect+", json: codec == "json", encodingHeader: p.header}, codec == "json" || codec == "proto"
 		}
 	}
 	if r.Header.Get("Connect-Protocol-Version") != "1" {
@@ -116,6 +120,8 @@ type boundary struct {
 	maxBytes int
 	// requests maps each method's path to its request message type.
 	requests map[string]protoreflect.MessageType
+	// streams holds the paths of the server-streaming methods (List).
+	streams map[string]bool
 }
 
 func newBoundary(next http.Handler, maxBytes int) (*boundary, error) {
@@ -123,7 +129,7 @@ func newBoundary(next http.Handler, maxBytes int) (*boundary, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &boundary{next: next, refuser: refuser, maxBytes: maxBytes, requests: map[string]protoreflect.MessageType{}}
+	b := &boundary{next: next, refuser: refuser, maxBytes: maxBytes, requests: map[string]protoreflect.MessageType{}, streams: map[string]bool{}}
 	methods := tokenv1.File_cbkgate_token_v1_token_service_proto.Services().ByName("TokenService").Methods()
 	for i := range methods.Len() {
 		m := methods.Get(i)
@@ -132,6 +138,7 @@ func newBoundary(next http.Handler, maxBytes int) (*boundary, error) {
 			return nil, fmt.Errorf("connectapi: request type of %s: %w", m.Name(), err)
 		}
 		b.requests[Prefix+string(m.Name())] = mt
+		b.streams[Prefix+string(m.Name())] = m.IsStreamingServer()
 	}
 	return b, nil
 }
@@ -149,7 +156,24 @@ func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				truncate(r.Header.Get("Content-Type"), 100))))
 		return
 	}
+	if st := badTimeout(r, wi); st != nil {
+		b.refuse(w, r, http.StatusBadRequest, st)
+		return
+	}
+	if st := b.kindMismatch(r, wi); st != nil {
+		b.refuse(w, r, http.StatusUnsupportedMediaType, st)
+		return
+	}
 	encoding := r.Header.Get(wi.encodingHeader)
+	switch encoding {
+	case "", "identity", "gzip":
+	default:
+		// vanguard would answer a compression it does not know with a
+		// text/plain 415 of its own, without cbkgate's reason.
+		b.refuse(w, r, http.StatusUnsupportedMediaType, apierr.Status(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
+			fmt.Sprintf("a request compressed as %q is not taken here: send it uncompressed, or compressed as gzip", truncate(encoding, 40))))
+		return
+	}
 	compressed := encoding != "" && encoding != "identity"
 	if !wi.json && !compressed && r.ContentLength >= 0 && r.ContentLength <= int64(b.maxBytes+envelopeBytes) {
 		b.next.ServeHTTP(w, r) // the normal binary path: vanguard bounds it
@@ -175,6 +199,57 @@ func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	b.next.ServeHTTP(w, r)
+}
+
+// kindMismatch is the refusal of a request whose protocol cannot carry its
+// method: Connect unary (one JSON or protobuf body) to List, a server
+// stream, or Connect streaming to a unary method. vanguard refuses both
+// with a text/plain 415 of its own; this one says what to send instead.
+// gRPC-Web carries both kinds.
+func (b *boundary) kindMismatch(r *http.Request, wi wire) *status.Status {
+	stream := b.streams[r.URL.Path]
+	switch {
+	case stream && !wi.enveloped:
+		return apierr.Status(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
+			"List is a server stream: send it as Connect streaming (application/connect+json or application/connect+proto, one enveloped message) or gRPC-Web; with plain JSON, use GET /v1/users/{user_id}/tokens")
+	case !stream && wi.connectStream:
+		return apierr.Status(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
+			"this method is unary: send it as Connect unary (application/json or application/proto) or gRPC-Web, not as a Connect stream")
+	}
+	return nil
+}
+
+// badTimeout is the refusal of a request whose deadline header does not
+// parse: Connect-Timeout-Ms (Connect) or Grpc-Timeout (gRPC-Web), held to
+// exactly what vanguard accepts. vanguard answers it with a text/plain 400
+// carrying strconv's error text.
+func badTimeout(r *http.Request, wi wire) *status.Status {
+	if wi.encodingHeader == "Grpc-Encoding" {
+		v := r.Header.Get("Grpc-Timeout")
+		if v == "" {
+			return nil
+		}
+		n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+		if strings.IndexByte("HMSmun", v[len(v)-1]) >= 0 && err == nil && n >= 0 && n <= 99999999 {
+			return nil
+		}
+		return invalidHeader("Grpc-Timeout", "Grpc-Timeout must be at most 8 digits and a unit (H, M, S, m, u or n), such as 30S")
+	}
+	v := r.Header.Get("Connect-Timeout-Ms")
+	if v == "" {
+		return nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+		return nil
+	}
+	return invalidHeader("Connect-Timeout-Ms", "Connect-Timeout-Ms must be a whole number of milliseconds, such as 30000")
+}
+
+// invalidHeader is the INVALID_ARGUMENT refusal of a request header, with
+// a BadRequest naming it.
+func invalidHeader(name, msg string) *status.Status {
+	return apierr.Status(codes.InvalidArgument, apierr.ReasonInvalidArgument, msg,
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: name, Description: msg}}})
 }
 
 // readBody reads the whole request body, at most one message and its

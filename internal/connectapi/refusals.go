@@ -82,9 +82,24 @@ func (f *refuser) refuse(w http.ResponseWriter, r *http.Request, st *spb.Status,
 	for _, h := range encodingHeaders {
 		r.Header.Del(h) // nothing to decompress, and no name vanguard may not know
 	}
-	if _, ok := classify(r); !ok {
+	// Nor a deadline vanguard may not parse: the answer is immediate.
+	r.Header.Del("Connect-Timeout-Ms")
+	r.Header.Del("Grpc-Timeout")
+	wi, ok := classify(r)
+	if !ok {
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("Connect-Protocol-Version", "1")
+		wi = wire{json: true}
+	}
+	// vanguard writes an error only for a call the protocol can carry:
+	// Connect unary a unary method, Connect streaming a stream. The answer
+	// names no method, so it is written as if for one of the right kind
+	// (gRPC-Web carries both).
+	switch {
+	case wi.connectStream:
+		r.URL.Path = Prefix + "List"
+	case !wi.enveloped:
+		r.URL.Path = Prefix + "Create"
 	}
 	if httpStatus != 0 {
 		w = &errorStatusWriter{ResponseWriter: w, status: httpStatus}

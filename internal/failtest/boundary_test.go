@@ -170,6 +170,15 @@ func TestHostileHTTPRefusalsAreStatuses(t *testing.T) {
 			status: http.StatusRequestEntityTooLarge, reason: "PAYLOAD_TOO_LARGE"},
 		{name: "text/plain body", method: "POST", path: list, body: `{}`, header: []string{"Content-Type", "text/plain"},
 			status: http.StatusUnsupportedMediaType, reason: "UNSUPPORTED_MEDIA_TYPE"},
+		// A compressed body: the gateway took gzip's bytes for bad JSON
+		// (400 "not valid JSON") and acted on a body labelled br as if it
+		// were plain (200, a token created).
+		{name: "gzip body", method: "POST", path: list, body: string(gzipped([]byte(`{"name":"n"}`))), header: []string{"Content-Encoding", "gzip"},
+			status: http.StatusUnsupportedMediaType, reason: "UNSUPPORTED_MEDIA_TYPE"},
+		{name: "body labelled br", method: "POST", path: list, body: `{"name":"n"}`, header: []string{"Content-Encoding", "br"},
+			status: http.StatusUnsupportedMediaType, reason: "UNSUPPORTED_MEDIA_TYPE"},
+		{name: "Update body labelled deflate", method: "PATCH", path: token, body: `{"name":"n"}`, header: []string{"Content-Encoding", "deflate"},
+			status: http.StatusUnsupportedMediaType, reason: "UNSUPPORTED_MEDIA_TYPE"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
@@ -75,7 +76,8 @@ func (g *originGuard) wrap(gw *runtime.ServeMux, m runtime.Marshaler, next http.
 
 // requireJSONBody answers 415 for a POST or PATCH whose body type is not
 // JSON: Content-Type application/json (parameters allowed), absent, or
-// application/x-www-form-urlencoded on a request without an Origin header.
+// application/x-www-form-urlencoded on a request without an Origin header;
+// and for one whose body is compressed (any Content-Encoding but identity).
 func requireJSONBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if (r.Method == http.MethodPost || r.Method == http.MethodPatch) && !jsonBody(r) {
@@ -86,8 +88,31 @@ func requireJSONBody(gw *runtime.ServeMux, m runtime.Marshaler, next http.Handle
 			})
 			return
 		}
+		if (r.Method == http.MethodPost || r.Method == http.MethodPatch) && encoded(r) {
+			// The gateway would read the compressed bytes as JSON and call
+			// them malformed (or, with a coding that changes nothing, act on
+			// a body its client said was something else).
+			runtime.HTTPError(r.Context(), gw, m, w, r, &runtime.HTTPStatusError{
+				HTTPStatus: http.StatusUnsupportedMediaType,
+				Err: apierr.New(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
+					"a compressed body (Content-Encoding) is not taken on this route: send the JSON uncompressed"),
+			})
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// encoded reports whether the request says its body is compressed.
+func encoded(r *http.Request) bool {
+	for _, v := range r.Header.Values("Content-Encoding") {
+		for _, coding := range strings.Split(v, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func jsonBody(r *http.Request) bool {

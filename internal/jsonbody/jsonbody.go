@@ -36,6 +36,10 @@ import (
 // 100 leaves room for that refusal to name the field.
 const MaxDepth = 100
 
+// jsonMaxDepth is the nesting encoding/json's decoder refuses to read
+// past (its maxNestingDepth), outer object included.
+const jsonMaxDepth = 10000
+
 // Options are the protojson options a request message is decoded with:
 // unknown fields are refused (a client's typo is its mistake, never
 // silently dropped), and nesting is bounded by MaxDepth.
@@ -91,6 +95,12 @@ func explain(mt protoreflect.MessageType, data []byte) ([]*errdetails.BadRequest
 		}
 		var value json.RawMessage
 		if err := dec.Decode(&value); err != nil {
+			if depth(data) >= jsonMaxDepth {
+				// encoding/json refuses a value this deep before reading
+				// it through; it is not cut short, it is too deep.
+				add(key, "%s is nested too deeply", key)
+				return v, "the request body is nested too deeply"
+			}
 			add(key, "%s: the value is cut short or is not valid JSON", key)
 			return v, "the request body is not valid JSON"
 		}

@@ -52,6 +52,15 @@ func TestUnmarshal(t *testing.T) {
 			t.Errorf("%q: BadRequest fields %v, want %v (message %q)", c.body, fields, c.fields, st.Message())
 		}
 	}
+	// Deeper than encoding/json's own limit (10,000), which refuses it
+	// before any field is looked at: still "too deep", not "cut short".
+	deeper := strings.Repeat(`[`, 20000) + strings.Repeat(`]`, 20000)
+	for _, body := range []string{`{"meta":{"a":` + deeper + `}}`, `{"config":` + deeper + `}`} {
+		st := Unmarshal([]byte(body), &tokenv1.CreateRequest{})
+		if st == nil || !strings.Contains(st.Message(), "nested too deeply") {
+			t.Errorf("%.20q...: %v, want a message saying it is nested too deeply", body, st)
+		}
+	}
 	var req tokenv1.CreateRequest
 	if st := Unmarshal([]byte(`{"userId":"u1","name":"n","meta":{"k":"v"}}`), &req); st != nil || req.GetUserId() != "u1" || req.GetMeta().GetFields()["k"].GetStringValue() != "v" {
 		t.Errorf("a good body: %v, %v", st, &req)
