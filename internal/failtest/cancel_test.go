@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 
@@ -272,22 +271,9 @@ func TestHostileCancelledCallFlood(t *testing.T) {
 	r := dialRawH2(t, g.GRPCAddr())
 	authz := hpack.HeaderField{Name: "authorization", Value: "Bearer " + key, Sensitive: true}
 	const attempts = 3000
-	start := time.Now()
-	for i := range attempts {
-		id := r.next
-		if err := r.open("/cbkgate.token.v1.TokenService/List", 0, authz); err != nil {
-			t.Fatalf("attempt %d: %v", i, err)
-		}
-		if err := r.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
-			t.Fatalf("attempt %d: %v", i, err)
-		}
-	}
-	r.sync()
-	elapsed := time.Since(start)
-	// Let the handlers of the last streams finish and log.
-	time.Sleep(200 * time.Millisecond)
+	elapsed := r.resetLists(attempts, authz)
 	lines := g.Logs().Lines() - before
-	bound := 20 + int(10*(elapsed.Seconds()+0.2)) + 5
+	bound := refusedLinesBound(elapsed)
 	t.Logf("%d cancelled List calls in %s wrote %d log lines (bound %d)", attempts, elapsed.Round(time.Millisecond), lines, bound)
 	if lines > bound {
 		t.Fatalf("%d log lines, want at most %d", lines, bound)
