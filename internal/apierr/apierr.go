@@ -54,6 +54,14 @@ const (
 	ReasonCursorStale = "CURSOR_STALE"
 	// ReasonTooManyLists: a caller has as many Lists running as it may.
 	ReasonTooManyLists = "TOO_MANY_LISTS"
+	// ReasonUpstreamOutcomeUnknown: a Create with a request_id went
+	// upstream and no definitive answer came back; a repeat reconciles.
+	ReasonUpstreamOutcomeUnknown = "UPSTREAM_OUTCOME_UNKNOWN"
+	// ReasonRequestIDReused: a request_id already used with other fields.
+	ReasonRequestIDReused = "REQUEST_ID_REUSED"
+	// ReasonStateUnavailable: the shared state (--state) could not be
+	// read or written, or a record in it could not be decrypted.
+	ReasonStateUnavailable = "STATE_UNAVAILABLE"
 )
 
 // New returns a status error with code and message whose first detail is

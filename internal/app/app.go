@@ -28,7 +28,6 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
-	"github.com/cbkgate/cbkgate/internal/callerrate"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
@@ -36,6 +35,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/httpapi"
 	"github.com/cbkgate/cbkgate/internal/logging"
 	"github.com/cbkgate/cbkgate/internal/service"
+	"github.com/cbkgate/cbkgate/internal/state"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 	"github.com/cbkgate/cbkgate/internal/version"
 )
@@ -73,6 +73,7 @@ type App struct {
 
 	upstream *chatbotkit.Client
 	auth     *auth.Authenticator
+	store    state.Store // --state
 }
 
 // New builds every part and opens every listener, so that a port in use or
@@ -189,8 +190,16 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
 	a.grpcServer = grpc.NewServer(grpcOpts...)
+	store, records, err := a.openState(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
 	tokenv1.RegisterTokenServiceServer(a.grpcServer, service.New(client,
-		service.WithCallerRate(callerrate.New(cfg.CallerRate, nil)),
+		service.WithCallerRate(store.CallerRate()),
+		service.WithRecords(records),
+		service.WithReplayed(a.metrics.IdempotentReplay),
+		service.WithAudit(logging.Auditor(log)),
 		service.WithMetaOmitted(a.metaOmitted(log))))
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
@@ -444,6 +453,7 @@ func (a *App) shutdown() {
 	// No call is left, so the upstream connections are idle: close them
 	// rather than leave them open until ChatBotKit or the idle timeout does.
 	a.upstream.CloseIdleConnections()
+	a.store.Close()
 
 	if ctx.Err() != nil {
 		a.log.Warn("shutdown timeout reached: calls still in flight were cut off", "timeout", a.cfg.ShutdownTimeout.String())
@@ -479,6 +489,9 @@ func (a *App) closeListeners() {
 	}
 	if a.gatewayClient != nil {
 		a.gatewayClient.Close()
+	}
+	if a.store != nil {
+		a.store.Close()
 	}
 	if a.tracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)

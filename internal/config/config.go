@@ -85,6 +85,10 @@ type Config struct {
 	// CallerRate is how many upstream requests per second each caller
 	// identity may cause (burst twice that); 0 is no limit.
 	CallerRate int // >= 0
+	// State is --state (its String hides a password).
+	State StateURL
+	// StateKeyFile is --state-key-file ("" in memory mode).
+	StateKeyFile string
 
 	// The rest of the authentication settings, which leave only through
 	// Auth. apiSecretFile is CHATBOTKIT_API_SECRET_FILE; it, apiKeysFile,
@@ -151,6 +155,8 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("max_connection_age", c.MaxConnectionAge.String()),
 		slog.Int("caller_rate", c.CallerRate),
+		slog.String("state", c.State.String()),
+		slog.String("state_key_file", c.StateKeyFile),
 		slog.Duration("emulator_latency", c.EmulatorLatency),
 	)
 }

@@ -44,6 +44,8 @@ const (
 	fMaxConnAge      = "max-connection-age"
 	fCallerRate      = "caller-rate"
 	fEmulatorLatency = "emulator-latency"
+	fState           = "state"
+	fStateKeyFile    = "state-key-file"
 )
 
 var settings = []setting{
@@ -85,6 +87,10 @@ var settings = []setting{
 		help: "close each gRPC connection gracefully after this long (±10% jitter), so clients rebalance; 0 is unlimited"},
 	{flag: fCallerRate, env: "CBKGATE_CALLER_RATE", def: "0", arg: "n",
 		help: "upstream requests per second each caller may cause (burst 2n; opening a list stream, each resume and each page count); 0 is no limit"},
+	{flag: fState, env: "CBKGATE_STATE", def: "memory", arg: "memory|url",
+		help: "where --caller-rate and request_id records live: memory (this replica alone) or redis://[USER:PASSWORD@]HOST:PORT/DB (rediss:// for TLS), shared by every replica"},
+	{flag: fStateKeyFile, env: "CBKGATE_STATE_KEY_FILE", arg: "path",
+		help: "32-byte key (raw or base64) sealing the request_id records in Redis; required with --state redis://..."},
 }
 
 // Usage returns the help text: every flag with its environment variable and

@@ -33,6 +33,8 @@ type Metrics struct {
 	rateLimited      prometheus.Counter
 	authFailures     *prometheus.CounterVec
 	configReloads    *prometheus.CounterVec
+	idemReplays      prometheus.Counter
+	stateErrors      *prometheus.CounterVec
 
 	series seriesCache
 }
@@ -94,6 +96,14 @@ func NewMetrics() *Metrics {
 			Name: "cbkgate_config_reloads_total",
 			Help: "Reloads of the key file, secret file and TLS files, by result (success, failure).",
 		}, []string{"result"}),
+		idemReplays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cbkgate_idempotent_replays_total",
+			Help: "Creates with a request_id answered from the record of an earlier call, without an upstream create.",
+		}),
+		stateErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cbkgate_state_errors_total",
+			Help: "Failures of the shared state store (--state), by op: rate (the caller rate fell back to this replica's own) or record (request_id records).",
+		}, []string{"op"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cbkgate_build_info",
@@ -110,6 +120,7 @@ func NewMetrics() *Metrics {
 		m.httpRequests, m.httpDuration,
 		m.upstreamRequests, m.upstreamDuration, m.upstreamRetries,
 		m.listTokensSent, m.listMetaOmitted, m.rateLimited, m.authFailures, m.configReloads,
+		m.idemReplays, m.stateErrors,
 		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -124,6 +135,8 @@ func NewMetrics() *Metrics {
 	}
 	m.configReloads.WithLabelValues("success")
 	m.configReloads.WithLabelValues("failure")
+	m.stateErrors.WithLabelValues("rate")
+	m.stateErrors.WithLabelValues("record")
 	return m
 }
 
@@ -179,6 +192,25 @@ func (m *Metrics) ListMetaOmitted() {
 	if m != nil {
 		m.listMetaOmitted.Inc()
 	}
+}
+
+// IdempotentReplay counts one Create answered from its record.
+func (m *Metrics) IdempotentReplay() {
+	if m != nil {
+		m.idemReplays.Inc()
+	}
+}
+
+// StateError counts one failure of the state store; op is "rate" or
+// "record".
+func (m *Metrics) StateError(op string) {
+	if m == nil {
+		return
+	}
+	if op != "rate" {
+		op = "record"
+	}
+	m.stateErrors.WithLabelValues(op).Inc()
 }
 
 // observeHTTP records one answered HTTP request.
