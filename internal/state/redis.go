@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,15 @@ func RedactURL(raw string) string {
 	return u.Redacted()
 }
 
+// quietRedisLog silences go-redis's own log, which writes to stderr in a
+// format of its own: every failure it would tell of reaches OnError
+// (logged and counted by cbkgate) through the command that met it.
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
+
+var silenceRedisLog sync.Once
+
 // RedisOptions configures NewRedis.
 type RedisOptions struct {
 	// URL is redis://[USER:PASSWORD@]HOST:PORT/DB or rediss://...
@@ -93,6 +103,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	ro.WriteTimeout = redisIOTimeout
 	ro.ContextTimeoutEnabled = true
 	ro.MaxRetries = 1
+	silenceRedisLog.Do(func() { redis.SetLogger(quietRedisLog{}) })
 	r := &Redis{client: redis.NewClient(ro), password: ro.Password, onError: opts.OnError}
 	if opts.CallerRate > 0 {
 		r.rate = &redisRate{
