@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/cbkgate/cbkgate/internal/state"
 )
@@ -43,6 +44,9 @@ func (u StateURL) String() string {
 	}
 	return state.RedactURL(string(u))
 }
+
+// GoString keeps %#v from printing the password too.
+func (u StateURL) GoString() string { return strconv.Quote(u.String()) }
 
 // Reveal is the URL as given, password included: for the Redis client only.
 func (u StateURL) Reveal() string { return string(u) }
