@@ -31,7 +31,7 @@ type idemEnv struct {
 	client  tokenv1.TokenServiceClient
 	up      *fu.Server
 	emu     *emulator.Emulator
-	store   *state.Memory
+	store   state.Store
 	records *state.Records
 
 	mu     sync.Mutex
@@ -40,7 +40,13 @@ type idemEnv struct {
 
 func newIdemEnv(t *testing.T) *idemEnv {
 	t.Helper()
-	e := &idemEnv{emu: emulator.New(emulator.Options{Secret: emulatorSecret}), up: fu.Start(t), store: state.NewMemory(0, nil)}
+	return newIdemEnvOn(t, state.NewMemory(0, nil))
+}
+
+// newIdemEnvOn is newIdemEnv with its records in store.
+func newIdemEnvOn(t *testing.T, store state.Store) *idemEnv {
+	t.Helper()
+	e := &idemEnv{emu: emulator.New(emulator.Options{Secret: emulatorSecret}), up: fu.Start(t), store: store}
 	e.up.SetDefaultAll(fu.Forward(e.emu))
 	var err error
 	if e.records, err = state.NewRecords(e.store, state.RandomKey()); err != nil {
@@ -210,8 +216,9 @@ func TestIdempotentRecordsOnlyDefinitiveOutcomes(t *testing.T) {
 
 // Repeats that arrive while the first call runs wait for it and get its
 // outcome; exactly one create goes upstream.
-func TestIdempotentConcurrentRepeatsWait(t *testing.T) {
-	e := newIdemEnv(t)
+func TestIdempotentConcurrentRepeatsWait(t *testing.T) { testConcurrentRepeatsWait(t, newIdemEnv(t)) }
+
+func testConcurrentRepeatsWait(t *testing.T, e *idemEnv) {
 	e.up.Script(fu.Create, fu.Hang(fu.Forward(e.emu)))
 	req := &tokenv1.CreateRequest{UserId: "u1", Name: "n", RequestId: "conc"}
 	const n = 8
@@ -244,7 +251,10 @@ func TestIdempotentConcurrentRepeatsWait(t *testing.T) {
 // secret.
 func TestUnknownOutcomeIsReconciled(t *testing.T) {
 	defer shorten(t, time.Second, 300*time.Millisecond)()
-	e := newIdemEnv(t)
+	testUnknownOutcomeIsReconciled(t, newIdemEnv(t))
+}
+
+func testUnknownOutcomeIsReconciled(t *testing.T, e *idemEnv) {
 	e.up.Script(fu.Create, fu.ForwardThenReset(e.emu))
 	req := &tokenv1.CreateRequest{UserId: "u1", Name: "n", RequestId: "lost"}
 	_, st, _ := create(t, e.client, req)

@@ -102,7 +102,12 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	ro.ReadTimeout = redisIOTimeout
 	ro.WriteTimeout = redisIOTimeout
 	ro.ContextTimeoutEnabled = true
-	ro.MaxRetries = 1
+	// No retries and no dial retries: a Redis that does not answer at
+	// once is treated as down (the rate falls back, records fail closed)
+	// rather than made to hold up the call. A retried Claim whose first
+	// reply was lost would also find its own record and wait on it.
+	ro.MaxRetries = -1
+	ro.DialerRetries = 1
 	silenceRedisLog.Do(func() { redis.SetLogger(quietRedisLog{}) })
 	r := &Redis{client: redis.NewClient(ro), password: ro.Password, onError: opts.OnError}
 	if opts.CallerRate > 0 {
