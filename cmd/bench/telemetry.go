@@ -55,45 +55,55 @@ func (b *bench) telemetry(ctx context.Context, t *table, bin, dir string) error 
 			return err
 		}
 		name := fmt.Sprintf("telemetry: Create %s, c=%d", transport, c)
-		for _, f := range []call{callOn, callOff} {
-			if _, err := load(ctx, c, time.Second, f); err != nil {
-				return fmt.Errorf("%s: warm-up: %w", name, err)
-			}
-		}
-		var cpuOn, cpuOff time.Duration
-		var nOn, nOff int
-		for i := range b.o.rounds {
-			// Which side goes first alternates: the first side of a round
-			// reads a few percent high.
-			var r, r2 run
-			var err error
-			if i%2 == 0 {
-				r, err = measured(ctx, on, c, b.o.duration, callOn)
-				if err == nil {
-					r2, err = measured(ctx, off, c, b.o.duration, callOff)
-				}
-			} else {
-				r2, err = measured(ctx, off, c, b.o.duration, callOff)
-				if err == nil {
-					r, err = measured(ctx, on, c, b.o.duration, callOn)
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			cpuOn, nOn = cpuOn+r.cpu, nOn+r.calls
-			cpuOff, nOff = cpuOff+r2.cpu, nOff+r2.calls
-			progress("%s, round %d/%d: metrics on %s/call, %s %s/call", name, i+1, b.o.rounds,
-				perCall(r.cpu, r.calls), offName, perCall(r2.cpu, r2.calls))
-		}
-		if nOn == 0 || nOff == 0 || cpuOff == 0 {
-			return fmt.Errorf("%s: no calls or no CPU time measured", name)
+		cpuOn, nOn, cpuOff, nOff, err := b.compareCPU(ctx, name, on, off, callOn, callOff, "metrics on", offName)
+		if err != nil {
+			return err
 		}
 		ratio := (float64(cpuOn) / float64(nOn)) / (float64(cpuOff) / float64(nOff))
 		t.row(fmt.Sprintf("cbkgate CPU per Create, %s, c=%d: metrics on (cbkgate) vs %s (direct), tracing off", transport, c, offName),
 			perCall(cpuOn, nOn), perCall(cpuOff, nOff), fmt.Sprintf("%.3f", ratio), fmt.Sprintf("≤ %.2f", maxMetricsCost), ratio <= maxMetricsCost)
 	}
 	return nil
+}
+
+// compareCPU warms both servers up, then runs rounds of callA against a
+// and callZ against z, alternating which goes first (the first side of a
+// round reads a few percent high), and returns each side's total CPU time
+// and calls. Totals, not per-round figures: the 10 ms granularity of /proc
+// CPU times would make those too coarse.
+func (b *bench) compareCPU(ctx context.Context, name string, a, z *server, callA, callZ call, nameA, nameZ string) (cpuA time.Duration, nA int, cpuZ time.Duration, nZ int, err error) {
+	c := b.o.conc
+	for _, f := range []call{callA, callZ} {
+		if _, err := load(ctx, c, time.Second, f); err != nil {
+			return 0, 0, 0, 0, fmt.Errorf("%s: warm-up: %w", name, err)
+		}
+	}
+	for i := range b.o.rounds {
+		var r, r2 run
+		var err error
+		if i%2 == 0 {
+			r, err = measured(ctx, a, c, b.o.duration, callA)
+			if err == nil {
+				r2, err = measured(ctx, z, c, b.o.duration, callZ)
+			}
+		} else {
+			r2, err = measured(ctx, z, c, b.o.duration, callZ)
+			if err == nil {
+				r, err = measured(ctx, a, c, b.o.duration, callA)
+			}
+		}
+		if err != nil {
+			return 0, 0, 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		cpuA, nA = cpuA+r.cpu, nA+r.calls
+		cpuZ, nZ = cpuZ+r2.cpu, nZ+r2.calls
+		progress("%s, round %d/%d: %s %s/call, %s %s/call", name, i+1, b.o.rounds,
+			nameA, perCall(r.cpu, r.calls), nameZ, perCall(r2.cpu, r2.calls))
+	}
+	if nA == 0 || nZ == 0 || cpuZ == 0 {
+		return 0, 0, 0, 0, fmt.Errorf("%s: no calls or no CPU time measured", name)
+	}
+	return cpuA, nA, cpuZ, nZ, nil
 }
 
 // measured runs one round of f against srv and records srv's CPU time.

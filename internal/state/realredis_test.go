@@ -39,7 +39,7 @@ func TestRealRedisCallerRateSharedThenFallsBack(t *testing.T) {
 	}
 	defer b.Close()
 	ctx := context.Background()
-	allowed := 0
+	allowed, begin := 0, time.Now()
 	for i := range 40 {
 		l := a.CallerRate()
 		if i%2 == 1 {
@@ -49,14 +49,17 @@ func TestRealRedisCallerRateSharedThenFallsBack(t *testing.T) {
 			allowed++
 		}
 	}
-	if allowed < 10 || allowed > 12 {
-		t.Fatalf("%d of 40 allowed across two replicas, want the burst of 10", allowed)
+	// The burst of 10, and what refilled meanwhile at 5/s.
+	if most := 10 + int(5*time.Since(begin).Seconds()) + 1; allowed < 10 || allowed > most {
+		t.Fatalf("%d of 40 allowed across two replicas, want the burst of 10 (at most %d)", allowed, most)
 	}
 	srv.Stop()
 	start := time.Now()
 	fallback := 0
+	// Another caller: key:x's refusal, remembered until Redis's retry
+	// time, still stands without Redis.
 	for range 30 {
-		if ok, _ := a.CallerRate().Allow(ctx, "key:x"); ok {
+		if ok, _ := a.CallerRate().Allow(ctx, "key:y"); ok {
 			fallback++
 		}
 	}
@@ -66,7 +69,7 @@ func TestRealRedisCallerRateSharedThenFallsBack(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("30 calls with Redis down took %v", d)
 	}
-	if errs.count("rate") != 1 {
+	if n := errs.count("rate"); n < 1 || n > 1+int(time.Since(start)/rateBackoff) {
 		t.Fatalf("rate errors: %v", errs.ops)
 	}
 	for _, e := range errs.errs {

@@ -117,6 +117,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 			limit:    redis_rate.Limit{Rate: opts.CallerRate, Burst: 2 * opts.CallerRate, Period: time.Second},
 			fallback: callerrate.New(opts.CallerRate, opts.OnPaced),
 			onPaced:  opts.OnPaced,
+			batch:    batchFor(opts.CallerRate),
 		}
 	}
 	return r, nil
@@ -221,6 +222,8 @@ type redisRate struct {
 	limit    redis_rate.Limit
 	fallback *callerrate.Limiter
 	onPaced  func()
+	batch    int // requests asked of Redis at a time (see leases)
+	leased   leases
 	// downUntil (unix nanoseconds): Redis failed; until then the
 	// fallback answers alone.
 	downUntil atomic.Int64
@@ -229,10 +232,14 @@ type redisRate struct {
 // ask asks Redis for one request; ok is false, with retryAfter, when the
 // caller is over its rate. fell is true when Redis could not answer.
 func (l *redisRate) ask(ctx context.Context, caller string) (ok bool, retryAfter time.Duration, fell bool) {
-	if time.Now().UnixNano() < l.downUntil.Load() {
+	now := time.Now()
+	if now.UnixNano() < l.downUntil.Load() {
 		return false, 0, true
 	}
-	res, err := l.limiter.Allow(ctx, "cbkgate:"+caller, l.limit)
+	if ok, refusedFor := l.leased.take(caller, now); ok || refusedFor > 0 {
+		return ok, refusedFor, false
+	}
+	res, err := l.limiter.AllowAtMost(ctx, "cbkgate:"+caller, l.limit, l.batch)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.downUntil.Store(time.Now().Add(rateBackoff).UnixNano())
@@ -241,9 +248,12 @@ func (l *redisRate) ask(ctx context.Context, caller string) (ok bool, retryAfter
 		return false, 0, true
 	}
 	if res.Allowed > 0 {
+		l.leased.keep(caller, res.Allowed-1, now)
 		return true, 0, false
 	}
-	return false, max(res.RetryAfter, time.Millisecond), false
+	retryAfter = max(res.RetryAfter, time.Millisecond)
+	l.leased.refused(caller, retryAfter, now)
+	return false, retryAfter, false
 }
 
 func (l *redisRate) Allow(ctx context.Context, caller string) (bool, time.Duration) {

@@ -147,3 +147,38 @@ func TestRedisDownFallsBack(t *testing.T) {
 		}
 	}
 }
+
+// At a high rate, a replica takes requests from Redis in batches: far
+// fewer round trips than calls, and two replicas together still get no
+// more than the burst.
+func TestRedisCallerRateLeasesBatches(t *testing.T) {
+	a, mr, _ := newMiniRedis(t, 1000) // batches of 50
+	b, err := NewRedis(RedisOptions{URL: "redis://" + mr.Addr() + "/0", CallerRate: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	before, start := mr.CommandCount(), time.Now()
+	allowed := 0
+	for i := range 4000 {
+		l := a.CallerRate()
+		if i%2 == 1 {
+			l = b.CallerRate()
+		}
+		if ok, _ := l.Allow(ctx, "key:x"); ok {
+			allowed++
+		}
+	}
+	commands, elapsed := mr.CommandCount()-before, time.Since(start)
+	// The burst of 2000, and what refilled while the loop ran; leased and
+	// unused requests are only ever lost, never added.
+	most := 2000 + int(1000*elapsed.Seconds()) + 1
+	if allowed < 1500 || allowed > most {
+		t.Fatalf("%d of 4000 allowed across two replicas at 1000/s in %v, want at most %d", allowed, elapsed, most)
+	}
+	if commands > 4000/5 {
+		t.Fatalf("%d Redis commands for 4000 calls: not batched", commands)
+	}
+	t.Logf("%d allowed, %d Redis commands for 4000 calls", allowed, commands)
+}
