@@ -396,6 +396,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.ready.Store(true)
 	a.log.Info("grpc listening", "addr", a.GRPCAddr().String(), "tls", tlsOn)
 	a.log.Info("http listening", "addr", a.HTTPAddr().String(), "tls", tlsOn, "serves", "gateway /v1, Connect and gRPC-Web "+connectapi.Prefix+", /healthz, /readyz, /openapi.json")
+	a.logState()
 	if a.adminServer != nil {
 		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
 	}

@@ -10,8 +10,7 @@ import (
 )
 
 // openState builds the state store of --state (the caller-rate buckets and
-// the request_id records) and the records sealed with its key. In memory
-// mode it says, once, that both hold per replica.
+// the request_id records) and the records sealed with its key.
 func (a *App) openState(cfg *config.Config, log *slog.Logger) (state.Store, *state.Records, error) {
 	var (
 		store state.Store
@@ -20,7 +19,6 @@ func (a *App) openState(cfg *config.Config, log *slog.Logger) (state.Store, *sta
 	)
 	if cfg.State.Memory() {
 		store, key = state.NewMemory(cfg.CallerRate, nil), state.RandomKey()
-		log.Info("state in memory: request_id and --caller-rate hold per replica")
 	} else {
 		if key, err = state.LoadKey(cfg.StateKeyFile); err != nil {
 			return nil, nil, &ConfigError{err}
@@ -41,7 +39,6 @@ func (a *App) openState(cfg *config.Config, log *slog.Logger) (state.Store, *sta
 		if err != nil {
 			return nil, nil, &ConfigError{err}
 		}
-		log.Info("state in Redis: request_id and --caller-rate hold for every replica", "state", cfg.State.String())
 	}
 	records, err := state.NewRecords(store, key)
 	if err != nil {
@@ -49,4 +46,14 @@ func (a *App) openState(cfg *config.Config, log *slog.Logger) (state.Store, *sta
 		return nil, nil, err
 	}
 	return store, records, nil
+}
+
+// logState says at start where the state is; in memory mode, that it holds
+// per replica.
+func (a *App) logState() {
+	if a.store.Shared() {
+		a.log.Info("state in Redis: request_id and --caller-rate hold for every replica", "state", a.cfg.State.String())
+		return
+	}
+	a.log.Info("state in memory: request_id and --caller-rate hold per replica")
 }
