@@ -44,6 +44,9 @@ func Start(t testing.TB, args ...string) *Server {
 	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), done: make(chan struct{})}
 	s.cmd = exec.Command(path, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--maxmemory-policy", "noeviction"}, args...)...)
+	// If the test binary dies without its cleanups (a panic, a timeout),
+	// the server dies with it rather than linger.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
