@@ -64,7 +64,7 @@ func (b *bench) grants(ctx context.Context, t *table, bin, dir string) error {
 	}
 	c := b.o.conc
 	name := fmt.Sprintf("grants: Create gRPC, c=%d", c)
-	cpuWith, nWith, cpuWithout, nWithout, err := b.alternate(ctx, name, with, without, callWith, callWithout,
+	cpuWith, nWith, cpuWithout, nWithout, err := b.compareCPU(ctx, name, with, without, callWith, callWithout,
 		fmt.Sprintf("%d grants", benchGrantLines), "no grants file")
 	if err != nil {
 		return err

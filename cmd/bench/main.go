@@ -54,8 +54,10 @@ type options struct {
 	memTokens  int
 	serverBin  string
 	baseline   string
-	infoLog    bool
-	phases     map[string]bool
+	// stateBaseline is a build from before --state, for the state phase.
+	stateBaseline string
+	infoLog       bool
+	phases        map[string]bool
 }
 
 func main() {
@@ -75,13 +77,14 @@ func main() {
 	flag.IntVar(&o.memTokens, "memory-tokens", 1_000_000, "tokens streamed while cbkgate's memory is sampled")
 	flag.StringVar(&o.serverBin, "server", "", "a built cbkgate binary (default: build ./cmd/server into a temporary directory)")
 	flag.StringVar(&o.baseline, "telemetry-baseline", "", "telemetry phase: compare against this cbkgate binary (run without --admin-addr, e.g. a build from before metrics) instead of this build with --admin-addr= (metrics off)")
+	flag.StringVar(&o.stateBaseline, "state-baseline", "", "state phase: compare against this cbkgate binary (a build from before --state) instead of this build with --state memory")
 	flag.BoolVar(&o.infoLog, "info-logging", true, "also measure gRPC Create with cbkgate logging every call (--log-level=info, its default)")
-	phases := flag.String("phases", "memory,create,list,list-latency,telemetry,grants,floor", "the parts to run, comma-separated: memory, create, list, list-latency (List of 10,000 tokens with 0, 20 and 50 ms upstream latency), telemetry (CPU per call, metrics on vs off), grants (CPU per call, a 50-line grants file vs none), floor (a bare grpc-go + net/http server, for scale)")
+	phases := flag.String("phases", "memory,create,list,list-latency,telemetry,grants,floor", "the parts to run, comma-separated: memory, create, list, list-latency (List of 10,000 tokens with 0, 20 and 50 ms upstream latency), telemetry (CPU per call, metrics on vs off), grants (CPU per call, a 50-line grants file vs none), floor (a bare grpc-go + net/http server, for scale), state (CPU per Create without request_id, --state memory and redis vs -state-baseline; not run unless named)")
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for p := range strings.SplitSeq(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "memory", "create", "list", "list-latency", "telemetry", "grants", "floor":
+		case "memory", "create", "list", "list-latency", "telemetry", "grants", "floor", "state":
 			o.phases[p] = true
 		default:
 			fmt.Fprintf(os.Stderr, "bench: -phases: unknown phase %q\n", p)
@@ -185,6 +188,11 @@ func benchmark(ctx context.Context, o options) error {
 	}
 	if o.phases["grants"] {
 		if err := b.grants(ctx, t, bin, dir); err != nil {
+			return err
+		}
+	}
+	if o.phases["state"] {
+		if err := b.state(ctx, t, bin, dir); err != nil {
 			return err
 		}
 	}

@@ -55,7 +55,7 @@ func (b *bench) telemetry(ctx context.Context, t *table, bin, dir string) error 
 			return err
 		}
 		name := fmt.Sprintf("telemetry: Create %s, c=%d", transport, c)
-		cpuOn, nOn, cpuOff, nOff, err := b.alternate(ctx, name, on, off, callOn, callOff, "metrics on", offName)
+		cpuOn, nOn, cpuOff, nOff, err := b.compareCPU(ctx, name, on, off, callOn, callOff, "metrics on", offName)
 		if err != nil {
 			return err
 		}
@@ -66,43 +66,44 @@ func (b *bench) telemetry(ctx context.Context, t *table, bin, dir string) error 
 	return nil
 }
 
-// alternate warms both servers up, then runs b.o.rounds rounds of f on
-// srvA and g on srvB, which side goes first alternating (the first side of
-// a round reads a few percent high), and returns each side's total CPU
-// time and calls. Totals rather than per-round figures: the 10 ms
-// granularity of /proc CPU times is too coarse round by round.
-func (b *bench) alternate(ctx context.Context, name string, srvA, srvB *server, f, g call, nameA, nameB string) (cpuA time.Duration, nA int, cpuB time.Duration, nB int, err error) {
+// compareCPU warms both servers up, then runs rounds of callA against a
+// and callZ against z, alternating which goes first (the first side of a
+// round reads a few percent high), and returns each side's total CPU time
+// and calls. Totals, not per-round figures: the 10 ms granularity of /proc
+// CPU times would make those too coarse.
+func (b *bench) compareCPU(ctx context.Context, name string, a, z *server, callA, callZ call, nameA, nameZ string) (cpuA time.Duration, nA int, cpuZ time.Duration, nZ int, err error) {
 	c := b.o.conc
-	for _, h := range []call{f, g} {
-		if _, err := load(ctx, c, time.Second, h); err != nil {
+	for _, f := range []call{callA, callZ} {
+		if _, err := load(ctx, c, time.Second, f); err != nil {
 			return 0, 0, 0, 0, fmt.Errorf("%s: warm-up: %w", name, err)
 		}
 	}
 	for i := range b.o.rounds {
 		var r, r2 run
+		var err error
 		if i%2 == 0 {
-			r, err = measured(ctx, srvA, c, b.o.duration, f)
+			r, err = measured(ctx, a, c, b.o.duration, callA)
 			if err == nil {
-				r2, err = measured(ctx, srvB, c, b.o.duration, g)
+				r2, err = measured(ctx, z, c, b.o.duration, callZ)
 			}
 		} else {
-			r2, err = measured(ctx, srvB, c, b.o.duration, g)
+			r2, err = measured(ctx, z, c, b.o.duration, callZ)
 			if err == nil {
-				r, err = measured(ctx, srvA, c, b.o.duration, f)
+				r, err = measured(ctx, a, c, b.o.duration, callA)
 			}
 		}
 		if err != nil {
 			return 0, 0, 0, 0, fmt.Errorf("%s: %w", name, err)
 		}
 		cpuA, nA = cpuA+r.cpu, nA+r.calls
-		cpuB, nB = cpuB+r2.cpu, nB+r2.calls
+		cpuZ, nZ = cpuZ+r2.cpu, nZ+r2.calls
 		progress("%s, round %d/%d: %s %s/call, %s %s/call", name, i+1, b.o.rounds,
-			nameA, perCall(r.cpu, r.calls), nameB, perCall(r2.cpu, r2.calls))
+			nameA, perCall(r.cpu, r.calls), nameZ, perCall(r2.cpu, r2.calls))
 	}
-	if nA == 0 || nB == 0 || cpuB == 0 {
+	if nA == 0 || nZ == 0 || cpuZ == 0 {
 		return 0, 0, 0, 0, fmt.Errorf("%s: no calls or no CPU time measured", name)
 	}
-	return cpuA, nA, cpuB, nB, nil
+	return cpuA, nA, cpuZ, nZ, nil
 }
 
 // measured runs one round of f against srv and records srv's CPU time.

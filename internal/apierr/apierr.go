@@ -57,6 +57,14 @@ const (
 	// ReasonPermissionDenied: the caller is authenticated, but no grant
 	// (--grants-file) lets it make this call for this user.
 	ReasonPermissionDenied = "PERMISSION_DENIED"
+	// ReasonUpstreamOutcomeUnknown: a Create with a request_id went
+	// upstream and no definitive answer came back; a repeat reconciles.
+	ReasonUpstreamOutcomeUnknown = "UPSTREAM_OUTCOME_UNKNOWN"
+	// ReasonRequestIDReused: a request_id already used with other fields.
+	ReasonRequestIDReused = "REQUEST_ID_REUSED"
+	// ReasonStateUnavailable: the shared state (--state) could not be
+	// read or written, or a record in it could not be decrypted.
+	ReasonStateUnavailable = "STATE_UNAVAILABLE"
 )
 
 // New returns a status error with code and message whose first detail is

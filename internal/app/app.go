@@ -29,7 +29,6 @@ import (
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/auth"
-	"github.com/cbkgate/cbkgate/internal/callerrate"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
 	"github.com/cbkgate/cbkgate/internal/config"
 	"github.com/cbkgate/cbkgate/internal/connectapi"
@@ -37,6 +36,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/httpapi"
 	"github.com/cbkgate/cbkgate/internal/logging"
 	"github.com/cbkgate/cbkgate/internal/service"
+	"github.com/cbkgate/cbkgate/internal/state"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 	"github.com/cbkgate/cbkgate/internal/version"
 )
@@ -75,6 +75,7 @@ type App struct {
 
 	upstream *chatbotkit.Client
 	auth     *auth.Authenticator
+	store    state.Store // --state
 }
 
 // New builds every part and opens every listener, so that a port in use or
@@ -189,8 +190,16 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	grpcOpts = append(grpcOpts, ServerTuning()...)
 	grpcOpts = append(grpcOpts, tel.ServerOptions()...)
+	store, records, err := a.openState(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
 	svc := service.New(client,
-		service.WithCallerRate(callerrate.New(cfg.CallerRate, nil)),
+		service.WithCallerRate(store.CallerRate()),
+		service.WithRecords(records),
+		service.WithReplayed(a.metrics.IdempotentReplay),
+		service.WithAudit(logging.Auditor(log)),
 		service.WithMetaOmitted(a.metaOmitted(log)))
 
 	// The gRPC port: the stream cap and the request budget hold for each
@@ -421,6 +430,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.ready.Store(true)
 	a.log.Info("grpc listening", "addr", a.GRPCAddr().String(), "tls", tlsOn)
 	a.log.Info("http listening", "addr", a.HTTPAddr().String(), "tls", tlsOn, "serves", "gateway /v1, Connect and gRPC-Web "+connectapi.Prefix+", /healthz, /readyz, /openapi.json")
+	a.logState()
 	if a.adminServer != nil {
 		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
 	}
@@ -483,6 +493,7 @@ func (a *App) shutdown() {
 	// No call is left, so the upstream connections are idle: close them
 	// rather than leave them open until ChatBotKit or the idle timeout does.
 	a.upstream.CloseIdleConnections()
+	a.store.Close()
 
 	if ctx.Err() != nil {
 		a.log.Warn("shutdown timeout reached: calls still in flight were cut off", "timeout", a.cfg.ShutdownTimeout.String())
@@ -518,6 +529,9 @@ func (a *App) closeListeners() {
 	}
 	if a.gatewayClient != nil {
 		a.gatewayClient.Close()
+	}
+	if a.store != nil {
+		a.store.Close()
 	}
 	if a.tracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)

@@ -285,7 +285,11 @@ func (c *Client) send(ctx context.Context, r *request) (*http.Response, error) {
 	}
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
-			return nil, fmt.Errorf("chatbotkit: %s: %w", r.op, cerr)
+			err := fmt.Errorf("chatbotkit: %s: %w", r.op, cerr)
+			if !gotConn.Load() && !wrote.Load() {
+				return nil, &notSentError{err}
+			}
+			return nil, err
 		}
 		return nil, &unavailableError{
 			op:    r.op,
@@ -462,14 +466,24 @@ func (c *Client) retry(ctx context.Context, r *request, idempotent bool, try fun
 			return err
 		}
 		if serr := c.sleep(ctx, wait); serr != nil {
-			return fmt.Errorf("chatbotkit: %w (while waiting to retry after: %v)", serr, err)
+			return notSentUnless(idempotent, fmt.Errorf("chatbotkit: %w (while waiting to retry after: %v)", serr, err))
 		}
 		if gate, ok := ctx.Value(retryGateKey{}).(func(context.Context) error); ok {
 			if gerr := gate(ctx); gerr != nil {
-				return fmt.Errorf("chatbotkit: %w (while waiting to retry after: %v)", gerr, err)
+				return notSentUnless(idempotent, fmt.Errorf("chatbotkit: %w (while waiting to retry after: %v)", gerr, err))
 			}
 		}
 	}
+}
+
+// notSentUnless marks err, which ended the retries of a write, as NotSent:
+// a write is retried only when no attempt reached the upstream. A read's
+// attempts may have, so it is left as it is.
+func notSentUnless(idempotent bool, err error) error {
+	if idempotent {
+		return err
+	}
+	return &notSentError{err}
 }
 
 type retryGateKey struct{}

@@ -151,3 +151,29 @@ func isCertError(err error) bool {
 	var verr *tls.CertificateVerificationError
 	return errors.As(err, &verr)
 }
+
+// notSentError is an error that ended a request before any of it reached
+// the upstream (the caller's context ended before a connection was had, or
+// while waiting to retry a request that never reached it).
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
+func (e *notSentError) Unwrap() error { return e.err }
+
+// NotSent reports whether err proves that the request it ended never
+// reached the upstream: refused before sending (an invalid id or argument,
+// no credential), a connection never had, or the caller's context ended
+// before anything went out. A create that failed so made no token. Any
+// other error, an *APIError included, may have come after the upstream saw
+// the request.
+func NotSent(err error) bool {
+	var ue *unavailableError
+	if errors.As(err, &ue) {
+		return ue.neverReached
+	}
+	var ns *notSentError
+	if errors.As(err, &ns) {
+		return true
+	}
+	return errors.Is(err, ErrInvalidID) || errors.Is(err, ErrNoCredential) || errors.Is(err, ErrInvalidArgument)
+}

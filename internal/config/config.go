@@ -89,6 +89,10 @@ type Config struct {
 	// in pass-through mode, where the page would ask operators for
 	// ChatBotKit's own secret.
 	Console bool
+	// State is --state (its String hides a password).
+	State StateURL
+	// StateKeyFile is --state-key-file ("" in memory mode).
+	StateKeyFile string
 
 	// The rest of the authentication settings, which leave only through
 	// Auth. apiSecretFile is CHATBOTKIT_API_SECRET_FILE; it, apiKeysFile,
@@ -161,6 +165,8 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("max_connection_age", c.MaxConnectionAge.String()),
 		slog.Int("caller_rate", c.CallerRate),
 		slog.Bool("console", c.Console),
+		slog.String("state", c.State.String()),
+		slog.String("state_key_file", c.StateKeyFile),
 		slog.Duration("emulator_latency", c.EmulatorLatency),
 	)
 }

@@ -116,6 +116,9 @@ func (in *input) serving(c *Config) error {
 	if c.CallerRate, err = in.callerRate(); err != nil {
 		return err
 	}
+	if err = in.stateSettings(c); err != nil {
+		return err
+	}
 	if c.EmulatorLatency, err = in.emulatorLatency(); err != nil {
 		return err
 	}

@@ -46,6 +46,8 @@ const (
 	fCallerRate      = "caller-rate"
 	fConsole         = "console"
 	fEmulatorLatency = "emulator-latency"
+	fState           = "state"
+	fStateKeyFile    = "state-key-file"
 )
 
 var settings = []setting{
@@ -91,6 +93,10 @@ var settings = []setting{
 		help: "upstream requests per second each caller may cause (burst 2n; opening a list stream, each resume and each page count); 0 is no limit"},
 	{flag: fConsole, env: "CBKGATE_CONSOLE", def: "false", devDef: "true", isBool: true,
 		help: "serve the token console, a web page for operators, at /console/ on the HTTP port (on with --emulator; needs a held secret)"},
+	{flag: fState, env: "CBKGATE_STATE", def: "memory", arg: "memory|url",
+		help: "where --caller-rate and request_id records live: memory (this replica alone) or redis://[USER:PASSWORD@]HOST:PORT/DB (rediss:// for TLS), shared by every replica"},
+	{flag: fStateKeyFile, env: "CBKGATE_STATE_KEY_FILE", arg: "path",
+		help: "32-byte key (raw or base64) sealing the request_id records in Redis; required with --state redis://..."},
 }
 
 // Usage returns the help text: every flag with its environment variable and

@@ -270,3 +270,29 @@ func Slow(d time.Duration, then Reply) Reply {
 		},
 	}
 }
+
+// ForwardThenReset lets h carry the request out (the emulator stores the
+// token of a create), throws its answer away, and aborts the connection:
+// the client sees a reset after its request went out, and cannot know
+// that the request was carried out.
+func ForwardThenReset(h http.Handler) Reply {
+	return Reply{
+		name: "forwarded, then reset",
+		serve: func(s *Server, rec int, w http.ResponseWriter, r *http.Request) {
+			s.mu.Lock()
+			body := s.reqs[rec].Body
+			s.mu.Unlock()
+			r.Body = io.NopCloser(strings.NewReader(body))
+			h.ServeHTTP(discard{header: http.Header{}}, r)
+			c, _ := hijack(w)
+			resetClose(c)
+		},
+	}
+}
+
+// discard is an http.ResponseWriter that keeps nothing.
+type discard struct{ header http.Header }
+
+func (d discard) Header() http.Header         { return d.header }
+func (d discard) Write(p []byte) (int, error) { return len(p), nil }
+func (d discard) WriteHeader(int)             {}

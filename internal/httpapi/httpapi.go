@@ -375,12 +375,20 @@ func capBody(next http.Handler) http.Handler {
 // and gRPC-Web routes (a 5-byte envelope, and an end-of-stream envelope).
 const connectEnvelopeBytes = 64
 
+// replayedHeader marks a Create answered from its request_id's record
+// (the service's response metadata of the same name).
+const replayedHeader = "idempotent-replayed"
+
 // outgoingHeaderMatcher is the gateway default minus x-request-id: the HTTP
 // answer already carries the id as X-Request-Id, and a second copy as
 // Grpc-Metadata-X-Request-Id would only repeat it.
 func outgoingHeaderMatcher(key string) (string, bool) {
 	if strings.EqualFold(key, telemetry.RequestIDMetadata) {
 		return "", false
+	}
+	if strings.EqualFold(key, replayedHeader) {
+		// A header of the API itself, named the same on every transport.
+		return replayedHeader, true
 	}
 	return runtime.MetadataHeaderPrefix + key, true
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cbkgate/cbkgate/internal/apierr"
+	"github.com/cbkgate/cbkgate/internal/auth"
 	"github.com/cbkgate/cbkgate/internal/telemetry"
 )
 
@@ -29,11 +30,15 @@ const (
 	keyAction  = "action"
 	keyUserID  = "user_id"
 	keyTokenID = "token_id"
+	// keyIdempotencyKey is a Create's request_id (its idempotency key),
+	// apart from the line's request_id, the call's x-request-id.
+	keyIdempotencyKey = "idempotency_key"
 )
 
 type userIDGetter interface{ GetUserId() string }
 type tokenIDGetter interface{ GetTokenId() string }
 type idGetter interface{ GetId() string }
+type requestIDGetter interface{ GetRequestId() string }
 
 // audit writes the audit line of a Create, Update or Delete that reached
 // the gRPC server, allowed or refused: who (caller) did what (action) to
@@ -55,20 +60,39 @@ func audit(ctx context.Context, l *slog.Logger, method string, req, resp any, er
 	if r, ok := resp.(idGetter); ok && err == nil && token == "" {
 		token = r.GetId()
 	}
-	writeAudit(ctx, l, action, user, token, c.callerOrNone(), status.Code(err))
+	var idemKey string
+	if r, ok := req.(requestIDGetter); ok {
+		idemKey = r.GetRequestId()
+	}
+	writeAudit(ctx, l, action, user, token, c.callerOrNone(), status.Code(err), idemKey)
 }
 
-func writeAudit(ctx context.Context, l *slog.Logger, action, user, token, caller string, code codes.Code) {
+func writeAudit(ctx context.Context, l *slog.Logger, action, user, token, caller string, code codes.Code, idemKey string) {
 	if !l.Enabled(ctx, slog.LevelInfo) {
 		return // before the attributes are made
 	}
-	l.LogAttrs(ctx, slog.LevelInfo, auditMessage,
+	attrs := []slog.Attr{
 		slog.String(keyAction, action),
 		slog.String(keyUserID, truncate(user, maxID)),
 		slog.String(keyTokenID, truncate(token, maxID)),
 		slog.String(keyCaller, caller),
 		slog.String(keyCode, code.String()),
-	)
+	}
+	if idemKey != "" {
+		// A refused call's request_id was never validated: bounded
+		// like an id.
+		attrs = append(attrs, slog.String(keyIdempotencyKey, truncate(idemKey, maxID)))
+	}
+	l.LogAttrs(ctx, slog.LevelInfo, auditMessage, attrs...)
+}
+
+// Auditor returns what writes the audit line of a write cbkgate makes on a
+// caller's behalf within its call (a reconciliation's deletes), under the
+// call's caller and request id.
+func Auditor(l *slog.Logger) func(ctx context.Context, action, userID, tokenID string, code codes.Code) {
+	return func(ctx context.Context, action, userID, tokenID string, code codes.Code) {
+		writeAudit(ctx, l, action, userID, tokenID, auth.Caller(ctx), code, "")
+	}
 }
 
 // HTTPRefused returns the hook that logs an HTTP request refused before it
@@ -113,7 +137,7 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 			refused.Log(ctx, l, level, "http call refused", attrs...)
 		}
 		if action, user, token, ok := httpAuditTarget(r, ev.Route); ok {
-			writeAudit(ctx, l, action, user, token, caller, code)
+			writeAudit(ctx, l, action, user, token, caller, code, "")
 		}
 	}
 }

@@ -44,8 +44,13 @@ var codeByHTTPStatus = map[int]codes.Code{
 // status is toStatus with the redaction of the secret the call spends
 // upstream (the held one or the caller's own).
 func (s *Service) status(ctx context.Context, err error) error {
+	return toStatus(ctx, err, s.redactor(ctx))
+}
+
+// redactor cleans a string from upstream of the secret the call spends.
+func (s *Service) redactor(ctx context.Context) func(string) string {
 	cred := auth.UpstreamSecret(ctx)
-	return toStatus(ctx, err, func(v string) string { return s.client.Redact(v, cred) })
+	return func(v string) string { return s.client.Redact(v, cred) }
 }
 
 // Messages of the errors cbkgate makes for upstream failures. They are

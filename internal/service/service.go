@@ -22,8 +22,8 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/apierr"
 	"github.com/cbkgate/cbkgate/internal/auth"
-	"github.com/cbkgate/cbkgate/internal/callerrate"
 	"github.com/cbkgate/cbkgate/internal/chatbotkit"
+	"github.com/cbkgate/cbkgate/internal/state"
 )
 
 // maxPageSize is the largest upstream page a List asks for when the
@@ -52,7 +52,14 @@ type Service struct {
 	tokenv1.UnimplementedTokenServiceServer
 	client *chatbotkit.Client
 	// callers is --caller-rate (nil: no limit).
-	callers *callerrate.Limiter
+	callers state.Limiter
+	// records keeps the outcomes of Creates with a request_id.
+	records *state.Records
+	// onReplay, when set, is told of each Create answered from its record.
+	onReplay func()
+	// audit, when set, writes the audit line of a write the service makes
+	// on its own (a reconciliation's deletes).
+	audit func(ctx context.Context, action, userID, tokenID string, code codes.Code)
 	// metaOmitted, when set, is told of each token List sends without its
 	// meta (see setToken).
 	metaOmitted func(ctx context.Context, userID, tokenID string)
@@ -70,8 +77,25 @@ type Option func(*Service)
 // (auth.Caller): a Create, Update or Delete over the rate is refused with
 // RESOURCE_EXHAUSTED (RATE_LIMITED, RetryInfo) before it goes upstream;
 // a List waits before each upstream request instead. nil means no limit.
-func WithCallerRate(l *callerrate.Limiter) Option {
+func WithCallerRate(l state.Limiter) Option {
 	return func(s *Service) { s.callers = l }
+}
+
+// WithRecords keeps the records of idempotent Creates (request_id) in r.
+// Without it they are kept in the process, under a key of its own.
+func WithRecords(r *state.Records) Option {
+	return func(s *Service) { s.records = r }
+}
+
+// WithReplayed has f told of each Create answered from its record.
+func WithReplayed(f func()) Option {
+	return func(s *Service) { s.onReplay = f }
+}
+
+// WithAudit has f write the audit line of each write the service makes on
+// its own behalf: the deletes of a reconciliation (token.delete).
+func WithAudit(f func(ctx context.Context, action, userID, tokenID string, code codes.Code)) Option {
+	return func(s *Service) { s.audit = f }
 }
 
 // WithMetaOmitted has f told of each token List sends with its meta left
@@ -87,13 +111,19 @@ func New(client *chatbotkit.Client, opts ...Option) *Service {
 	for _, o := range opts {
 		o(s)
 	}
+	if s.records == nil {
+		s.records, _ = state.NewRecords(state.NewMemory(0, nil), state.RandomKey())
+	}
 	return s
 }
 
 // admit takes one upstream request from the caller's rate, or returns the
 // RATE_LIMITED error that refuses the call.
 func (s *Service) admit(ctx context.Context) error {
-	ok, retryAfter := s.callers.Allow(auth.Caller(ctx))
+	if s.callers == nil {
+		return nil
+	}
+	ok, retryAfter := s.callers.Allow(ctx, auth.Caller(ctx))
 	if ok {
 		return nil
 	}
@@ -196,14 +226,18 @@ func upstreamOrder(o tokenv1.Order) chatbotkit.Order {
 }
 
 // Create mints a token. The REST client never retries a create that may
-// have reached ChatBotKit, so a create is sent at most once.
+// have reached ChatBotKit, so a create is sent at most once; with a
+// request_id, at most once per request_id (idempotent.go).
 func (s *Service) Create(ctx context.Context, req *tokenv1.CreateRequest) (*tokenv1.CreateResponse, error) {
-	if err := checkID("user_id", req.GetUserId()); err != nil {
+	if err := validateCreate(req); err != nil {
 		return nil, err
 	}
 	in, err := tokenInput(optional(req.GetName()), optional(req.GetDescription()), req.GetConfig(), req.GetMeta())
 	if err != nil {
 		return nil, err
+	}
+	if req.GetRequestId() != "" {
+		return s.createIdempotent(ctx, req, in)
 	}
 	if err := s.admit(ctx); err != nil {
 		return nil, err
@@ -274,6 +308,7 @@ func tokenInput(name, description *string, config, meta *structpb.Struct) (chatb
 	var v violations
 	v.checkDepth("config", config)
 	v.checkDepth("meta", meta)
+	v.checkMetaKeys(meta)
 	if err := v.err(); err != nil {
 		return in, err
 	}

@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -104,6 +105,31 @@ func validateList(req *tokenv1.ListRequest) error {
 		v.add("order", "order %d is not a defined Order", req.GetOrder())
 	}
 	return v.err()
+}
+
+// requestIDPattern is the form of a request_id: the characters and length
+// of an x-request-id.
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+func validateCreate(req *tokenv1.CreateRequest) error {
+	var v violations
+	v.checkID("user_id", req.GetUserId())
+	if id := req.GetRequestId(); id != "" && !requestIDPattern.MatchString(id) {
+		v.add("request_id", "request_id must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'")
+	}
+	return v.err()
+}
+
+// checkMetaKeys refuses meta keys in cbkgate's own namespace: cbkgate
+// marks the tokens it creates for a request_id with them, and a caller
+// that could set or overwrite them could forge or erase those marks.
+func (v *violations) checkMetaKeys(meta *structpb.Struct) {
+	for k := range meta.GetFields() {
+		if strings.HasPrefix(k, metaPrefix) {
+			v.add("meta", "meta keys starting with %q are reserved for cbkgate", metaPrefix)
+			return
+		}
+	}
 }
 
 func validateTokenRef(userID, tokenID string) error {

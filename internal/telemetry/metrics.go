@@ -34,6 +34,8 @@ type Metrics struct {
 	authFailures     *prometheus.CounterVec
 	permissionDenied *prometheus.CounterVec
 	configReloads    *prometheus.CounterVec
+	idemReplays      prometheus.Counter
+	stateErrors      *prometheus.CounterVec
 
 	series seriesCache
 }
@@ -99,6 +101,14 @@ func NewMetrics() *Metrics {
 			Name: "cbkgate_config_reloads_total",
 			Help: "Reloads of the key file, secret file, TLS files and grants file, by result (success, failure).",
 		}, []string{"result"}),
+		idemReplays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cbkgate_idempotent_replays_total",
+			Help: "Creates with a request_id answered from the record of an earlier call, without an upstream create.",
+		}),
+		stateErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cbkgate_state_errors_total",
+			Help: "Failures of the shared state store (--state), by op: rate (the caller rate fell back to this replica's own) or record (request_id records).",
+		}, []string{"op"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cbkgate_build_info",
@@ -115,6 +125,7 @@ func NewMetrics() *Metrics {
 		m.httpRequests, m.httpDuration,
 		m.upstreamRequests, m.upstreamDuration, m.upstreamRetries,
 		m.listTokensSent, m.listMetaOmitted, m.rateLimited, m.authFailures, m.permissionDenied, m.configReloads,
+		m.idemReplays, m.stateErrors,
 		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -132,6 +143,8 @@ func NewMetrics() *Metrics {
 	}
 	m.configReloads.WithLabelValues("success")
 	m.configReloads.WithLabelValues("failure")
+	m.stateErrors.WithLabelValues("rate")
+	m.stateErrors.WithLabelValues("record")
 	return m
 }
 
@@ -187,6 +200,25 @@ func (m *Metrics) ListMetaOmitted() {
 	if m != nil {
 		m.listMetaOmitted.Inc()
 	}
+}
+
+// IdempotentReplay counts one Create answered from its record.
+func (m *Metrics) IdempotentReplay() {
+	if m != nil {
+		m.idemReplays.Inc()
+	}
+}
+
+// StateError counts one failure of the state store; op is "rate" or
+// "record".
+func (m *Metrics) StateError(op string) {
+	if m == nil {
+		return
+	}
+	if op != "rate" {
+		op = "record"
+	}
+	m.stateErrors.WithLabelValues(op).Inc()
 }
 
 // observeHTTP records one answered HTTP request.

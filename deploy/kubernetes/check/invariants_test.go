@@ -395,6 +395,8 @@ func TestServiceAccountAndSecret(t *testing.T) {
 			example.Name: {env: []string{"CHATBOTKIT_API_SECRET_FILE", "CBKGATE_API_KEYS_FILE", "CBKGATE_GRANTS_FILE"}, keys: exampleKeys},
 			// kubectl create secret tls: a kubernetes.io/tls Secret.
 			"cbkgate-tls": {env: []string{"CBKGATE_TLS_CERT", "CBKGATE_TLS_KEY"}, keys: []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey}},
+			// The Redis component's, as its secret.example.yaml documents.
+			stateExample(t).Name: {env: []string{"CBKGATE_STATE_KEY_FILE"}, keys: []string{"state-key"}},
 		}
 		mounted := map[string]bool{}
 		mounts := map[string]corev1.VolumeMount{}
@@ -437,7 +439,7 @@ func TestServiceAccountAndSecret(t *testing.T) {
 				}
 			}
 		}
-		if !mounted[example.Name] || mounted["cbkgate-tls"] != (variant == "tls") {
+		if !mounted[example.Name] || mounted["cbkgate-tls"] != (variant == "tls") || mounted["cbkgate-state"] != (variant == "redis") {
 			t.Errorf("Secrets mounted %v in variant %s", mounted, variant)
 		}
 		if _, ok := envValue(c, "CHATBOTKIT_API_SECRET"); ok {

@@ -37,6 +37,9 @@ type manifests struct {
 	serviceAccount *corev1.ServiceAccount
 	pdb            *policyv1.PodDisruptionBudget
 	hpa            *autoscalingv2.HorizontalPodAutoscaler
+	// The Redis component's StatefulSet and Service (nil without it).
+	redis        *appsv1.StatefulSet
+	redisService *corev1.Service
 }
 
 // strictDecoder decodes only the kinds the base may hold, and fails on any
@@ -82,7 +85,11 @@ func decodeAll(t *testing.T, rendered []byte) []runtime.Object {
 
 // tlsOverlay writes an overlay of the base with the TLS component, as an
 // operator's overlay would use them, and returns its directory.
-func tlsOverlay(t *testing.T) string {
+func tlsOverlay(t *testing.T) string { return componentOverlay(t, "tls") }
+
+// componentOverlay writes an overlay of the base with the named
+// components, and returns its directory.
+func componentOverlay(t *testing.T, components ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	abs, err := filepath.Abs(baseDir)
@@ -95,16 +102,20 @@ func tlsOverlay(t *testing.T) string {
 		t.Fatal(err)
 	}
 	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n" +
-		"resources:\n  - " + rel + "\ncomponents:\n  - " + filepath.Join(rel, "components", "tls") + "\n"
+		"resources:\n  - " + rel + "\ncomponents:\n"
+	for _, c := range components {
+		k += "  - " + filepath.Join(rel, "components", c) + "\n"
+	}
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
 
-// variants are what the checks run on: the base, and the base with TLS.
+// variants are what the checks run on: the base, the base with TLS, and
+// the base with shared state in Redis.
 func variants(t *testing.T) map[string]string {
-	return map[string]string{"base": baseDir, "tls": tlsOverlay(t)}
+	return map[string]string{"base": baseDir, "tls": tlsOverlay(t), "redis": componentOverlay(t, "redis")}
 }
 
 // renderWithLibrary renders a kustomization with kustomize's Go library,
@@ -136,7 +147,13 @@ func loadDir(t *testing.T, dir string) *manifests {
 		case *appsv1.Deployment:
 			m.deployment = o
 		case *corev1.Service:
-			m.service = o
+			if o.Name == "cbkgate-redis" {
+				m.redisService = o
+			} else {
+				m.service = o
+			}
+		case *appsv1.StatefulSet:
+			m.redis = o
 		case *corev1.ServiceAccount:
 			m.serviceAccount = o
 		case *policyv1.PodDisruptionBudget:
@@ -147,7 +164,7 @@ func loadDir(t *testing.T, dir string) *manifests {
 			// A Secret in particular: credentials are never committed.
 			t.Fatalf("unexpected object in the base: %s", obj.GetObjectKind().GroupVersionKind())
 		}
-		seen[fmt.Sprintf("%T", obj)]++
+		seen[fmt.Sprintf("%T %s", obj, objectName(t, obj))]++
 	}
 	for kind, n := range seen {
 		if n != 1 {
@@ -189,6 +206,15 @@ func TestRenders(t *testing.T) {
 			}
 		})
 	}
+}
+
+func objectName(t *testing.T, obj runtime.Object) string {
+	t.Helper()
+	meta, err := apimeta.Accessor(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return meta.GetName()
 }
 
 func byKindAndName(t *testing.T, objs []runtime.Object) map[string]runtime.Object {

@@ -341,8 +341,16 @@ type CreateRequest struct {
 	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	// The token's configuration, passed to ChatBotKit as it is.
 	Config *structpb.Struct `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
-	// Free-form metadata to attach to the token.
-	Meta          *structpb.Struct `protobuf:"bytes,5,opt,name=meta,proto3" json:"meta,omitempty"`
+	// Free-form metadata to attach to the token. Keys starting with
+	// "cbkgate." are cbkgate's own and may not be set.
+	Meta *structpb.Struct `protobuf:"bytes,5,opt,name=meta,proto3" json:"meta,omitempty"`
+	// Optional idempotency key, matching [A-Za-z0-9._:-]{1,64}: a Create with
+	// a request_id runs at most once per (caller, user_id, request_id) for
+	// 24 hours. A repeat with the same fields gets the first call's outcome
+	// again (the same id and secret) with the response header
+	// "idempotent-replayed: true"; a repeat with other fields is
+	// INVALID_ARGUMENT, reason REQUEST_ID_REUSED.
+	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -410,6 +418,13 @@ func (x *CreateRequest) GetMeta() *structpb.Struct {
 		return x.Meta
 	}
 	return nil
+}
+
+func (x *CreateRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // CreateResponse is the newly created token.
@@ -738,13 +753,15 @@ const file_cbkgate_token_v1_token_service_proto_rawDesc = "" +
 	"\x05limit\x18\x05 \x01(\x05R\x05limit\"U\n" +
 	"\fListResponse\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.cbkgate.token.v1.TokenR\x05token\x12\x16\n" +
-	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"\xbc\x01\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"\xdb\x01\n" +
 	"\rCreateRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12/\n" +
 	"\x06config\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x06config\x12+\n" +
-	"\x04meta\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x04meta\"s\n" +
+	"\x04meta\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x04meta\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"s\n" +
 	"\x0eCreateResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12;\n" +

@@ -1,0 +1,120 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+	"github.com/cbkgate/cbkgate/internal/auth"
+	"github.com/cbkgate/cbkgate/internal/chatbotkit"
+	"github.com/cbkgate/cbkgate/internal/state"
+)
+
+// reconcile settles a request_id whose last attempt's outcome is unknown
+// (old), once this call has taken the record over (next, pending): it
+// deletes every token of the user that carries one of old's attempt
+// markers (their secrets are lost), then creates the token anew. So
+// exactly one live token carries the request_id in the end, and the
+// caller gets its secret. If the listing or a delete fails, old is put
+// back, so that another repeat may try again at once.
+func (s *Service) reconcile(ctx context.Context, key state.Key, req *tokenv1.CreateRequest, in chatbotkit.TokenInput,
+	old, next *state.Record) (*tokenv1.CreateResponse, error) {
+	rctx, cancel := context.WithTimeout(ctx, createBound)
+	err := s.deleteAttempts(rctx, ctx, req.GetUserId(), old.Attempts)
+	cancel()
+	if err != nil {
+		wctx, cancelWrite := context.WithTimeout(context.WithoutCancel(ctx), recordWriteTimeout)
+		defer cancelWrite()
+		restored := &state.Record{State: state.Unknown, Digest: old.Digest, Started: old.Started, Attempts: old.Attempts}
+		_, _ = s.records.Replace(wctx, key, next, restored)
+		return nil, s.status(ctx, err)
+	}
+	now, err := s.records.Now(ctx)
+	if err != nil {
+		return nil, s.stateError(ctx, err)
+	}
+	// Every earlier attempt's tokens are gone: only the new one is left to
+	// account for.
+	fresh := &state.Record{State: state.Pending, Digest: next.Digest, Started: now, Attempts: []string{next.Attempt()}}
+	ok, err := s.records.Replace(ctx, key, next, fresh)
+	if err != nil {
+		return nil, s.stateError(ctx, err)
+	}
+	if !ok {
+		return nil, outcomeUnknownError(reconcileAfter)
+	}
+	return s.execute(ctx, key, req, in, fresh)
+}
+
+// deleteAttempts deletes every token of userID whose meta carries one of
+// attempts as its cbkgate.attempt, each delete audited as token.delete
+// under the call's caller. callCtx is the call's own context (for the
+// audit line and the secret); ctx bounds the upstream requests.
+func (s *Service) deleteAttempts(ctx, callCtx context.Context, userID string, attempts []string) error {
+	cred := auth.UpstreamSecret(callCtx)
+	lister, err := s.client.OpenList(ctx, cred, userID, chatbotkit.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	var doomed []string
+	for {
+		tok, _, err := lister.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			lister.Close()
+			return err
+		}
+		if carriesAttempt(tok.Meta, attempts) {
+			doomed = append(doomed, tok.ID)
+		}
+	}
+	lister.Close()
+	for _, id := range doomed {
+		_, err := s.client.Delete(ctx, cred, userID, id)
+		var ae *chatbotkit.APIError
+		if errors.As(err, &ae) && ae.Status == 404 {
+			err = nil // gone already: what was wanted
+		}
+		if s.audit != nil {
+			code := codes.OK
+			if err != nil {
+				code = status.Code(s.status(callCtx, err))
+			}
+			s.audit(callCtx, "token.delete", userID, id, code)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// carriesAttempt reports whether a token's meta holds one of attempts as
+// its cbkgate.attempt.
+func carriesAttempt(meta json.RawMessage, attempts []string) bool {
+	if !bytes.Contains(meta, []byte(metaAttempt)) {
+		return false // the common case, without decoding
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(meta, &m) != nil {
+		return false
+	}
+	var got string
+	if json.Unmarshal(m[metaAttempt], &got) != nil {
+		return false
+	}
+	for _, a := range attempts {
+		if got == a {
+			return true
+		}
+	}
+	return false
+}
