@@ -383,7 +383,9 @@ const replayedHeader = "idempotent-replayed"
 // answer already carries the id as X-Request-Id, and a second copy as
 // Grpc-Metadata-X-Request-Id would only repeat it.
 func outgoingHeaderMatcher(key string) (string, bool) {
-	if strings.EqualFold(key, telemetry.RequestIDMetadata) {
+	if strings.EqualFold(key, telemetry.RequestIDMetadata) || strings.EqualFold(key, "content-type") {
+		// The request id has its own header; content-type is the hop's
+		// gRPC framing (application/grpc), nothing an HTTP client can use.
 		return "", false
 	}
 	if strings.EqualFold(key, replayedHeader) {

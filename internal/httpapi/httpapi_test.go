@@ -216,6 +216,13 @@ func TestCreate(t *testing.T) {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
 	wantJSON(t, body, map[string]any{"id": "tok_new", "token": "secret", "create_time": "2023-11-14T22:13:20Z"})
+	for k := range resp.Header {
+		// The hop's own gRPC headers (content-type: application/grpc)
+		// are not the HTTP client's business.
+		if strings.HasPrefix(k, "Grpc-Metadata-") {
+			t.Errorf("response header %s: %q", k, resp.Header.Values(k))
+		}
+	}
 	c := onlyCall(t, e.fake, "Create")
 	wantProto(t, c.req, &tokenv1.CreateRequest{
 		UserId: "u1", Name: "n", Description: "d",
