@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,6 +113,18 @@ func tryStartServer(bin string, env []string, upstream, secret, logLevel, metric
 		return nil, fmt.Errorf("cbkgate did not start: %w\n%s", err, s.logTail())
 	}
 	return s, nil
+}
+
+// serveUpstream serves h on a free loopback port, as the upstream cbkgate
+// is pointed at, and returns its base URL and how to stop it.
+func serveUpstream(h http.Handler) (string, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(lis) }()
+	return "http://" + lis.Addr().String(), func() { hs.Close() }, nil
 }
 
 func freePort() (string, error) {

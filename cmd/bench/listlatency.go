@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -40,14 +39,11 @@ func (b *bench) listLatency(ctx context.Context, t *table, bin, dir string) erro
 	emu := emulator.New(emulator.Options{Secret: benchSecret})
 	emu.Seed(latencyUser, latencyListTokens)
 	h := &switchableLatency{h: emu}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	upstream, stopUpstream, err := serveUpstream(h)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(lis) }()
-	defer hs.Close()
-	upstream := "http://" + lis.Addr().String()
+	defer stopUpstream()
 	srv, err := startServer(bin, nil, upstream, benchSecret, "warn", metricsOn, dir)
 	if err != nil {
 		return err

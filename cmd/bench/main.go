@@ -25,7 +25,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -128,14 +127,11 @@ func benchmark(ctx context.Context, o options) error {
 	emu := emulator.New(emulator.Options{Secret: benchSecret, MaxTokens: 20_000_000})
 	emu.Seed(listUser, o.listTokens)
 	emu.Seed(memUser, o.memTokens)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	upstream, stopUpstream, err := serveUpstream(emu)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(lis) }()
-	defer hs.Close()
-	upstream := "http://" + lis.Addr().String()
+	defer stopUpstream()
 
 	srv, err := startServer(bin, nil, upstream, benchSecret, "warn", metricsOn, dir)
 	if err != nil {
