@@ -13,7 +13,7 @@ import (
 // means. A line of another type is refused: a listing that carried
 // something cbkgate does not understand must not end as if complete.
 func decodeLine(line []byte, w *wireToken) error {
-	if json.Valid(line) {
+	if validJSON(line) {
 		s := &pageScanner{b: line}
 		var typ []byte
 		sawData := false

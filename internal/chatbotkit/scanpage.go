@@ -25,7 +25,7 @@ import (
 func scanPage(b []byte, items []wireToken, limit int) (_ []wireToken, cursor string, ok, tooMany bool) {
 	// From here on the page is well-formed JSON, which keeps the walk
 	// simple: it interprets, it does not check.
-	if !json.Valid(b) {
+	if !validJSON(b) {
 		return nil, "", false, false
 	}
 	s := &pageScanner{b: b}
