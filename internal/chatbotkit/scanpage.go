@@ -23,8 +23,10 @@ import (
 // scan gives up at the first item past it.
 // tooMany then says so: the scan has seen more than limit items.
 func scanPage(b []byte, items []wireToken, limit int) (_ []wireToken, cursor string, ok, tooMany bool) {
-	// From here on the page is well-formed JSON, which keeps the walk
-	// simple: it interprets, it does not check.
+	// The walk checks the structure it passes through itself (see
+	// pageScanner); the whole page is checked first all the same, so that
+	// a page past limit is refused as such only when it is well formed, as
+	// encoding/json's answer for it would be.
 	if !validJSON(b) {
 		return nil, "", false, false
 	}
@@ -34,6 +36,11 @@ func scanPage(b []byte, items []wireToken, limit int) (_ []wireToken, cursor str
 		var ok bool
 		switch string(key) {
 		case "items":
+			if sawItems {
+				// encoding/json decodes a second "items" into the
+				// first one's elements, merging them: its business.
+				return false
+			}
 			sawItems = true
 			items, ok = s.items(items[:0], limit)
 		case "cursor":
@@ -46,10 +53,19 @@ func scanPage(b []byte, items []wireToken, limit int) (_ []wireToken, cursor str
 	return items, cursor, ok && sawItems, s.tooMany
 }
 
-// pageScanner walks a well-formed JSON document.
+// pageScanner walks a JSON document, and gives up (false) at anything that
+// is not well-formed JSON or not of the usual shape: separators are
+// checked as it goes, a string it reads must be plain (no escapes, no
+// control characters, valid UTF-8), and every value it skips or keeps raw
+// (meta, unknown keys, times) is checked by jsonValidator. So a document it
+// accepts whole, to its end, is well formed, and decodeLine needs no
+// separate check before it.
 type pageScanner struct {
 	b []byte
 	i int
+	// depth is how many objects and arrays are open at the cursor, held
+	// to encoding/json's nesting limit.
+	depth int
 	// tooMany: items gave up past its limit.
 	tooMany bool
 }
@@ -77,18 +93,17 @@ func (s *pageScanner) peek() byte {
 // object calls field with each key of the object at the cursor, the scanner
 // at the key's value; field consumes the value, or returns false to give up.
 func (s *pageScanner) object(field func(key []byte) bool) bool {
-	if s.peek() != '{' {
+	if s.peek() != '{' || s.depth >= maxJSONNesting {
 		return false
 	}
 	s.i++
+	s.depth++
+	if s.peek() == '}' {
+		s.i++
+		s.depth--
+		return true
+	}
 	for {
-		switch s.peek() {
-		case '}':
-			s.i++
-			return true
-		case ',':
-			s.i++
-		}
 		key, ok := s.rawString()
 		if !ok || s.peek() != ':' {
 			return false
@@ -98,33 +113,57 @@ func (s *pageScanner) object(field func(key []byte) bool) bool {
 		if !field(key) {
 			return false
 		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			s.depth--
+			return true
+		default:
+			return false
+		}
 	}
+}
+
+// atEnd reports whether nothing but whitespace is left.
+func (s *pageScanner) atEnd() bool {
+	s.ws()
+	return s.i == len(s.b)
 }
 
 // items decodes the array of tokens at the cursor.
 func (s *pageScanner) items(items []wireToken, limit int) ([]wireToken, bool) {
-	if s.peek() != '[' {
+	if s.peek() != '[' || s.depth >= maxJSONNesting {
 		return items, false // null, or not an array
 	}
 	s.i++
+	s.depth++
+	if s.peek() == ']' {
+		s.i++
+		s.depth--
+		return items, true
+	}
 	for {
-		switch s.peek() {
-		case ']':
-			s.i++
-			return items, true
-		case ',':
-			s.i++
-		}
 		if len(items) >= limit {
 			s.tooMany = true
 			return items, false
 		}
 		var w wireToken
-		ok := s.token(&w)
-		if !ok {
+		if !s.token(&w) {
 			return items, false
 		}
 		items = append(items, w)
+		switch s.peek() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			s.depth--
+			return items, true
+		default:
+			return items, false
+		}
 	}
 }
 
@@ -141,7 +180,10 @@ func (s *pageScanner) token(w *wireToken) bool {
 			w.Description, ok = s.string()
 		case "meta":
 			// Copied, as encoding/json copies a RawMessage.
-			w.Meta, ok = append(json.RawMessage(nil), s.skipValue()...), true
+			var raw []byte
+			if raw, ok = s.skipValue(); ok {
+				w.Meta = append(json.RawMessage(nil), raw...)
+			}
 		case "createdAt":
 			ok = s.time(&w.CreatedAt)
 		case "updatedAt":
@@ -154,8 +196,9 @@ func (s *pageScanner) token(w *wireToken) bool {
 }
 
 // rawString returns the content of the string at the cursor, if it has no
-// escape sequences and is valid UTF-8 (encoding/json would replace bad
-// bytes, the fast path leaves that to it).
+// escape sequences, no control characters (which JSON does not allow
+// unescaped) and is valid UTF-8 (encoding/json would replace bad bytes,
+// the fast path leaves that to it).
 func (s *pageScanner) rawString() ([]byte, bool) {
 	if s.peek() != '"' {
 		return nil, false
@@ -168,6 +211,11 @@ func (s *pageScanner) rawString() ([]byte, bool) {
 	str := s.b[start : start+end]
 	if bytes.IndexByte(str, '\\') >= 0 || !utf8.Valid(str) {
 		return nil, false
+	}
+	for _, c := range str {
+		if c < 0x20 {
+			return nil, false
+		}
 	}
 	s.i = start + end + 1
 	return str, true
@@ -182,7 +230,8 @@ func (s *pageScanner) string() (string, bool) {
 func (s *pageScanner) time(t *msTime) bool {
 	switch c := s.peek(); {
 	case c == '-' || (c >= '0' && c <= '9'), c == 'n':
-		return t.UnmarshalJSON(s.skipValue()) == nil
+		raw, ok := s.skipValue()
+		return ok && t.UnmarshalJSON(raw) == nil
 	}
 	return false
 }
@@ -196,47 +245,20 @@ func (s *pageScanner) skipUnknown(key []byte, known ...string) bool {
 			return false
 		}
 	}
-	s.skipValue()
-	return true
+	_, ok := s.skipValue()
+	return ok
 }
 
-// skipValue moves past the value at the cursor and returns it.
-func (s *pageScanner) skipValue() []byte {
+// skipValue moves past the value at the cursor and returns it, if it is
+// well-formed JSON (nested no deeper, with the containers around it, than
+// encoding/json allows).
+func (s *pageScanner) skipValue() ([]byte, bool) {
 	s.ws()
-	start := s.i
-	depth := 0
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		s.i++
-		switch {
-		case c == '"':
-			for s.i < len(s.b) && s.b[s.i] != '"' {
-				if s.b[s.i] == '\\' {
-					s.i++
-				}
-				s.i++
-			}
-			s.i++
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			depth--
-		case depth == 0:
-			// A number, true, false or null.
-			for s.i < len(s.b) && isLiteralByte(s.b[s.i]) {
-				s.i++
-			}
-		}
-		if depth == 0 {
-			break
-		}
+	v := jsonValidator{b: s.b, i: s.i}
+	if !v.value(s.depth) {
+		return nil, false
 	}
-	s.i = min(s.i, len(s.b)) // only a malformed document could overrun
-	return s.b[start:s.i]
-}
-
-// isLiteralByte reports whether c can be part of a number, true, false or
-// null.
-func isLiteralByte(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c == '.' || c == '-' || c == '+' || c == 'E'
+	start := s.i
+	s.i = v.i
+	return s.b[start:s.i], true
 }
