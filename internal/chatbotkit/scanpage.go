@@ -70,16 +70,7 @@ type pageScanner struct {
 	tooMany bool
 }
 
-func (s *pageScanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
+func (s *pageScanner) ws() { s.i = skipWS(s.b, s.i) }
 
 // peek returns the next byte after whitespace, 0 at the end.
 func (s *pageScanner) peek() byte {

@@ -27,15 +27,20 @@ type jsonValidator struct {
 	i int
 }
 
-func (v *jsonValidator) ws() {
-	for v.i < len(v.b) {
-		switch v.b[v.i] {
+func (v *jsonValidator) ws() { v.i = skipWS(v.b, v.i) }
+
+// skipWS returns the index of the first byte of b from i on that is not
+// JSON whitespace (len(b) when there is none).
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
 		case ' ', '\t', '\n', '\r':
-			v.i++
+			i++
 		default:
-			return
+			return i
 		}
 	}
+	return i
 }
 
 // value checks the value at the cursor, depth containers deep.
