@@ -109,6 +109,15 @@ func ID(id string) Reply {
 	}
 }
 
+// restoreBody gives r back the body recorded for it (up to 1 MiB), which
+// the server read to record it, so that a handler can read it again.
+func (s *Server) restoreBody(rec int, r *http.Request) {
+	s.mu.Lock()
+	body := s.reqs[rec].Body
+	s.mu.Unlock()
+	r.Body = io.NopCloser(strings.NewReader(body))
+}
+
 // Forward answers as h does, given the request as it arrived (its body
 // as recorded: up to 1 MiB). With h the emulator, the well-behaved answer
 // of a test that scripts only a few faults, or that only reads the records.
@@ -116,10 +125,7 @@ func Forward(h http.Handler) Reply {
 	return Reply{
 		name: "forwarded",
 		serve: func(s *Server, rec int, w http.ResponseWriter, r *http.Request) {
-			s.mu.Lock()
-			body := s.reqs[rec].Body
-			s.mu.Unlock()
-			r.Body = io.NopCloser(strings.NewReader(body))
+			s.restoreBody(rec, r)
 			h.ServeHTTP(w, r)
 		},
 	}
@@ -279,10 +285,7 @@ func ForwardThenReset(h http.Handler) Reply {
 	return Reply{
 		name: "forwarded, then reset",
 		serve: func(s *Server, rec int, w http.ResponseWriter, r *http.Request) {
-			s.mu.Lock()
-			body := s.reqs[rec].Body
-			s.mu.Unlock()
-			r.Body = io.NopCloser(strings.NewReader(body))
+			s.restoreBody(rec, r)
 			h.ServeHTTP(discard{header: http.Header{}}, r)
 			c, _ := hijack(w)
 			resetClose(c)
