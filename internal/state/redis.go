@@ -222,7 +222,7 @@ type redisRate struct {
 	limit    redis_rate.Limit
 	fallback *callerrate.Limiter
 	onPaced  func()
-	batch    int // requests asked of Redis at a time (see leases)
+	batch    int // the most requests asked of Redis at a time (see leases)
 	leased   leases
 	// downUntil (unix nanoseconds): Redis failed; until then the
 	// fallback answers alone.
@@ -236,10 +236,11 @@ func (l *redisRate) ask(ctx context.Context, caller string) (ok bool, retryAfter
 	if now.UnixNano() < l.downUntil.Load() {
 		return false, 0, true
 	}
-	if ok, refusedFor := l.leased.take(caller, now); ok || refusedFor > 0 {
+	ok, refusedFor, batch := l.leased.take(caller, now, l.batch)
+	if ok || refusedFor > 0 {
 		return ok, refusedFor, false
 	}
-	res, err := l.limiter.AllowAtMost(ctx, "cbkgate:"+caller, l.limit, l.batch)
+	res, err := l.limiter.AllowAtMost(ctx, "cbkgate:"+caller, l.limit, batch)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.downUntil.Store(time.Now().Add(rateBackoff).UnixNano())
@@ -248,7 +249,7 @@ func (l *redisRate) ask(ctx context.Context, caller string) (ok bool, retryAfter
 		return false, 0, true
 	}
 	if res.Allowed > 0 {
-		l.leased.keep(caller, res.Allowed-1, now)
+		l.leased.keep(caller, res.Allowed-1, res.Remaining, now)
 		return true, 0, false
 	}
 	retryAfter = max(res.RetryAfter, time.Millisecond)
