@@ -425,9 +425,6 @@ func (a *App) Run(ctx context.Context) error {
 		return a.httpServer.Serve(a.httpLis)
 	})
 
-	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	a.health.SetServingStatus(tokenv1.TokenService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	a.ready.Store(true)
 	a.log.Info("grpc listening", "addr", a.GRPCAddr().String(), "tls", tlsOn)
 	a.log.Info("http listening", "addr", a.HTTPAddr().String(), "tls", tlsOn, "serves", "gateway /v1, Connect and gRPC-Web "+connectapi.Prefix+", /healthz, /readyz, /openapi.json")
 	a.logState()
@@ -438,6 +435,11 @@ func (a *App) Run(ctx context.Context) error {
 	// "pid" is the process to send SIGHUP to; under `go run` that is not
 	// the go command's.
 	a.log.Info("cbkgate serving", "pid", os.Getpid(), "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
+	// Ready only once the start lines are written: whoever waits for
+	// readiness (a probe, a test counting log lines) then sees them all.
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	a.health.SetServingStatus(tokenv1.TokenService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	a.ready.Store(true)
 
 	var runErr error
 	select {
