@@ -150,17 +150,18 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// counted and logged under its request id; the caller interceptors
 	// right after authentication report the identity back out; then the
 	// grants decide what that caller may do (its refusals are logged,
-	// audited and counted by the interceptors before it).
+	// audited and counted by the interceptors before it). A request message that cannot be read is refused after authentication, before the grants (undecodable.go).
 	tel := telemetry.GRPC{Metrics: a.metrics, Tracing: a.tracing, Gateway: isGateway}
 	grpcOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(tel.UnaryInterceptor(),
 			logging.UnaryInterceptor(log, isGateway), recoverUnary(log), authn.UnaryInterceptor(), logging.CallerUnaryInterceptor(),
-			authn.GrantsUnaryInterceptor()),
+			refuseUndecodableUnary(), authn.GrantsUnaryInterceptor()),
 		grpc.ChainStreamInterceptor(tel.StreamInterceptor(),
 			logging.StreamInterceptor(log, isGateway), recoverStream(log), watchStreamLimit(MaxWatchStreams),
-			authn.StreamInterceptor(), logging.CallerStreamInterceptor(), authn.GrantsStreamInterceptor(), stallGuard()),
+			authn.StreamInterceptor(), logging.CallerStreamInterceptor(), refuseUndecodableStream(), authn.GrantsStreamInterceptor(), stallGuard()),
 		grpc.InTapHandle(stallTap),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		serverCodec(), // with the two refuseUndecodable interceptors above
 		grpc.MaxSendMsgSize(maxSendMsgBytes),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 		// Clients may ping no more often than every 10s (pings at a higher
@@ -212,7 +213,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		portOpts = append(portOpts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	a.grpcServer = grpc.NewServer(portOpts...)
-	tokenv1.RegisterTokenServiceServer(a.grpcServer, svc)
+	a.grpcServer.RegisterService(tokenServiceDesc(), svc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpcServer, a.health)
 	reflection.Register(a.grpcServer)
@@ -233,7 +234,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// instead would cost a hop handshake, goroutines and buffers on every
 	// new client connection.
 	a.hopServer = grpc.NewServer(grpcOpts...)
-	tokenv1.RegisterTokenServiceServer(a.hopServer, svc)
+	a.hopServer.RegisterService(tokenServiceDesc(), svc)
 
 	// The gateway's own connection: in memory, see gatewayListener.
 	a.gatewayLis = newGatewayListener()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Buffer is a goroutine-safe io.Writer for a logger. With Keep > 0 it keeps
@@ -64,4 +65,21 @@ func (l *Buffer) JSON(t testing.TB) []map[string]any {
 		out = append(out, m)
 	}
 	return out
+}
+
+// Await waits, polling for at most within, until what has been kept
+// satisfies ok, and reports whether it did. For lines written after the
+// client already has its answer (grpc-go sends some refusals itself,
+// before the call line is written).
+func (l *Buffer) Await(within time.Duration, ok func(kept string) bool) bool {
+	deadline := time.Now().Add(within)
+	for {
+		if ok(l.String()) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
