@@ -106,7 +106,7 @@ func TestPassThrough(t *testing.T) {
 		{"scheme only", []string{"Bearer"}, codes.Unauthenticated, "malformed", ""},
 		{"empty value", []string{"Bearer "}, codes.Unauthenticated, "malformed", ""},
 		{"two values", []string{"Bearer " + upstream + " extra-value"}, codes.Unauthenticated, "malformed", ""},
-		{"double space", []string{"Bearer  " + upstream}, codes.Unauthenticated, "malformed", ""},
+		{"double space (RFC 6750: 1*SP)", []string{"Bearer  " + upstream}, codes.OK, "", upstream},
 		{"no scheme", []string{upstream}, codes.Unauthenticated, "malformed", ""},
 		{"two metadata values", []string{"Bearer " + upstream, "Bearer other-secret-123"}, codes.Unauthenticated, "more than one authorization metadata value", ""},
 	}

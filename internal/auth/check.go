@@ -248,7 +248,8 @@ func (a *Authenticator) decide(c *credentials, p presented) decision {
 }
 
 // bearer extracts the one Bearer value: "Bearer <value>", scheme in any
-// case, one space, one non-empty value of visible ASCII characters.
+// case, one or more spaces (RFC 6750's 1*SP), one non-empty value of
+// visible ASCII characters.
 func (a *Authenticator) bearer(p presented) (string, *status.Status) {
 	what, name := "metadata", "authorization"
 	if p.http {
@@ -263,6 +264,7 @@ func (a *Authenticator) bearer(p presented) (string, *status.Status) {
 		return "", refuse(apierr.ReasonInvalidCredentials, "more than one "+name+" "+what+" value: send exactly one "+want).refusal
 	}
 	scheme, value, ok := strings.Cut(p.authorization[0], " ")
+	value = strings.TrimLeft(value, " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") || value == "" || !visibleASCII(value) {
 		return "", refuse(apierr.ReasonInvalidCredentials, "malformed "+name+" "+what+": want "+want+" with exactly one value after the scheme").refusal
 	}
