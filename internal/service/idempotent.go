@@ -119,7 +119,7 @@ func (s *Service) createIdempotent(ctx context.Context, req *tokenv1.CreateReque
 			return nil, s.stateError(ctx, err)
 		}
 		if claimed {
-			return s.execute(ctx, key, req, in, cur)
+			return s.execute(ctx, key, req, in, cur, s.admit)
 		}
 		for cur != nil {
 			if !bytes.Equal(cur.Digest, digest) {
@@ -161,13 +161,15 @@ func (s *Service) createIdempotent(ctx context.Context, req *tokenv1.CreateReque
 }
 
 // execute makes the upstream create of a claimed record (mine) and records
-// its outcome.
-func (s *Service) execute(ctx context.Context, key state.Key, req *tokenv1.CreateRequest, in chatbotkit.TokenInput, mine *state.Record) (*tokenv1.CreateResponse, error) {
+// its outcome. rate takes the create's request from the caller's rate
+// (admit, or pace after a reconciliation's requests).
+func (s *Service) execute(ctx context.Context, key state.Key, req *tokenv1.CreateRequest, in chatbotkit.TokenInput, mine *state.Record,
+	rate func(context.Context) error) (*tokenv1.CreateResponse, error) {
 	// The outcome is written even when the caller has gone meanwhile: the
 	// token exists either way.
 	wctx, cancelWrite := context.WithTimeout(context.WithoutCancel(ctx), recordWriteTimeout)
 	defer cancelWrite()
-	if err := s.admit(ctx); err != nil {
+	if err := rate(ctx); err != nil {
 		s.forget(wctx, key, mine)
 		return nil, err
 	}

@@ -36,6 +36,8 @@ type idemEnv struct {
 
 	mu     sync.Mutex
 	audits []string // "action user token code"
+
+	callerRate bool // serve with --caller-rate from store
 }
 
 func newIdemEnv(t *testing.T) *idemEnv {
@@ -68,12 +70,16 @@ func (e *idemEnv) serve(t *testing.T, records *state.Records) tokenv1.TokenServi
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(spendEmulatorSecret()...)
-	tokenv1.RegisterTokenServiceServer(gs, New(client, WithRecords(records),
+	opts := []Option{WithRecords(records),
 		WithAudit(func(_ context.Context, action, user, token string, code codes.Code) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			e.audits = append(e.audits, action+" "+user+" "+token+" "+code.String())
-		})))
+		})}
+	if e.callerRate {
+		opts = append(opts, WithCallerRate(e.store.CallerRate()))
+	}
+	tokenv1.RegisterTokenServiceServer(gs, New(client, opts...))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -291,6 +297,50 @@ func testUnknownOutcomeIsReconciled(t *testing.T, e *idemEnv) {
 	again, st, replayed := create(t, e.client, req)
 	if st.Code() != codes.OK || !replayed || !proto.Equal(again, resp) {
 		t.Fatalf("after reconciliation: %v replayed %v", st, replayed)
+	}
+}
+
+// A reconciliation's upstream requests count against --caller-rate like
+// the call's own: a repeat that finds its caller over the rate is refused
+// RATE_LIMITED before its listing, and sends nothing upstream (it used to
+// list and delete first, and be refused only at the create). The id stays
+// open: a repeat within the rate settles it.
+func TestReconciliationIsHeldToCallerRate(t *testing.T) {
+	defer shorten(t, time.Second, 300*time.Millisecond)()
+	e := &idemEnv{emu: emulator.New(emulator.Options{Secret: emulatorSecret}), up: fu.Start(t),
+		store: state.NewMemory(1, nil), callerRate: true} // 1 a second, burst 2
+	e.up.SetDefaultAll(fu.Forward(e.emu))
+	var err error
+	if e.records, err = state.NewRecords(e.store, state.RandomKey()); err != nil {
+		t.Fatal(err)
+	}
+	e.client = e.serve(t, e.records)
+
+	e.up.Script(fu.Create, fu.ForwardThenReset(e.emu))
+	req := &tokenv1.CreateRequest{UserId: "u1", Name: "n", RequestId: "lost"}
+	if _, st, _ := create(t, e.client, req); reason(st) != "UPSTREAM_OUTCOME_UNKNOWN" {
+		t.Fatalf("lost answer: %v", st)
+	}
+	// The burst's second request, spent.
+	if _, st, _ := create(t, e.client, &tokenv1.CreateRequest{UserId: "u2"}); st.Code() != codes.OK {
+		t.Fatalf("second create: %v", st)
+	}
+	time.Sleep(reconcileAfter) // 0.3 of a request back: still over the rate
+	lists, deletes, creates := e.up.Calls(fu.List), e.up.Calls(fu.Delete), e.up.Calls(fu.Create)
+	_, st, _ := create(t, e.client, req)
+	if st.Code() != codes.ResourceExhausted || reason(st) != "RATE_LIMITED" || retryDelay(st) <= 0 {
+		t.Fatalf("repeat over the rate: %v %q", st, reason(st))
+	}
+	if l, d, c := e.up.Calls(fu.List)-lists, e.up.Calls(fu.Delete)-deletes, e.up.Calls(fu.Create)-creates; l+d+c != 0 {
+		t.Fatalf("a repeat over the rate sent %d lists, %d deletes, %d creates upstream; want none", l, d, c)
+	}
+	time.Sleep(2 * time.Second) // the burst back
+	resp, st, _ := create(t, e.client, req)
+	if st.Code() != codes.OK || resp.GetToken() == "" {
+		t.Fatalf("repeat within the rate: %v", st)
+	}
+	if live := tokensWith(t, e.client, "u1", "lost"); len(live) != 1 || live[0].GetId() != resp.GetId() {
+		t.Fatalf("live tokens carrying the request id: %v, answer %s", live, resp.GetId())
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -49,16 +50,40 @@ func (s *Service) reconcile(ctx context.Context, key state.Key, req *tokenv1.Cre
 	if !ok {
 		return nil, outcomeUnknownError(reconcileAfter)
 	}
-	return s.execute(ctx, key, req, in, fresh)
+	// Its create waits for the rate like the deletes before it: were it
+	// refused, a caller whose burst is smaller than a reconciliation's
+	// requests could never settle its request_id.
+	return s.execute(ctx, key, req, in, fresh, s.pace)
 }
 
 // deleteAttempts deletes every token of userID whose meta carries one of
 // attempts as its cbkgate.attempt, each delete audited as token.delete
 // under the call's caller. callCtx is the call's own context (for the
-// audit line and the secret); ctx bounds the upstream requests.
+// audit line, the secret and the caller's rate); ctx bounds the upstream
+// requests.
+//
+// Each of its upstream requests counts once against --caller-rate, as the
+// call's own would: the listing's first request is refused over the rate
+// (RATE_LIMITED, nothing sent), and the requests after it (the listing's
+// resumes, each delete, and the create after them) wait for the rate
+// within ctx, so that a reconciliation once begun is not cut off half-way
+// by it.
 func (s *Service) deleteAttempts(ctx, callCtx context.Context, userID string, attempts []string) error {
 	cred := auth.UpstreamSecret(callCtx)
-	lister, err := s.client.OpenList(ctx, cred, userID, chatbotkit.StreamOptions{})
+	if err := s.admit(callCtx); err != nil {
+		return err
+	}
+	var opts chatbotkit.StreamOptions
+	if s.callers != nil {
+		var admitted atomic.Bool // the first request was, above
+		opts.BeforeRequest = func(ctx context.Context) error {
+			if admitted.CompareAndSwap(false, true) {
+				return nil
+			}
+			return s.pace(ctx)
+		}
+	}
+	lister, err := s.client.OpenList(ctx, cred, userID, opts)
 	if err != nil {
 		return err
 	}
@@ -78,6 +103,9 @@ func (s *Service) deleteAttempts(ctx, callCtx context.Context, userID string, at
 	}
 	lister.Close()
 	for _, id := range doomed {
+		if err := s.pace(ctx); err != nil {
+			return err
+		}
 		_, err := s.client.Delete(ctx, cred, userID, id)
 		var ae *chatbotkit.APIError
 		if errors.As(err, &ae) && ae.Status == 404 {

@@ -132,6 +132,16 @@ func (s *Service) admit(ctx context.Context) error {
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 }
 
+// pace takes one upstream request from the caller's rate, waiting for it
+// as long as ctx allows: for the requests of a call that is already
+// under way (a List's, a reconciliation's after its first).
+func (s *Service) pace(ctx context.Context) error {
+	if s.callers == nil {
+		return nil
+	}
+	return s.callers.Wait(ctx, auth.Caller(ctx))
+}
+
 // List streams every token of a user from the request's cursor on, read
 // from ChatBotKit as one stream (chatbotkit.Lister): one upstream round trip
 // however long the listing, read only as fast as the caller takes tokens,
