@@ -106,6 +106,25 @@ func WithLogDetail(st *status.Status, detail string) error {
 	return &detailedError{st: st, detail: detail}
 }
 
+// ClientFault returns st as an error that says the client caused it,
+// whatever its code: grpc-go answers a request message it cannot read
+// (cut short, a second one where one was due, a compressed one that does
+// not inflate) INTERNAL, in its own words, before cbkgate can answer. The
+// call line keeps the code the client got, but is logged and
+// rate-limited as a refusal, not as a server fault.
+func ClientFault(st *status.Status) error { return &clientFault{st: st} }
+
+// IsClientFault reports whether err came from ClientFault.
+func IsClientFault(err error) bool {
+	var f *clientFault
+	return errors.As(err, &f)
+}
+
+type clientFault struct{ st *status.Status }
+
+func (e *clientFault) Error() string              { return e.st.Err().Error() }
+func (e *clientFault) GRPCStatus() *status.Status { return e.st }
+
 // LogDetail returns the detail WithLogDetail attached to err, or "".
 func LogDetail(err error) string {
 	var d *detailedError

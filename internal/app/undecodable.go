@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	"github.com/cbkgate/cbkgate/internal/apierr"
@@ -28,10 +29,10 @@ import (
 // interceptor.
 //
 // Faults grpc-go finds before a message reaches the codec (a message over
-// maxRecvMsgBytes on the gRPC port, one cut short, a compressed one that
-// does not inflate) it answers itself, without details, before any code of
-// ours can; those calls still get their call line, with the code grpc-go
-// sent.
+// maxRecvMsgBytes on the gRPC port, one cut short, a second one, a
+// compressed one that does not inflate) it answers itself, without
+// details, before any code of ours can; those calls still get their call
+// line, with the code grpc-go sent, logged as the client's fault.
 
 // requestCodec is grpc-go's protobuf codec, except that a TokenService
 // request that does not decode is not an error to grpc-go: the message is
@@ -42,7 +43,10 @@ type requestCodec struct{ encoding.CodecV2 }
 // unreadable maps a request message that did not decode to its refusal.
 // The codec cannot see the call it decodes for, so the message itself is
 // the key; whoever asked for the message takes the entry out as soon as
-// RecvMsg returns, on the same goroutine.
+// RecvMsg returns, on the same goroutine, whether RecvMsg failed or not:
+// grpc-go decodes a second message of a one-message call into the same
+// request before it fails the call, and an entry left behind would keep
+// that request (up to 1 MiB) for the life of the process.
 var unreadable sync.Map
 
 // serverCodec is the codec of both gRPC servers. Forcing one codec also
@@ -100,9 +104,9 @@ func undecodableFirst(service, method string, generated grpc.MethodHandler) grpc
 	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 		var decodeErr error
 		resp, err := generated(srv, ctx, func(m any) error {
-			decodeErr = dec(m)
-			if decodeErr == nil {
-				decodeErr = readError(m)
+			decodeErr = clientFault(dec(m))
+			if noted := readError(m); decodeErr == nil {
+				decodeErr = noted
 			}
 			return decodeErr
 		}, interceptor)
@@ -145,8 +149,21 @@ func refuseUndecodableStream() grpc.StreamServerInterceptor {
 type readErrorStream struct{ grpc.ServerStream }
 
 func (s readErrorStream) RecvMsg(m any) error {
-	if err := s.ServerStream.RecvMsg(m); err != nil {
-		return err
+	err := clientFault(s.ServerStream.RecvMsg(m))
+	if noted := readError(m); err == nil {
+		err = noted
 	}
-	return readError(m)
+	return err
+}
+
+// clientFault marks grpc-go's INTERNAL answer to a request message it
+// could not read as the client's doing (see apierr.ClientFault): reading a
+// request, grpc-go fails INTERNAL only for the message itself (cut short,
+// one too many, a compressed one that does not inflate). It has already
+// sent that answer; the call line keeps its code.
+func clientFault(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Internal {
+		return apierr.ClientFault(st)
+	}
+	return err
 }

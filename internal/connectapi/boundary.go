@@ -176,7 +176,16 @@ func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	compressed := encoding != "" && encoding != "identity"
 	if !wi.json && !compressed && r.ContentLength >= 0 && r.ContentLength <= int64(b.maxBytes+envelopeBytes) {
-		b.next.ServeHTTP(w, r) // the normal binary path: vanguard bounds it
+		// The normal binary path: vanguard bounds it. An enveloped body
+		// must be one plain frame, which its first bytes and its length
+		// tell.
+		if wi.enveloped {
+			if st := b.oneFrame(w, r); st != nil {
+				b.refuse(w, r, http.StatusBadRequest, st)
+				return
+			}
+		}
+		b.next.ServeHTTP(w, r)
 		return
 	}
 	body, st, httpStatus := b.readBody(r)
@@ -219,6 +228,10 @@ func (b *boundary) kindMismatch(r *http.Request, wi wire) *status.Status {
 	return nil
 }
 
+// grpcTimeoutMaxHours is the longest Grpc-Timeout in hours that vanguard
+// and grpc-go take as a deadline; a longer one is no deadline.
+const grpcTimeoutMaxHours = 8
+
 // badTimeout is the refusal of a request whose deadline header does not
 // parse: Connect-Timeout-Ms (Connect) or Grpc-Timeout (gRPC-Web), held to
 // exactly what vanguard accepts. vanguard answers it with a text/plain 400
@@ -231,6 +244,12 @@ func badTimeout(r *http.Request, wi wire) *status.Status {
 		}
 		n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
 		if strings.IndexByte("HMSmun", v[len(v)-1]) >= 0 && err == nil && n >= 0 && n <= 99999999 {
+			if v[len(v)-1] == 'H' && n > grpcTimeoutMaxHours {
+				// grpc-go takes a deadline this far off for none. vanguard
+				// means to, but answers it with a text/plain 400 "no
+				// timeout" instead.
+				r.Header.Del("Grpc-Timeout")
+			}
 			return nil
 		}
 		return invalidHeader("Grpc-Timeout", "Grpc-Timeout must be at most 8 digits and a unit (H, M, S, m, u or n), such as 30S")
@@ -295,6 +314,12 @@ func (b *boundary) openMessage(body []byte, encoding string, mt protoreflect.Mes
 	if len(msg) > b.maxBytes {
 		return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
 	}
+	if isJSON && len(msg) == 0 {
+		// An empty body is the empty message, as it is in protobuf;
+		// vanguard would send the gRPC server no message at all, which
+		// grpc-go fails INTERNAL.
+		return []byte("{}"), nil, 0
+	}
 	if isJSON {
 		if st := checkJSON(mt, msg); st != nil {
 			return nil, st, http.StatusBadRequest
@@ -303,56 +328,99 @@ func (b *boundary) openMessage(body []byte, encoding string, mt protoreflect.Mes
 	return msg, nil, 0
 }
 
-// openEnvelopes checks each message of an enveloped body as openMessage
-// does, and returns the body with every compressed message replaced by its
-// plain form. All messages together may hold at most maxBytes once
-// decompressed (a call takes one; more are the gRPC server's to refuse).
+// openEnvelopes checks the one message of an enveloped body as
+// openMessage does, and returns the body with the message in its plain
+// form if it came compressed.
 func (b *boundary) openEnvelopes(body []byte, encoding string, mt protoreflect.MessageType, isJSON bool) ([]byte, *status.Status, int) {
-	var out []byte // nil until a message had to be decompressed
-	total := 0
-	for start := 0; start < len(body); {
-		rest := body[start:]
-		if len(rest) < envelopeBytes {
-			return nil, malformed("the request body ends inside a message frame"), http.StatusBadRequest
-		}
-		flags, n := rest[0], int(binary.BigEndian.Uint32(rest[1:envelopeBytes]))
-		if n > len(rest)-envelopeBytes {
-			return nil, malformed("the request body ends inside a message"), http.StatusBadRequest
-		}
-		msg := rest[envelopeBytes : envelopeBytes+n]
-		if flags&flagCompressed != 0 {
-			if encoding != "gzip" {
-				return body, nil, 0 // vanguard refuses what it cannot decompress
-			}
-			var st *status.Status
-			var httpStatus int
-			if msg, st, httpStatus = b.gunzip(msg); st != nil {
-				return nil, st, httpStatus
-			}
-			if out == nil { // the frames before this one, as they came
-				out = append(make([]byte, 0, start+envelopeBytes+len(msg)), body[:start]...)
-			}
-		}
-		start += envelopeBytes + n
-		if total += len(msg); total > b.maxBytes {
-			return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
-		}
-		if isJSON {
-			if st := checkJSON(mt, msg); st != nil {
-				return nil, st, http.StatusBadRequest
-			}
-		}
-		if out != nil {
-			var frame [envelopeBytes]byte
-			frame[0] = flags &^ flagCompressed
-			binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
-			out = append(append(out, frame[:]...), msg...)
+	switch {
+	case len(body) == 0:
+		return nil, wrongMessageCount(), http.StatusBadRequest
+	case len(body) < envelopeBytes:
+		return nil, malformed("the request body ends inside a message frame"), http.StatusBadRequest
+	}
+	flags, n := body[0], int(binary.BigEndian.Uint32(body[1:envelopeBytes]))
+	switch {
+	case n > len(body)-envelopeBytes:
+		return nil, malformed("the request body ends inside a message"), http.StatusBadRequest
+	case n < len(body)-envelopeBytes:
+		return nil, wrongMessageCount(), http.StatusBadRequest
+	}
+	if st := frameFlags(flags, encoding); st != nil {
+		return nil, st, http.StatusBadRequest
+	}
+	msg := body[envelopeBytes:]
+	if flags&flagCompressed != 0 {
+		var st *status.Status
+		var httpStatus int
+		if msg, st, httpStatus = b.gunzip(msg); st != nil {
+			return nil, st, httpStatus
 		}
 	}
-	if out == nil {
+	if len(msg) > b.maxBytes {
+		return nil, b.tooLarge(), http.StatusRequestEntityTooLarge
+	}
+	if isJSON {
+		if st := checkJSON(mt, msg); st != nil {
+			return nil, st, http.StatusBadRequest
+		}
+	}
+	if flags&flagCompressed == 0 {
 		return body, nil, 0
 	}
-	return out, nil, 0
+	out := make([]byte, envelopeBytes, envelopeBytes+len(msg))
+	binary.BigEndian.PutUint32(out[1:], uint32(len(msg)))
+	return append(out, msg...), nil, 0
+}
+
+// oneFrame checks an uncompressed binary enveloped body of known length
+// without holding it: its first frame header must announce a plain
+// message that fills the rest of the body, so that it holds exactly one.
+// The header read is put back in front of the body.
+func (b *boundary) oneFrame(w http.ResponseWriter, r *http.Request) *status.Status {
+	if r.ContentLength < envelopeBytes {
+		if r.ContentLength == 0 {
+			return wrongMessageCount()
+		}
+		return malformed("the request body ends inside a message frame")
+	}
+	var header [envelopeBytes]byte
+	if _, err := io.ReadFull(r.Body, header[:]); err != nil {
+		return malformed("the request body could not be read")
+	}
+	if st := frameFlags(header[0], ""); st != nil {
+		return st
+	}
+	if n := int64(binary.BigEndian.Uint32(header[1:])); n != r.ContentLength-envelopeBytes {
+		if n > r.ContentLength-envelopeBytes {
+			return malformed("the request body ends inside a message")
+		}
+		return wrongMessageCount()
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(header[:]), r.Body), r.Body}
+	return nil
+}
+
+// frameFlags is the refusal of a request frame whose flags are not those
+// of a message: the compressed flag is the only one a client may set, and
+// only when the request names its compression. (vanguard and grpc-go
+// would answer either without cbkgate's ErrorInfo, in grpc-go's words.)
+func frameFlags(flags byte, encoding string) *status.Status {
+	switch {
+	case flags&^flagCompressed != 0:
+		return malformed(fmt.Sprintf("a request message frame has flags 0x%02x: a client's message frame has 0x00, or 0x01 when compressed", flags))
+	case flags&flagCompressed != 0 && encoding != "gzip":
+		return malformed("a request message is marked compressed, but the request names no compression (Grpc-Encoding or Connect-Content-Encoding: gzip)")
+	}
+	return nil
+}
+
+// wrongMessageCount is the refusal of an enveloped body without exactly
+// one message: every TokenService method takes one.
+func wrongMessageCount() *status.Status {
+	return malformed("the request body must hold exactly one message frame")
 }
 
 // gunzip inflates one compressed message, reading at most one byte past

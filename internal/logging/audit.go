@@ -143,8 +143,12 @@ func HTTPRefused(l *slog.Logger) func(telemetry.HTTPRequest) {
 }
 
 // httpAuditTarget names the create, update or delete an HTTP request asked
-// for, from its method and path.
+// for, from its method and path. A Connect or gRPC-Web call names only its
+// method in its path: its ids are in the body that was refused.
 func httpAuditTarget(r *http.Request, route string) (action, user, token string, ok bool) {
+	if action, ok := auditActions[route]; ok && r.Method == http.MethodPost {
+		return action, "", "", true
+	}
 	switch {
 	case route == telemetry.RouteTokens && r.Method == http.MethodPost:
 		action = "token.create"

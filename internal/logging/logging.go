@@ -202,8 +202,11 @@ func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedP
 	st := status.Convert(err)
 	code := st.Code()
 	level := levelFor(code)
-	if code == codes.OK && strings.HasPrefix(method, healthPrefix) {
+	switch {
+	case code == codes.OK && strings.HasPrefix(method, healthPrefix):
 		level = slog.LevelDebug
+	case apierr.IsClientFault(err):
+		level = slog.LevelInfo // the caller's own error
 	}
 	if !l.Enabled(ctx, level) {
 		return
@@ -252,7 +255,7 @@ func logCall(ctx context.Context, l *slog.Logger, refused *lineLimiter, trustedP
 			attrs = append(attrs, slog.String(keyDetail, truncate(d, maxDetail)))
 		}
 	}
-	if isRefusal(code) {
+	if isRefusal(code) || apierr.IsClientFault(err) {
 		refused.Log(ctx, l, level, callMessage, attrs...)
 		return
 	}
