@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -76,7 +79,9 @@ type Option func(*Service)
 // WithCallerRate limits the upstream requests of each caller identity
 // (auth.Caller): a Create, Update or Delete over the rate is refused with
 // RESOURCE_EXHAUSTED (RATE_LIMITED, RetryInfo) before it goes upstream;
-// a List waits before each upstream request instead. nil means no limit.
+// a List waits before each upstream request instead, and so does an
+// Update that sets meta before its requests after the first (keepMarkers).
+// nil means no limit.
 func WithCallerRate(l state.Limiter) Option {
 	return func(s *Service) { s.callers = l }
 }
@@ -266,6 +271,8 @@ func (s *Service) Create(ctx context.Context, req *tokenv1.CreateRequest) (*toke
 }
 
 // Update changes the fields that are set and leaves the rest as they are.
+// An Update that sets meta first reads the token's meta, to keep cbkgate's
+// markers in it (keepMarkers): two upstream requests instead of one.
 func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*tokenv1.UpdateResponse, error) {
 	if err := validateTokenRef(req.GetUserId(), req.GetTokenId()); err != nil {
 		return nil, err
@@ -277,6 +284,19 @@ func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*toke
 	if err := s.admit(ctx); err != nil {
 		return nil, err
 	}
+	if in.Meta != nil {
+		if in.Meta, err = s.keepMarkers(ctx, req.GetUserId(), req.GetTokenId(), in.Meta); err != nil {
+			return nil, err
+		}
+		// The update is the call's second upstream request. The call was
+		// admitted (before any upstream request, where a refusal belongs),
+		// so its rate paces this one, as it paces a List's.
+		if s.callers != nil {
+			if err := s.callers.Wait(ctx, auth.Caller(ctx)); err != nil {
+				return nil, s.status(ctx, err)
+			}
+		}
+	}
 	upCtx, cancel := upstreamContext(ctx)
 	defer cancel()
 	id, err := s.client.Update(upCtx, auth.UpstreamSecret(ctx), req.GetUserId(), req.GetTokenId(), in)
@@ -284,6 +304,109 @@ func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*toke
 		return nil, s.status(ctx, err)
 	}
 	return &tokenv1.UpdateResponse{Id: id}, nil
+}
+
+// keepMarkers returns meta, the meta an Update is about to send for
+// userID's token tokenID, with every key of the token's current meta that
+// starts with "cbkgate." added, as it is stored.
+//
+// Why: ChatBotKit replaces a token's meta whole on update, so an Update
+// that sets meta would otherwise erase the markers a Create with a
+// request_id left (cbkgate.request_id, cbkgate.attempt; callers may not
+// set them, validate.go). A reconciliation would then not find the token a
+// lost attempt made, and a second live token would carry the request_id.
+// ChatBotKit has no endpoint that fetches one token, so the token's meta
+// is read from the user's listing: one streamed read (pages, when
+// ChatBotKit answers with them), closed as soon as the token is read.
+//
+//   - A token the listing does not hold gets meta as it is (ChatBotKit
+//     answers the update 404 then).
+//   - A lookup that fails fails the Update with that failure's status, and
+//     no update is sent: one sent without the markers could erase them.
+//   - The lookup's first request was admitted by the caller's rate with
+//     the call; any other (a retry, a resumed stream, a next page) is
+//     paced by it, as a List's are.
+//   - A token listed with meta_omitted (meta nested deeper than cbkgate
+//     passes on) is updated like any other: the lookup needs only the top
+//     level of the stored meta, which encoding/json reads at any depth the
+//     listing allows (a line nested deeper than that fails the listing, so
+//     the lookup, before anything is sent). The caller's meta replaces the
+//     deep one, as asked, and the markers are kept. A stored meta that is
+//     not a JSON object is a malformed answer (INTERNAL), as in a List.
+func (s *Service) keepMarkers(ctx context.Context, userID, tokenID string, meta json.RawMessage) (json.RawMessage, error) {
+	upCtx, cancel := upstreamContext(ctx)
+	defer cancel()
+	var opts chatbotkit.StreamOptions
+	opts.PageSize = maxPageSize // fewest round trips, should pages come back
+	if s.callers != nil {
+		caller, admitted := auth.Caller(ctx), false
+		opts.BeforeRequest = func(ctx context.Context) error {
+			if !admitted {
+				admitted = true
+				return nil
+			}
+			return s.callers.Wait(ctx, caller)
+		}
+	}
+	lister, err := s.client.OpenList(upCtx, auth.UpstreamSecret(ctx), userID, opts)
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	defer lister.Close()
+	for {
+		tok, _, err := lister.Next()
+		if err == io.EOF {
+			return meta, nil
+		}
+		if err != nil {
+			return nil, s.status(ctx, err)
+		}
+		if tok.ID != tokenID {
+			continue
+		}
+		lister.Close() // the rest of the listing is not needed
+		out, err := withMarkers(meta, tok.Meta)
+		if err != nil {
+			return nil, s.status(ctx, fmt.Errorf("%w: meta of token %q: %v", chatbotkit.ErrMalformedResponse, tok.ID, err))
+		}
+		return out, nil
+	}
+}
+
+// withMarkers returns meta (a JSON object as appendStruct writes it, with
+// no key of cbkgate's) with the keys of stored (a token's meta as listed;
+// nil when it has none) that start with metaPrefix added, their values as
+// stored.
+func withMarkers(meta, stored json.RawMessage) (json.RawMessage, error) {
+	if len(stored) == 0 {
+		return meta, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(stored, &fields); err != nil || fields == nil {
+		return nil, errors.New("not a JSON object")
+	}
+	var keys []string
+	for k := range fields {
+		if strings.HasPrefix(k, metaPrefix) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return meta, nil
+	}
+	slices.Sort(keys)
+	out := append(make([]byte, 0, len(meta)+64*len(keys)), meta[:len(meta)-1]...)
+	for _, k := range keys {
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		var err error
+		if out, err = appendString(out, k); err != nil {
+			return nil, err
+		}
+		out = append(append(out, ':'), fields[k]...)
+	}
+	return append(out, '}'), nil
 }
 
 // Delete revokes a token.

@@ -505,7 +505,8 @@ type UpdateRequest struct {
 	Description *string `protobuf:"bytes,4,opt,name=description,proto3,oneof" json:"description,omitempty"`
 	// The new configuration, if set; it replaces the old one.
 	Config *structpb.Struct `protobuf:"bytes,5,opt,name=config,proto3" json:"config,omitempty"`
-	// The new metadata, if set; it replaces the old one.
+	// The new metadata, if set; it replaces the old one, except the keys
+	// starting with "cbkgate.", which cbkgate keeps (they may not be set).
 	Meta          *structpb.Struct `protobuf:"bytes,6,opt,name=meta,proto3" json:"meta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

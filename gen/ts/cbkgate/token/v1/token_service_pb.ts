@@ -311,7 +311,8 @@ export type UpdateRequest = Message<"cbkgate.token.v1.UpdateRequest"> & {
   config?: JsonObject | undefined;
 
   /**
-   * The new metadata, if set; it replaces the old one.
+   * The new metadata, if set; it replaces the old one, except the keys
+   * starting with "cbkgate.", which cbkgate keeps (they may not be set).
    *
    * @generated from field: google.protobuf.Struct meta = 6;
    */
