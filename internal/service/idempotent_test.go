@@ -444,3 +444,21 @@ func TestMemoryRecordBound(t *testing.T) {
 		t.Fatalf("create without request_id past the bound: %v", st)
 	}
 }
+
+// carriesAttempt finds the marker however ChatBotKit spells its key: a
+// key written with \u escapes is the same key to encoding/json, and an
+// orphan missed would stay live beside the new token.
+func TestCarriesAttemptSpellings(t *testing.T) {
+	for meta, want := range map[string]bool{
+		`{"cbkgate.attempt":"a1"}`:           true,
+		`{"cbkgate\u002eattempt":"a1"}`:      true,
+		`{"\u0063bkgate.attempt":"a\u0031"}`: true,
+		`{"cbkgate.attempt":"a2"}`:           false,
+		`{"note":"\u00e9"}`:                  false,
+		`{}`:                                 false,
+	} {
+		if got := carriesAttempt([]byte(meta), []string{"a1"}); got != want {
+			t.Errorf("carriesAttempt(%s) = %v, want %v", meta, got, want)
+		}
+	}
+}

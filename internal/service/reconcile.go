@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -73,17 +72,7 @@ func (s *Service) deleteAttempts(ctx, callCtx context.Context, userID string, at
 	if err := s.admit(callCtx); err != nil {
 		return err
 	}
-	var opts chatbotkit.StreamOptions
-	if s.callers != nil {
-		var admitted atomic.Bool // the first request was, above
-		opts.BeforeRequest = func(ctx context.Context) error {
-			if admitted.CompareAndSwap(false, true) {
-				return nil
-			}
-			return s.pace(ctx)
-		}
-	}
-	lister, err := s.client.OpenList(ctx, cred, userID, opts)
+	lister, err := s.client.OpenList(ctx, cred, userID, chatbotkit.StreamOptions{BeforeRequest: s.afterAdmitted()})
 	if err != nil {
 		return err
 	}
@@ -128,8 +117,8 @@ func (s *Service) deleteAttempts(ctx, callCtx context.Context, userID string, at
 // carriesAttempt reports whether a token's meta holds one of attempts as
 // its cbkgate.attempt.
 func carriesAttempt(meta json.RawMessage, attempts []string) bool {
-	if !bytes.Contains(meta, []byte(metaAttempt)) {
-		return false // the common case, without decoding
+	if !bytes.Contains(meta, []byte(metaAttempt)) && !bytes.Contains(meta, []byte(`\u`)) {
+		return false // the common case, without decoding (a key may be spelt with \u escapes)
 	}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(meta, &m) != nil {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -145,6 +146,23 @@ func (s *Service) pace(ctx context.Context) error {
 		return nil
 	}
 	return s.callers.Wait(ctx, auth.Caller(ctx))
+}
+
+// afterAdmitted is a Lister's BeforeRequest for a call whose first
+// upstream request its caller's rate has admitted already (admit): that
+// one goes at once, and every later one (a retry, a resumed stream, a next
+// page) waits for the rate. nil without --caller-rate.
+func (s *Service) afterAdmitted() func(context.Context) error {
+	if s.callers == nil {
+		return nil
+	}
+	var admitted atomic.Bool
+	return func(ctx context.Context) error {
+		if admitted.CompareAndSwap(false, true) {
+			return nil
+		}
+		return s.pace(ctx)
+	}
 }
 
 // List streams every token of a user from the request's cursor on, read
@@ -291,10 +309,8 @@ func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*toke
 		// The update is the call's second upstream request. The call was
 		// admitted (before any upstream request, where a refusal belongs),
 		// so its rate paces this one, as it paces a List's.
-		if s.callers != nil {
-			if err := s.callers.Wait(ctx, auth.Caller(ctx)); err != nil {
-				return nil, s.status(ctx, err)
-			}
+		if err := s.pace(ctx); err != nil {
+			return nil, s.status(ctx, err)
 		}
 	}
 	upCtx, cancel := upstreamContext(ctx)
@@ -336,17 +352,9 @@ func (s *Service) Update(ctx context.Context, req *tokenv1.UpdateRequest) (*toke
 func (s *Service) keepMarkers(ctx context.Context, userID, tokenID string, meta json.RawMessage) (json.RawMessage, error) {
 	upCtx, cancel := upstreamContext(ctx)
 	defer cancel()
-	var opts chatbotkit.StreamOptions
-	opts.PageSize = maxPageSize // fewest round trips, should pages come back
-	if s.callers != nil {
-		caller, admitted := auth.Caller(ctx), false
-		opts.BeforeRequest = func(ctx context.Context) error {
-			if !admitted {
-				admitted = true
-				return nil
-			}
-			return s.callers.Wait(ctx, caller)
-		}
+	opts := chatbotkit.StreamOptions{
+		PageSize:      maxPageSize, // fewest round trips, should pages come back
+		BeforeRequest: s.afterAdmitted(),
 	}
 	lister, err := s.client.OpenList(upCtx, auth.UpstreamSecret(ctx), userID, opts)
 	if err != nil {
