@@ -156,6 +156,16 @@ func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				truncate(r.Header.Get("Content-Type"), 100))))
 		return
 	}
+	if r.ProtoMajor < 2 && wi.enveloped && !wi.connectStream && !strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc-web") {
+		// gRPC needs HTTP/2 (vanguard answers a text/plain 505). The
+		// answer goes as Connect's error JSON, which an HTTP/1 client can
+		// read.
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Connect-Protocol-Version", "1")
+		b.refuse(w, r, http.StatusHTTPVersionNotSupported, apierr.Status(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
+			"gRPC needs HTTP/2: use the gRPC port, or gRPC-Web or Connect over HTTP/1.1"))
+		return
+	}
 	if st := badTimeout(r, wi); st != nil {
 		b.refuse(w, r, http.StatusBadRequest, st)
 		return

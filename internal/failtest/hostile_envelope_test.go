@@ -279,3 +279,27 @@ func TestHostileMalformedCallLinesLimited(t *testing.T) {
 	wantCalls(t, up, fu.Create, 0)
 	wantCalls(t, up, fu.List, 0)
 }
+
+// TestHostileGRPCOverHTTP1: a gRPC request over HTTP/1.1 to the HTTP port
+// got vanguard's text/plain 505 "gRPC requires HTTP/2". It is still 505,
+// as a JSON error with cbkgate's ErrorInfo that says what to use instead.
+func TestHostileGRPCOverHTTP1(t *testing.T) {
+	up := fu.Start(t)
+	g := startGate(t, up.URL)
+	createPB, _ := proto.Marshal(&tokenv1.CreateRequest{UserId: "u1", Name: "n"})
+	req, err := http.NewRequestWithContext(g.ctx(), http.MethodPost, g.URL()+rpcPrefix+"Create", bytes.NewReader(envelope(0, createPB)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	hc := &http.Client{Transport: &http.Transport{}} // HTTP/1.1 to an http:// URL
+	defer hc.CloseIdleConnections()
+	res := readRPC(t, hc, req)
+	if res.status != http.StatusHTTPVersionNotSupported || !strings.HasPrefix(res.header.Get("Content-Type"), "application/json") {
+		t.Fatalf("HTTP %d %s %s, want 505 and a JSON error", res.status, res.header.Get("Content-Type"), res.body)
+	}
+	if !ownReason(res.st, "UNSUPPORTED_MEDIA_TYPE") || !strings.Contains(res.st.Message(), "HTTP/2") {
+		t.Errorf("%v, ErrorInfo %v; want UNSUPPORTED_MEDIA_TYPE in domain cbkgate, saying gRPC needs HTTP/2", res.st, gatetest.ErrorInfo(res.st))
+	}
+	wantCalls(t, up, fu.Create, 0)
+}
