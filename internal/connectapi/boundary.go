@@ -150,6 +150,10 @@ func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wi, ok := classify(r)
+	if v := r.Header.Values("Connect-Protocol-Version"); !ok && len(v) > 0 && (len(v) > 1 || v[0] != "1") {
+		b.refuse(w, r, http.StatusBadRequest, invalidHeader("Connect-Protocol-Version", "Connect-Protocol-Version must be 1, the only version of the Connect protocol"))
+		return
+	}
 	if !ok {
 		b.refuse(w, r, http.StatusUnsupportedMediaType, apierr.Status(codes.InvalidArgument, apierr.ReasonUnsupportedMediaType,
 			fmt.Sprintf("a body of type %q is not taken here: send Connect (application/json, application/proto, application/connect+json, application/connect+proto) or gRPC-Web (application/grpc-web, application/grpc-web+json)",

@@ -303,3 +303,19 @@ func TestHostileGRPCOverHTTP1(t *testing.T) {
 	}
 	wantCalls(t, up, fu.Create, 0)
 }
+
+// TestHostileConnectProtocolVersion: a Connect unary request names
+// version 1 of the protocol. Another version was answered 415 "a body of
+// type application/json is not taken here", which sent the reader after
+// the wrong header; it is a 400 naming the one at fault.
+func TestHostileConnectProtocolVersion(t *testing.T) {
+	up := fu.Start(t)
+	g := startGate(t, up.URL)
+	for _, v := range []string{"2", "1.0", "0"} {
+		res := g.postRPC("Create", map[string]string{"Content-Type": "application/json", "Connect-Protocol-Version": v}, []byte(`{"user_id":"u1"}`))
+		if res.status != http.StatusBadRequest || res.st == nil || !ownReason(res.st, "INVALID_ARGUMENT") || !strings.Contains(res.st.Message(), "Connect-Protocol-Version") {
+			t.Errorf("Connect-Protocol-Version %q: HTTP %d %v, want 400 INVALID_ARGUMENT naming the header", v, res.status, res.st)
+		}
+	}
+	wantCalls(t, up, fu.Create, 0)
+}
