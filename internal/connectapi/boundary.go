@@ -194,7 +194,7 @@ func (b *boundary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// must be one plain frame, which its first bytes and its length
 		// tell.
 		if wi.enveloped {
-			if st := b.oneFrame(w, r); st != nil {
+			if st := b.oneFrame(r); st != nil {
 				b.refuse(w, r, http.StatusBadRequest, st)
 				return
 			}
@@ -390,7 +390,7 @@ func (b *boundary) openEnvelopes(body []byte, encoding string, mt protoreflect.M
 // without holding it: its first frame header must announce a plain
 // message that fills the rest of the body, so that it holds exactly one.
 // The header read is put back in front of the body.
-func (b *boundary) oneFrame(w http.ResponseWriter, r *http.Request) *status.Status {
+func (b *boundary) oneFrame(r *http.Request) *status.Status {
 	if r.ContentLength < envelopeBytes {
 		if r.ContentLength == 0 {
 			return wrongMessageCount()
