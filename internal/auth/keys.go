@@ -65,9 +65,14 @@ func parseKeys(src, path string, b []byte) ([]apiKey, error) {
 // key or digest.
 func parseKeyLine(line string) (apiKey, error) {
 	fields := strings.Fields(line)
-	for _, f := range fields {
+	for i, f := range fields {
 		if !visibleASCII(f) {
 			return apiKey{}, fmt.Errorf("a line must be printable ASCII: NAME KEY, NAME sha256:HEX or KEY")
+		}
+		if i > 0 && strings.HasPrefix(f, "#") {
+			// "KEY #prod" would otherwise be NAME KEY: the real key a
+			// name (logged with every call), and "#prod" a key.
+			return apiKey{}, fmt.Errorf("word %d starts with #: comments need a line of their own, and no key may start with #", i+1)
 		}
 	}
 	switch len(fields) {

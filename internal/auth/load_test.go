@@ -141,6 +141,10 @@ func TestLoadErrors(t *testing.T) {
 		{"keys file only comments", []string{"--api-keys-file", writeFile(t, dir, "comments", "# a\n\n  # b\n")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "no keys"}, nil},
 		{"keys file key with space", []string{"--api-keys-file", writeFile(t, dir, "spaced", "ok\n"+threeWords+"\n")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "line 2"}, nil},
 		{"keys file inline comment", []string{"--api-keys-file", writeFile(t, dir, "inline", distinct+" # prod\n")}, []string{EnvAPISecret, distinct}, []string{"--api-keys-file", "line 1"}, nil},
+		// Two words, so it read as NAME KEY: the key a name, logged with
+		// every call, and "#prod" the key a caller had to send.
+		{"keys file trailing comment", []string{"--api-keys-file", writeFile(t, dir, "trailing", "ok\nsk-live-0123456789abcdef0123 #prod\n")}, []string{EnvAPISecret, distinct},
+			[]string{"--api-keys-file", "line 2", "comments need a line of their own"}, []string{"sk-live-0123456789abcdef0123", "#prod"}},
 
 		// TLS
 		{"cert without key", []string{"--tls-cert", p.CertFile}, held(), []string{"--tls-cert", "--tls-key"}, nil},
