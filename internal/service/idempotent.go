@@ -79,8 +79,17 @@ func classify(err error) outcome {
 	var ae *chatbotkit.APIError
 	if errors.As(err, &ae) {
 		switch ae.Status {
-		case 400, 401, 402, 403, 404, 409, 413, 422:
+		case 400, 402, 403, 404, 409, 413, 422:
 			return outcomeDefinitive
+		case http.StatusUnauthorized:
+			// Not recorded, unlike the contract's list: a 401 is the one
+			// refusal anyone can get without a valid secret, and in
+			// pass-through mode every made-up bearer is a caller of its
+			// own, so recording 401s let one client fill the process's
+			// records (100,000 made-up creates refused every other
+			// caller's request_id for 24 h). Nothing was created; a
+			// retry with a good secret runs.
+			return outcomeFree
 		case http.StatusRequestTimeout:
 			// A timeout: the create may have been carried out.
 			return outcomeUnknown

@@ -190,13 +190,15 @@ func TestIdempotentCreateReplays(t *testing.T) {
 }
 
 // Only a success or a definitive refusal is recorded: a 429 or a 503
-// leaves the request_id free, so the retry goes upstream again.
+// leaves the request_id free, so the retry goes upstream again. So does a
+// 401: it needs no valid secret, and recording it let made-up bearers in
+// pass-through mode fill every record the process may hold.
 func TestIdempotentRecordsOnlyDefinitiveOutcomes(t *testing.T) {
 	for _, tc := range []struct {
 		status   int
 		recorded bool
 	}{
-		{409, true}, {422, true}, {403, true}, {429, false}, {503, false},
+		{409, true}, {422, true}, {403, true}, {401, false}, {429, false}, {503, false},
 	} {
 		t.Run(strconv.Itoa(tc.status), func(t *testing.T) {
 			e := newIdemEnv(t)
