@@ -55,8 +55,21 @@ func TestConsoleServedWithoutKey(t *testing.T) {
 	}
 	foreign := s.httpCaller("")
 	foreign.header = http.Header{"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"navigate"}}
-	if resp, _ := foreign.do(t, http.MethodGet, "/console/", nil); resp.StatusCode != http.StatusForbidden {
+	resp, _ := foreign.do(t, http.MethodGet, "/console/", nil)
+	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("GET /console/ cross-site: %d, want 403", resp.StatusCode)
+	}
+	// Every answer under the console's path runs under its policy, the
+	// refusals too (they had none).
+	if got := resp.Header.Get("Content-Security-Policy"); got != console.CSP {
+		t.Errorf("GET /console/ cross-site: Content-Security-Policy %q, want %q", got, console.CSP)
+	}
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/console/u1/secret"}, {http.MethodGet, "/console/index.html"}, {http.MethodPost, "/console/"},
+	} {
+		if resp, _ := h.do(t, c.method, c.path, nil); resp.Header.Get("Content-Security-Policy") != console.CSP {
+			t.Errorf("%s %s: %d without the console's Content-Security-Policy", c.method, c.path, resp.StatusCode)
+		}
 	}
 
 	all := scrape(t, "http://"+s.App().AdminAddr().String()+"/metrics")
@@ -69,7 +82,7 @@ func TestConsoleServedWithoutKey(t *testing.T) {
 		}
 	}
 	logs := s.Logs().String()
-	if n := strings.Count(logs, `"msg":"http call refused"`); n != 4 {
-		t.Errorf("%d refusal lines, want 4 (the keyless API call, the unknown file, the POST, the cross-site GET):\n%s", n, logs)
+	if n := strings.Count(logs, `"msg":"http call refused"`); n != 7 {
+		t.Errorf("%d refusal lines, want 7 (the keyless API call, the unknown file, the POST, the cross-site GET, and the three asked for their policy):\n%s", n, logs)
 	}
 }

@@ -205,7 +205,24 @@ func New(ctx context.Context, opts Options) (http.Handler, error) {
 	mux.HandleFunc("/", rt.notFound)
 	// The origin rule holds for every path, the health probes included
 	// (a probe from kubelet or a load balancer sends no Origin).
-	return guard.wrap(gw, m, canonicalPaths(gw, m, mux)), nil
+	h := guard.wrap(gw, m, canonicalPaths(gw, m, mux))
+	if opts.Console {
+		h = consoleCSP(h)
+	}
+	return h, nil
+}
+
+// consoleCSP puts the console's Content-Security-Policy on every answer
+// under its path, the refusals (404, 405, 400) included: a page the
+// browser shows from the console's origin and path runs under the policy,
+// whoever wrote it.
+func consoleCSP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, console.Prefix) {
+			w.Header().Set("Content-Security-Policy", console.CSP)
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // hopMetadata is the gateway's metadata annotator: the address the
