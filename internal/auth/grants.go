@@ -347,22 +347,23 @@ func (a *Authenticator) GrantsUnaryInterceptor() grpc.UnaryServerInterceptor {
 
 // GrantsStreamInterceptor holds List to the grants. The user_id is in the
 // request message, which a server stream's handler receives first: the
-// check runs on that first message, before the handler can go upstream.
-// The table is the one in force when the call began.
+// check runs on that first message, before the handler can go upstream,
+// with the table in force when the message arrives. (Not the one in force
+// when the stream opened: a client may open a stream, wait, and send its
+// message after a reload has revoked the grant it would have needed.)
 func (a *Authenticator) GrantsStreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		t := a.creds.Load().grants
-		if t == nil || !strings.HasPrefix(info.FullMethod, tokenServicePrefix) {
+		if !strings.HasPrefix(info.FullMethod, tokenServicePrefix) {
 			return handler(srv, ss)
 		}
-		return handler(srv, &grantedStream{ServerStream: ss, table: t, method: info.FullMethod})
+		return handler(srv, &grantedStream{ServerStream: ss, auth: a, method: info.FullMethod})
 	}
 }
 
 // grantedStream checks the first message it receives.
 type grantedStream struct {
 	grpc.ServerStream
-	table   *grantTable
+	auth    *Authenticator
 	method  string
 	checked bool
 }
@@ -375,7 +376,10 @@ func (s *grantedStream) RecvMsg(m any) error {
 		return nil
 	}
 	s.checked = true
-	return s.table.check(s.Context(), s.method, m)
+	if t := s.auth.creds.Load().grants; t != nil {
+		return t.check(s.Context(), s.method, m)
+	}
+	return nil
 }
 
 type userIDRequest interface{ GetUserId() string }
