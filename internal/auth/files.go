@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/cbkgate/cbkgate/internal/secret"
 )
@@ -161,12 +162,21 @@ func fileError(err error) error {
 }
 
 // readCapped reads at most limit bytes of path and fails if there are more.
+// Only a regular file is read: a FIFO, a device or a socket put in a
+// file's place could make the read wait for ever, and with it every reload
+// and the shutdown, which waits for the watcher. O_NONBLOCK lets the open
+// of a FIFO return at once; it changes nothing for a regular file.
 func readCapped(path string, limit int) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if info, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return nil, err
