@@ -65,6 +65,9 @@ const (
 	// ReasonStateUnavailable: the shared state (--state) could not be
 	// read or written, or a record in it could not be decrypted.
 	ReasonStateUnavailable = "STATE_UNAVAILABLE"
+	// ReasonShuttingDown: the call was still running when cbkgate's
+	// shutdown (--shutdown-timeout) cut it off.
+	ReasonShuttingDown = "SHUTTING_DOWN"
 )
 
 // New returns a status error with code and message whose first detail is

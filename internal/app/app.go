@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,9 +182,8 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 			// calls go to a new connection, wherever the balancer puts it,
 			// and calls in flight get MaxConnectionAgeGrace to finish, the
 			// same bound as a drain (a long List included). Zero is
-			// unlimited, in grpc-go as in --max-connection-age. The
-			// gateway's in-memory connection is aged too; it reconnects as
-			// any client does, which costs nothing.
+			// unlimited, in grpc-go as in --max-connection-age. The hop
+			// below (the HTTP port's in-memory connection) is not aged.
 			MaxConnectionAge:      cfg.MaxConnectionAge,
 			MaxConnectionAgeGrace: connectionAgeGrace(cfg),
 			MaxConnectionIdle:     timeouts.idle,
@@ -233,7 +233,14 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 	// reader is slow holds up no other. One connection per HTTP connection
 	// instead would cost a hop handshake, goroutines and buffers on every
 	// new client connection.
-	a.hopServer = grpc.NewServer(grpcOpts...)
+	//
+	// Its connections are never aged or closed for idleness (the last
+	// KeepaliveParams wins): --max-connection-age is for spreading clients
+	// over replicas, which a connection inside the process has nothing to
+	// do with, and aging it cut every HTTP List still running
+	// MaxConnectionAgeGrace after the age, however young its client's own
+	// connection, with grpc-go's transport error as the message.
+	a.hopServer = grpc.NewServer(append(slices.Clip(grpcOpts), grpc.KeepaliveParams(keepalive.ServerParameters{}))...)
 	a.hopServer.RegisterService(tokenServiceDesc(), svc)
 
 	// The gateway's own connection: in memory, see gatewayListener.
@@ -265,6 +272,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *App, err error) {
 		Dial:            func(ctx context.Context) (net.Conn, error) { return a.gatewayLis.dial(ctx, "") },
 		MaxMessageBytes: httpapi.MaxBodyBytes,
 		OnForward:       func(r *http.Request) { telemetry.MarkReachedGRPC(r.Context()) },
+		ErrorLog:        logging.ServerErrorLog(log),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)

@@ -19,6 +19,7 @@ package connectapi
 import (
 	"context"
 	"errors"
+	"log"
 	"mime"
 	"net"
 	"net/http"
@@ -50,6 +51,10 @@ type Options struct {
 	// call, just before it goes to the gRPC server (telemetry: the request
 	// reached gRPC, whose interceptors log it).
 	OnForward func(*http.Request)
+	// ErrorLog receives what the proxy to the gRPC server reports (a
+	// stream cut as the server shuts down); nil is the standard logger,
+	// plain text outside the configured log format.
+	ErrorLog *log.Logger
 }
 
 // forwardedHeaders are the request headers that go on to the gRPC server,
@@ -108,6 +113,7 @@ func New(opts Options) (http.Handler, error) {
 		// Every message of a streamed List goes out as it arrives.
 		FlushInterval: -1,
 		ErrorHandler:  unavailable,
+		ErrorLog:      opts.ErrorLog,
 	}
 	var forward http.Handler = proxy
 	if opts.OnForward != nil {

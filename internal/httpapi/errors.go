@@ -32,6 +32,11 @@ import (
 // first (see gatewayError).
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	err = gatewayError(r, err)
+	if st, ok := status.FromError(err); ok {
+		if cut := hopCut(st); cut != st {
+			err = cut.Err()
+		}
+	}
 	inner := err
 	var hse *runtime.HTTPStatusError
 	if errors.As(err, &hse) {
@@ -124,7 +129,7 @@ func withResponseHeader(next http.Handler) http.Handler {
 // out with it; after the first token the headers are gone and net/http
 // ignores the change.
 func streamErrorHandler(ctx context.Context, err error) *status.Status {
-	st := status.Convert(err)
+	st := hopCut(status.Convert(err))
 	if h, ok := ctx.Value(responseHeaderKey{}).(http.Header); ok {
 		if v, ok := retryAfter(st); ok {
 			h.Set("Retry-After", v)
@@ -182,4 +187,18 @@ func gatewayError(r *http.Request, err error) error {
 		msg = "the Grpc-Timeout header is not a valid timeout"
 	}
 	return apierr.New(codes.InvalidArgument, apierr.ReasonInvalidArgument, msg)
+}
+
+// hopCut is the status of a call whose in-process connection to the gRPC
+// server broke under it, which happens only as cbkgate shuts down and cuts
+// off what is still running at --shutdown-timeout. grpc-go's client then
+// reports UNAVAILABLE in its own words ("closing transport due to: ...
+// received prior goaway"), without details; every UNAVAILABLE the service
+// itself answers carries an ErrorInfo. Any other status is st itself.
+func hopCut(st *status.Status) *status.Status {
+	if st.Code() != codes.Unavailable || len(st.Proto().GetDetails()) > 0 {
+		return st
+	}
+	return apierr.Status(codes.Unavailable, apierr.ReasonShuttingDown,
+		"cbkgate cut this call off as it shut down; repeat it (another replica will take it)")
 }
