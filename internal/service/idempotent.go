@@ -194,6 +194,10 @@ func (s *Service) execute(ctx context.Context, key state.Key, req *tokenv1.Creat
 		done := &state.Record{State: state.Done, Digest: mine.Digest, Started: mine.Started,
 			ID: created.ID, Token: created.Token.Reveal(), CreateTime: created.CreatedAt}
 		if ok, werr := s.records.Replace(wctx, key, mine, done); werr != nil || !ok {
+			if werr == nil && s.revokeUnrecorded(ctx, req.GetUserId(), created.ID) {
+				return nil, apierr.Status(codes.Unavailable, apierr.ReasonStateUnavailable,
+					"cbkgate lost its record of this request_id (its state store was flushed), so it revoked the token ChatBotKit had just created; repeat the call").Err()
+			}
 			// Unrecorded, the token would be taken for the orphan of an
 			// unknown outcome by the next repeat, which deletes it: the
 			// caller must not rely on it.
@@ -223,6 +227,30 @@ func (s *Service) execute(ctx context.Context, key state.Key, req *tokenv1.Creat
 	return nil, apierr.WithLogDetail(apierr.Status(codes.Unavailable, apierr.ReasonUpstreamOutcomeUnknown,
 		"ChatBotKit may or may not have created the token; repeat the call with the same request_id after 30 s to settle it",
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(reconcileAfter)}), s.client.Redact(err.Error(), auth.UpstreamSecret(ctx)))
+}
+
+// revokeUnrecorded deletes the token a create just made when its record
+// has gone from the store (Replace found nothing to replace: the store was
+// flushed, or evicted the record). No repeat can find that token then, not
+// even by reconciling, and the next one would create a second live token
+// with the request_id. Only this call knows its id, so it deletes it,
+// audited as token.delete; it reports whether the token is gone.
+func (s *Service) revokeUnrecorded(ctx context.Context, userID, tokenID string) bool {
+	upCtx, cancel := upstreamContext(context.WithoutCancel(ctx))
+	defer cancel()
+	_, err := s.client.Delete(upCtx, auth.UpstreamSecret(ctx), userID, tokenID)
+	var ae *chatbotkit.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		err = nil // gone already
+	}
+	if s.audit != nil {
+		code := codes.OK
+		if err != nil {
+			code = status.Code(s.status(ctx, err))
+		}
+		s.audit(ctx, "token.delete", userID, tokenID, code)
+	}
+	return err == nil
 }
 
 // forget frees mine's request_id: nothing was created.

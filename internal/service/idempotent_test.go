@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -462,5 +464,53 @@ func TestCarriesAttemptSpellings(t *testing.T) {
 		if got := carriesAttempt([]byte(meta), []string{"a1"}); got != want {
 			t.Errorf("carriesAttempt(%s) = %v, want %v", meta, got, want)
 		}
+	}
+}
+
+// flushingStore forgets a record just before the next Replace, as a
+// FLUSHALL or an eviction in Redis would while a create is upstream.
+type flushingStore struct {
+	state.Store
+	flush atomic.Bool
+}
+
+func (f *flushingStore) Replace(ctx context.Context, key state.Key, old, value []byte, ttl time.Duration) (bool, error) {
+	if f.flush.CompareAndSwap(true, false) {
+		if cur, err := f.Store.Get(ctx, key); err == nil && cur != nil {
+			_ = f.Store.Remove(ctx, key, cur)
+		}
+	}
+	return f.Store.Replace(ctx, key, old, value, ttl)
+}
+
+// A create whose record vanished from the store while it was upstream
+// (Redis flushed) cannot be recorded, and no repeat could find its token:
+// the next one created a second live token with the request_id, the
+// first's secret lost. The call now revokes the token it made (audited)
+// and says so; a repeat then leaves exactly one live token.
+func TestCreateWhoseRecordVanishedIsRevoked(t *testing.T) {
+	fs := &flushingStore{Store: state.NewMemory(0, nil)}
+	e := newIdemEnvOn(t, fs)
+	fs.flush.Store(true)
+	req := &tokenv1.CreateRequest{UserId: "u1", Name: "n", RequestId: "flushed"}
+	_, st, _ := create(t, e.client, req)
+	if st.Code() != codes.Unavailable || reason(st) != "STATE_UNAVAILABLE" {
+		t.Fatalf("a create whose record vanished: %v %q, want UNAVAILABLE STATE_UNAVAILABLE", st, reason(st))
+	}
+	if live := tokensWith(t, e.client, "u1", "flushed"); len(live) != 0 {
+		t.Fatalf("%d live tokens carry the request id after the revocation, want 0", len(live))
+	}
+	e.mu.Lock()
+	audits := append([]string(nil), e.audits...)
+	e.mu.Unlock()
+	if len(audits) != 1 || !strings.HasPrefix(audits[0], "token.delete u1 ") || !strings.HasSuffix(audits[0], " OK") {
+		t.Fatalf("audits %q, want the revocation's token.delete", audits)
+	}
+	resp, st, _ := create(t, e.client, req)
+	if st.Code() != codes.OK || resp.GetToken() == "" {
+		t.Fatalf("the repeat: %v", st)
+	}
+	if live := tokensWith(t, e.client, "u1", "flushed"); len(live) != 1 || live[0].GetId() != resp.GetId() {
+		t.Fatalf("live tokens carrying the request id: %v, want only %s", live, resp.GetId())
 	}
 }
