@@ -257,7 +257,11 @@ func (c *child) waitListening() error {
 	if c.grpcAddr, err = c.waitLogAddr("grpc listening"); err != nil {
 		return err
 	}
-	c.httpAddr, err = c.waitLogAddr("http listening")
+	if c.httpAddr, err = c.waitLogAddr("http listening"); err != nil {
+		return err
+	}
+	// The last start line, written once the server is ready (/readyz 200).
+	_, err = c.waitLine(10*time.Second, func(l string) bool { return strings.Contains(l, "cbkgate serving") })
 	return err
 }
 

@@ -441,14 +441,15 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Info("admin listening", "addr", a.AdminAddr().String(), "serves", "/metrics")
 	}
 	a.auth.LogGrants(a.log)
-	// "pid" is the process to send SIGHUP to; under `go run` that is not
-	// the go command's.
-	a.log.Info("cbkgate serving", "pid", os.Getpid(), "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
-	// Ready only once the start lines are written: whoever waits for
-	// readiness (a probe, a test counting log lines) then sees them all.
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.health.SetServingStatus(tokenv1.TokenService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
+	// The last start line, written once the server is ready: whoever waits
+	// for it (an operator, a test) finds /readyz 200 and every other start
+	// line written.
+	// "pid" is the process to send SIGHUP to; under `go run` that is not
+	// the go command's.
+	a.log.Info("cbkgate serving", "pid", os.Getpid(), "version", version.Version(), "revision", version.Revision(), "tracing", a.tracing.Enabled(), "auth", a.auth, "upstream", a.cfg.Upstream.String(), "config", a.cfg)
 
 	var runErr error
 	select {

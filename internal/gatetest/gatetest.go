@@ -178,6 +178,11 @@ func Start(t testing.TB, upstream string, opts ...Option) *Gate {
 	g.conn = g.Dial(nil)
 	g.http = g.HTTPClient(nil)
 	g.waitReady()
+	// Ready comes just before the last start line; a test that counts
+	// log lines from here on must not count it as its own.
+	if !logs.Await(10*time.Second, func(kept string) bool { return strings.Contains(kept, `"msg":"cbkgate serving"`) }) {
+		t.Fatalf("no \"cbkgate serving\" line within 10 s of /readyz answering 200")
+	}
 	return g
 }
 
