@@ -9,8 +9,6 @@ import (
 	"encoding/binary"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -24,20 +22,11 @@ import (
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
-const envelopeKey = "sk-envelope-admin-0123456789abcdef"
-
-// envelopeGate is a gate with one API key and a grant for anything.
+// envelopeGate is a gate whose one caller, alice, may do anything.
 func envelopeGate(t *testing.T, up *fu.Server) *gate {
 	t.Helper()
-	dir := t.TempDir()
-	keyFile, grantsFile := filepath.Join(dir, "keys"), filepath.Join(dir, "grants")
-	if err := os.WriteFile(keyFile, []byte("admin "+envelopeKey+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(grantsFile, []byte("key:admin * *\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return startGate(t, up.URL, gatetest.Args("--api-keys-file="+keyFile, "--grants-file="+grantsFile))
+	g, _ := grantsGate(t, up, "key:alice * *\n")
+	return g
 }
 
 // rawResult is one answer to g.raw.
@@ -161,7 +150,7 @@ func TestHostileSecondMessageHoldsNothing(t *testing.T) {
 func TestHostileRPCMessageCount(t *testing.T) {
 	up := fu.Start(t)
 	g := envelopeGate(t, up)
-	auth := "Bearer " + envelopeKey
+	auth := "Bearer " + aliceKey
 	createPB, _ := proto.Marshal(&tokenv1.CreateRequest{UserId: "u1", Name: "n"})
 	listPB, _ := proto.Marshal(&tokenv1.ListRequest{UserId: "u1"})
 	for _, c := range []struct {
@@ -205,7 +194,7 @@ func TestHostileRPCMessageCount(t *testing.T) {
 func TestHostileRPCFrameFlags(t *testing.T) {
 	up := fu.Start(t)
 	g := envelopeGate(t, up)
-	auth := "Bearer " + envelopeKey
+	auth := "Bearer " + aliceKey
 	createPB, _ := proto.Marshal(&tokenv1.CreateRequest{UserId: "u1", Name: "n"})
 	for _, c := range []struct {
 		name, method, ct string
@@ -236,7 +225,7 @@ func TestHostileGrpcWebFarDeadline(t *testing.T) {
 	g := envelopeGate(t, up)
 	createPB, _ := proto.Marshal(&tokenv1.CreateRequest{UserId: "u1", Name: "n"})
 	for _, v := range []string{"99999999H", "3000000H", "9H"} {
-		res := g.postRPC("Create", map[string]string{"Authorization": "Bearer " + envelopeKey,
+		res := g.postRPC("Create", map[string]string{"Authorization": "Bearer " + aliceKey,
 			"Content-Type": "application/grpc-web+proto", "Grpc-Timeout": v}, envelope(0, createPB))
 		if res.status != http.StatusOK || res.st != nil {
 			t.Errorf("Grpc-Timeout %s: HTTP %d %v %.200s, want the create done", v, res.status, res.st, res.body)
@@ -259,8 +248,8 @@ func TestHostileMalformedCallLinesLimited(t *testing.T) {
 	before := g.Logs().Lines()
 	start := time.Now()
 	for range 50 {
-		g.raw("POST", rpcPrefix+"Create", nil, "Authorization", "Bearer "+envelopeKey, "Content-Type", "application/grpc-web+proto")
-		g.postGRPCPort(hc, "List", map[string]string{"Authorization": "Bearer " + envelopeKey}, twoLists)
+		g.raw("POST", rpcPrefix+"Create", nil, "Authorization", "Bearer "+aliceKey, "Content-Type", "application/grpc-web+proto")
+		g.postGRPCPort(hc, "List", map[string]string{"Authorization": "Bearer " + aliceKey}, twoLists)
 	}
 	lines := g.Logs().Lines() - before
 	// Two limiters, each its burst and its rate over the run (as in

@@ -28,15 +28,15 @@ import (
 	"github.com/cbkgate/cbkgate/internal/gatetest"
 )
 
-const lifecycleKey = "sk-lifecycle-alice-0123456789abcdef"
+const aliceKey = "sk-lifecycle-alice-0123456789abcdef"
 
-// grantsGate is a gate with alice's key and grants, and the grants file's
-// path.
+// grantsGate is a gate with one API key, alice's (aliceKey), and grants,
+// and the grants file's path.
 func grantsGate(t *testing.T, up *fu.Server, grants string, opts ...gatetest.Option) (*gate, string) {
 	t.Helper()
 	dir := t.TempDir()
 	keyFile, grantsFile := filepath.Join(dir, "keys"), filepath.Join(dir, "grants")
-	if err := os.WriteFile(keyFile, []byte("alice "+lifecycleKey+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte("alice "+aliceKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(grantsFile, []byte(grants), 0o600); err != nil {
@@ -56,7 +56,7 @@ func TestHostileGrantRevokedBeforeListMessage(t *testing.T) {
 	up := fu.Start(t)
 	up.SetDefault(fu.List, fu.Lines(fu.Tokens("tok_", 3)...))
 	g, grantsFile := grantsGate(t, up, "key:alice list u1\n")
-	ctx := metadata.AppendToOutgoingContext(g.ctx(), "authorization", "Bearer "+lifecycleKey)
+	ctx := metadata.AppendToOutgoingContext(g.ctx(), "authorization", "Bearer "+aliceKey)
 	// grpc-go sends the stream's headers now, its message later.
 	cs, err := g.Conn().NewStream(ctx, &grpc.StreamDesc{StreamName: "List", ServerStreams: true, ClientStreams: true},
 		"/cbkgate.token.v1.TokenService/List")
@@ -227,7 +227,7 @@ func TestHostileGrantsPathNotAFile(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a reload from a FIFO at the grants path did not return within 5 s")
 	}
-	ctx := metadata.AppendToOutgoingContext(g.ctx(), "authorization", "Bearer "+lifecycleKey)
+	ctx := metadata.AppendToOutgoingContext(g.ctx(), "authorization", "Bearer "+aliceKey)
 	if _, err := g.Client().Create(ctx, &tokenv1.CreateRequest{UserId: "u1", Name: "n"}); err != nil {
 		t.Errorf("a Create under the grants kept: %v", err)
 	}
