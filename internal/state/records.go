@@ -136,6 +136,7 @@ func (rs *Records) Claim(ctx context.Context, key Key, r *Record) (cur *Record, 
 	}
 	got, claimed, err := rs.store.Claim(ctx, key, raw, RecordTTL)
 	if err != nil {
+		rs.undoClaim(ctx, key, raw)
 		return nil, false, err
 	}
 	if claimed {
@@ -144,6 +145,22 @@ func (rs *Records) Claim(ctx context.Context, key Key, r *Record) (cur *Record, 
 	}
 	cur, err = rs.open(key, got)
 	return cur, false, err
+}
+
+// undoClaimTimeout bounds undoClaim.
+const undoClaimTimeout = 2 * time.Second
+
+// undoClaim removes raw from key if a claim whose answer was lost stored
+// it after all: a Redis slower than the client's bound still carries out
+// the claim it received. Left there, the record would hold the request_id
+// as pending although the call was refused STATE_UNAVAILABLE, which
+// records nothing: a retry would wait for it, and reconcile only after
+// 30 s. raw holds a random attempt, so no other call's record can match.
+// (A claim that reaches the store only after this removal still stays.)
+func (rs *Records) undoClaim(ctx context.Context, key Key, raw []byte) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoClaimTimeout)
+	defer cancel()
+	_ = rs.store.Remove(ctx, key, raw)
 }
 
 // Get returns the record under key, nil when there is none.

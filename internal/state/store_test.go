@@ -172,6 +172,45 @@ func TestRecordsAreSealed(t *testing.T) {
 	}
 }
 
+// lostClaimStore carries out a claim and then reports it failed, as a
+// Redis slower than the client's bound does: the client gives up, the
+// claim still lands.
+type lostClaimStore struct{ Store }
+
+func (l lostClaimStore) Claim(ctx context.Context, key Key, value []byte, ttl time.Duration) ([]byte, bool, error) {
+	_, _, _ = l.Store.Claim(ctx, key, value, ttl)
+	return nil, false, context.DeadlineExceeded
+}
+
+// A claim whose answer was lost is undone, so the refused call leaves the
+// request_id free (it stayed pending: a retry waited, then reconciled
+// after 30 s); a record another call stored is never touched.
+func TestLostClaimIsUndone(t *testing.T) {
+	m := NewMemory(0, nil)
+	rs, err := NewRecords(lostClaimStore{m}, RandomKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k := Key{Caller: "key:a", UserID: "u1", RequestID: "r1"}
+	if _, _, err := rs.Claim(ctx, k, &Record{State: Pending, Attempts: []string{"a1"}}); err == nil {
+		t.Fatal("the lost claim reported no error")
+	}
+	if raw, _ := m.Get(ctx, k); raw != nil {
+		t.Fatal("the claim whose answer was lost is still stored")
+	}
+	other, _ := NewRecords(m, RandomKey())
+	if _, claimed, err := other.Claim(ctx, k, &Record{State: Pending, Attempts: []string{"a2"}}); !claimed || err != nil {
+		t.Fatal(claimed, err)
+	}
+	if _, _, err := rs.Claim(ctx, k, &Record{State: Pending, Attempts: []string{"a3"}}); err == nil {
+		t.Fatal("the lost claim reported no error")
+	}
+	if raw, _ := m.Get(ctx, k); raw == nil {
+		t.Fatal("undoing a lost claim removed another call's record")
+	}
+}
+
 func TestLoadKey(t *testing.T) {
 	dir := t.TempDir()
 	key := RandomKey()
