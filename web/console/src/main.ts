@@ -109,7 +109,7 @@ byId<HTMLInputElement>("search").addEventListener("input", (ev) => {
 
 const createForm = byId<HTMLFormElement>("create-form");
 const createName = byId<HTMLInputElement>("create-name");
-const createDescription = byId<HTMLInputElement>("create-description");
+const createDescription = byId<HTMLTextAreaElement>("create-description");
 const createError = byId("create-error");
 const metaRows = byId("meta-rows");
 const secretPanel = byId("secret-panel");
@@ -210,15 +210,18 @@ byId("dismiss-secret").addEventListener("click", () => {
 
 const editDialog = byId<HTMLDialogElement>("edit-dialog");
 const editName = byId<HTMLInputElement>("edit-name");
-const editDescription = byId<HTMLInputElement>("edit-description");
+const editDescription = byId<HTMLTextAreaElement>("edit-description");
 const editError = byId("edit-error");
-let editing: Item | null = null;
+// The token being edited, and its name and description as the fields
+// showed them: a field can change a value as it shows it (a one-line
+// field drops line breaks), so only a field the operator changed is sent.
+let editing: { it: Item; name: string; description: string } | null = null;
 
 function openEdit(it: Item): void {
-  editing = it;
   byId("edit-id").textContent = it.id;
   editName.value = it.name;
   editDescription.value = it.description;
+  editing = { it, name: editName.value, description: editDescription.value };
   clearError(editError);
   editDialog.showModal();
   editName.focus();
@@ -226,18 +229,25 @@ function openEdit(it: Item): void {
 
 byId<HTMLFormElement>("edit-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const it = editing;
-  if (it === null) return;
+  if (editing === null) return;
+  const { it } = editing;
   const submit = ev.submitter as HTMLButtonElement;
-  const name = editName.value;
-  const description = editDescription.value;
+  const name = editName.value !== editing.name ? editName.value : undefined;
+  const description = editDescription.value !== editing.description ? editDescription.value : undefined;
+  if (name === undefined && description === undefined) {
+    editDialog.close();
+    say("Nothing was changed.");
+    table.editButton(it.id)?.focus();
+    return;
+  }
   const call: Call = { requestId: "" };
   submit.disabled = true;
   try {
+    // Unset fields are left as they are (UpdateRequest's optional fields).
     await tokens(apiKey.value, call).update({ userId: shownUser, tokenId: it.id, name, description });
-    table.update(it.id, name, description);
+    table.update(it.id, name ?? it.name, description ?? it.description);
     editDialog.close();
-    say(`Saved ${name || it.id}.`);
+    say(`Saved ${(name ?? it.name) || it.id}.`);
     table.editButton(it.id)?.focus();
   } catch (e) {
     showError(editError, describe(e, call));
@@ -257,7 +267,12 @@ let revoking: Item | null = null;
 
 function openRevoke(it: Item): void {
   revoking = it;
-  byId("revoke-what").textContent = `${it.name ? `“${it.name}” (${it.id})` : it.id} stops working at once. This cannot be undone.`;
+  // The name and the id each in a <bdi>: a name holding a right-to-left
+  // override must not reorder the id or the words after it.
+  const what = byId("revoke-what");
+  const id = el("bdi", "token-ref", it.id);
+  if (it.name) what.replaceChildren("“", el("bdi", "token-ref", it.name), "” (", id, ") stops working at once. This cannot be undone.");
+  else what.replaceChildren(id, " stops working at once. This cannot be undone.");
   clearError(revokeError);
   revokeDialog.showModal();
 }

@@ -58,9 +58,9 @@ export class TokenTable {
     if (this.rows.has(item.id)) return;
     const n = ++this.serial;
     const tr = el("tr");
-    const name = el("td");
+    const name = el("td", "name");
     name.id = `token-name-${n}`;
-    const description = el("td");
+    const description = el("td", "description");
     const id = el("td", "id", item.id);
     id.id = `token-id-${n}`;
     const meta = el("td", "meta", item.metaOmitted ? "(nested too deep to show)" : metaText(item.meta));
