@@ -233,24 +233,12 @@ func (s *Service) execute(ctx context.Context, key state.Key, req *tokenv1.Creat
 // has gone from the store (Replace found nothing to replace: the store was
 // flushed, or evicted the record). No repeat can find that token then, not
 // even by reconciling, and the next one would create a second live token
-// with the request_id. Only this call knows its id, so it deletes it,
-// audited as token.delete; it reports whether the token is gone.
+// with the request_id. Only this call knows its id, so it revokes it; it
+// reports whether the token is gone.
 func (s *Service) revokeUnrecorded(ctx context.Context, userID, tokenID string) bool {
 	upCtx, cancel := upstreamContext(context.WithoutCancel(ctx))
 	defer cancel()
-	_, err := s.client.Delete(upCtx, auth.UpstreamSecret(ctx), userID, tokenID)
-	var ae *chatbotkit.APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-		err = nil // gone already
-	}
-	if s.audit != nil {
-		code := codes.OK
-		if err != nil {
-			code = status.Code(s.status(ctx, err))
-		}
-		s.audit(ctx, "token.delete", userID, tokenID, code)
-	}
-	return err == nil
+	return s.revoke(upCtx, ctx, userID, tokenID) == nil
 }
 
 // forget frees mine's request_id: nothing was created.

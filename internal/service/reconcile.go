@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -95,23 +96,32 @@ func (s *Service) deleteAttempts(ctx, callCtx context.Context, userID string, at
 		if err := s.pace(ctx); err != nil {
 			return err
 		}
-		_, err := s.client.Delete(ctx, cred, userID, id)
-		var ae *chatbotkit.APIError
-		if errors.As(err, &ae) && ae.Status == 404 {
-			err = nil // gone already: what was wanted
-		}
-		if s.audit != nil {
-			code := codes.OK
-			if err != nil {
-				code = status.Code(s.status(callCtx, err))
-			}
-			s.audit(callCtx, "token.delete", userID, id, code)
-		}
-		if err != nil {
+		if err := s.revoke(ctx, callCtx, userID, id); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// revoke deletes userID's token tokenID for cbkgate's own bookkeeping (a
+// lost attempt's token, a token whose record is gone), audited as
+// token.delete under the call's caller. A token already gone is what was
+// wanted. callCtx is the call's own context (the secret, the audit line);
+// ctx bounds the upstream request.
+func (s *Service) revoke(ctx, callCtx context.Context, userID, tokenID string) error {
+	_, err := s.client.Delete(ctx, auth.UpstreamSecret(callCtx), userID, tokenID)
+	var ae *chatbotkit.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		err = nil
+	}
+	if s.audit != nil {
+		code := codes.OK
+		if err != nil {
+			code = status.Code(s.status(callCtx, err))
+		}
+		s.audit(callCtx, "token.delete", userID, tokenID, code)
+	}
+	return err
 }
 
 // carriesAttempt reports whether a token's meta holds one of attempts as

@@ -199,7 +199,7 @@ func (s *Service) List(req *tokenv1.ListRequest, stream grpc.ServerStreamingServ
 		// Every upstream request (the stream, each resume, each page, each
 		// retry) counts once: a List is paced by the caller's rate, never
 		// failed by it.
-		opts.BeforeRequest = func(ctx context.Context) error { return s.callers.Wait(ctx, caller) }
+		opts.BeforeRequest = s.pace
 	}
 	lister, err := s.client.OpenList(ctx, auth.UpstreamSecret(callCtx), req.GetUserId(), opts)
 	if err != nil {
