@@ -346,20 +346,11 @@ func (b *boundary) openMessage(body []byte, encoding string, mt protoreflect.Mes
 // openMessage does, and returns the body with the message in its plain
 // form if it came compressed.
 func (b *boundary) openEnvelopes(body []byte, encoding string, mt protoreflect.MessageType, isJSON bool) ([]byte, *status.Status, int) {
-	switch {
-	case len(body) == 0:
-		return nil, wrongMessageCount(), http.StatusBadRequest
-	case len(body) < envelopeBytes:
-		return nil, malformed("the request body ends inside a message frame"), http.StatusBadRequest
+	if st := tooShortForAFrame(int64(len(body))); st != nil {
+		return nil, st, http.StatusBadRequest
 	}
-	flags, n := body[0], int(binary.BigEndian.Uint32(body[1:envelopeBytes]))
-	switch {
-	case n > len(body)-envelopeBytes:
-		return nil, malformed("the request body ends inside a message"), http.StatusBadRequest
-	case n < len(body)-envelopeBytes:
-		return nil, wrongMessageCount(), http.StatusBadRequest
-	}
-	if st := frameFlags(flags, encoding); st != nil {
+	flags := body[0]
+	if st := oneMessage([envelopeBytes]byte(body), int64(len(body)), encoding); st != nil {
 		return nil, st, http.StatusBadRequest
 	}
 	msg := body[envelopeBytes:]
@@ -391,30 +382,46 @@ func (b *boundary) openEnvelopes(body []byte, encoding string, mt protoreflect.M
 // message that fills the rest of the body, so that it holds exactly one.
 // The header read is put back in front of the body.
 func (b *boundary) oneFrame(r *http.Request) *status.Status {
-	if r.ContentLength < envelopeBytes {
-		if r.ContentLength == 0 {
-			return wrongMessageCount()
-		}
-		return malformed("the request body ends inside a message frame")
+	if st := tooShortForAFrame(r.ContentLength); st != nil {
+		return st
 	}
 	var header [envelopeBytes]byte
 	if _, err := io.ReadFull(r.Body, header[:]); err != nil {
 		return malformed("the request body could not be read")
 	}
-	if st := frameFlags(header[0], ""); st != nil {
+	if st := oneMessage(header, r.ContentLength, ""); st != nil {
 		return st
-	}
-	if n := int64(binary.BigEndian.Uint32(header[1:])); n != r.ContentLength-envelopeBytes {
-		if n > r.ContentLength-envelopeBytes {
-			return malformed("the request body ends inside a message")
-		}
-		return wrongMessageCount()
 	}
 	r.Body = struct {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(header[:]), r.Body), r.Body}
 	return nil
+}
+
+// tooShortForAFrame is the refusal of an enveloped body of bodyLen bytes
+// too short to hold a frame header, or nil.
+func tooShortForAFrame(bodyLen int64) *status.Status {
+	switch {
+	case bodyLen == 0:
+		return wrongMessageCount()
+	case bodyLen < envelopeBytes:
+		return malformed("the request body ends inside a message frame")
+	}
+	return nil
+}
+
+// oneMessage is the refusal of an enveloped body of bodyLen bytes whose
+// opening frame header does not announce exactly one message filling the
+// rest of the body, with flags a client may set; or nil.
+func oneMessage(header [envelopeBytes]byte, bodyLen int64, encoding string) *status.Status {
+	switch n := int64(binary.BigEndian.Uint32(header[1:])); {
+	case n > bodyLen-envelopeBytes:
+		return malformed("the request body ends inside a message")
+	case n < bodyLen-envelopeBytes:
+		return wrongMessageCount()
+	}
+	return frameFlags(header[0], encoding)
 }
 
 // frameFlags is the refusal of a request frame whose flags are not those
