@@ -26,6 +26,7 @@ import (
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
 	fu "github.com/cbkgate/cbkgate/internal/faultyupstream"
 	"github.com/cbkgate/cbkgate/internal/gatetest"
+	"github.com/cbkgate/cbkgate/internal/testlog"
 )
 
 const aliceKey = "sk-lifecycle-alice-0123456789abcdef"
@@ -113,7 +114,7 @@ func TestHostileHopIsNotAged(t *testing.T) {
 // to ... goaway"); and a Connect List cut the same way leaves no plain-text
 // line of httputil's on the standard logger, outside the log's format.
 func TestHostileShutdownCutInWords(t *testing.T) {
-	var stdlog lockedBuffer
+	var stdlog testlog.Buffer
 	prev, prevFlags := log.Writer(), log.Flags()
 	log.SetOutput(&stdlog)
 	t.Cleanup(func() { log.SetOutput(prev); log.SetFlags(prevFlags) })
@@ -162,25 +163,6 @@ func TestHostileShutdownCutInWords(t *testing.T) {
 	if s := stdlog.String(); s != "" {
 		t.Errorf("lines outside the configured log format (the standard logger):\n%s", s)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer for a logger written from many
-// goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // mustRequest builds a request with body and headers.
