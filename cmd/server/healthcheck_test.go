@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/cbkgate/cbkgate/internal/testport"
 )
 
 // TestHealthcheckBinary: `cbkgate healthcheck` run as its own process, as
@@ -31,7 +33,7 @@ func TestHealthcheckBinary(t *testing.T) {
 	if code, out := run(nil, "CBKGATE_HTTP_ADDR=:"+port); code != 0 {
 		t.Errorf("healthcheck with CBKGATE_HTTP_ADDR=:%s: exit %d, %q; want 0", port, code, out)
 	}
-	free := freePort(t)
+	free := testport.Free(t)
 	if code, out := run([]string{"--http-addr=127.0.0.1:" + strconv.Itoa(free)}); code != 1 || !strings.Contains(out, "refused") {
 		t.Errorf("healthcheck with nothing listening: exit %d, %q; want 1, connection refused", code, out)
 	}

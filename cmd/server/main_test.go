@@ -42,6 +42,7 @@ import (
 	"github.com/cbkgate/cbkgate/internal/emulator"
 	"github.com/cbkgate/cbkgate/internal/k8ssecret"
 	"github.com/cbkgate/cbkgate/internal/testlog"
+	"github.com/cbkgate/cbkgate/internal/testport"
 )
 
 // binDir holds the binary built once for all tests.
@@ -285,17 +286,6 @@ func (c *child) signal(t *testing.T, sig os.Signal) time.Time {
 	return time.Now()
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startDev runs cbkgate in dev mode on ephemeral ports. The emulator needs
 // a fixed port, found free beforehand; if something takes it in between,
 // the start is retried once with another.
@@ -306,7 +296,7 @@ func startDev(t *testing.T, extra ...string) *child {
 			"--emulator",
 			"--grpc-addr=127.0.0.1:0",
 			"--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
-			"--emulator-addr=127.0.0.1:" + strconv.Itoa(freePort(t)),
+			"--emulator-addr=127.0.0.1:" + strconv.Itoa(testport.Free(t)),
 			"--log-format=json",
 		}, extra...)
 		c := start(t, args)
@@ -544,7 +534,7 @@ func TestConfigErrors(t *testing.T) {
 		{"any origin in dev mode", []string{"--emulator"}, []string{"CBKGATE_CORS_ORIGINS=*"}, "CBKGATE_CORS_ORIGINS"},
 		{"bad shutdown timeout", []string{"--shutdown-timeout=soon"}, nil, "--shutdown-timeout"},
 		{"emulator on a public address", []string{"--emulator", "--emulator-addr=0.0.0.0:8787"}, nil, "--emulator-addr"},
-		{"grpc port in use", []string{"--emulator", "--emulator-addr=127.0.0.1:" + strconv.Itoa(freePort(t)), "--grpc-addr=" + busy.Addr().String(), "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}, nil, "--grpc-addr"},
+		{"grpc port in use", []string{"--emulator", "--emulator-addr=127.0.0.1:" + strconv.Itoa(testport.Free(t)), "--grpc-addr=" + busy.Addr().String(), "--http-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0"}, nil, "--grpc-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cbkgate/cbkgate/internal/emulator"
+	"github.com/cbkgate/cbkgate/internal/testport"
 )
 
 // upstreamSecret is the ChatBotKit secret the replicas hold and the shared
@@ -126,7 +127,7 @@ func newCluster(t *testing.T, replicaArgs ...string) *cluster {
 		in.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { in.ServeHTTP(w, r, emu) }))
 		t.Cleanup(in.srv.Close)
 		c.replicas = append(c.replicas, &replica{
-			name: fmt.Sprintf("r%d", i), grpcPort: freePort(t), httpPort: freePort(t), up: in, extra: replicaArgs,
+			name: fmt.Sprintf("r%d", i), grpcPort: testport.Free(t), httpPort: testport.Free(t), up: in, extra: replicaArgs,
 		})
 	}
 	for _, r := range c.replicas {
@@ -135,7 +136,7 @@ func newCluster(t *testing.T, replicaArgs ...string) *cluster {
 
 	dir := t.TempDir()
 	c.sock = filepath.Join(dir, "admin.sock")
-	c.grpcFront, c.httpFront, c.tcpFront = hostPort(freePort(t)), hostPort(freePort(t)), hostPort(freePort(t))
+	c.grpcFront, c.httpFront, c.tcpFront = hostPort(testport.Free(t)), hostPort(testport.Free(t)), hostPort(testport.Free(t))
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
 	f, err := os.Create(cfgPath)
 	if err != nil {

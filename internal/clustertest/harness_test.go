@@ -73,18 +73,6 @@ func binary(t testing.TB) string {
 	return binPath
 }
 
-// freePort returns a loopback port that was free a moment ago. HAProxy's
-// configuration names its servers' ports, so they are chosen up front.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // tailBuffer keeps the last max bytes written to it: a child's log, kept

@@ -26,6 +26,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	tokenv1 "github.com/cbkgate/cbkgate/gen/cbkgate/token/v1"
+
+	"github.com/cbkgate/cbkgate/internal/testport"
 )
 
 // The user the image runs as, and what distroless's /etc/passwd and
@@ -165,7 +167,7 @@ func TestImageRunsAsNonRootReadOnly(t *testing.T) {
 	// The image's environment, with the listen addresses moved to free
 	// loopback ports (as a pod spec may override them): other tests and
 	// servers on this machine may hold 9090 and 8080.
-	grpcAddr, httpAddr, adminAddr := hostPort(freePort(t)), hostPort(freePort(t)), hostPort(freePort(t))
+	grpcAddr, httpAddr, adminAddr := hostPort(testport.Free(t)), hostPort(testport.Free(t)), hostPort(testport.Free(t))
 	env := overrideEnv(cfg.Env,
 		"CBKGATE_GRPC_ADDR="+grpcAddr, "CBKGATE_HTTP_ADDR="+httpAddr, "CBKGATE_ADMIN_ADDR="+adminAddr)
 	// inImage runs argv as a container runtime would: a private mount
@@ -180,7 +182,7 @@ func TestImageRunsAsNonRootReadOnly(t *testing.T) {
 	}
 
 	server := startProcess(t, "cbkgate (image)", inImage(append(cfg.Entrypoint,
-		"--emulator", "--emulator-addr="+hostPort(freePort(t)), "--log-format=json")...))
+		"--emulator", "--emulator-addr="+hostPort(testport.Free(t)), "--log-format=json")...))
 	waitHTTP(t, server, "http://"+httpAddr+"/readyz", http.StatusOK, 20*time.Second)
 
 	pid := childOf(t, server.cmd.Process.Pid)
