@@ -316,6 +316,10 @@ func TestKeysRotateUnderLoad(t *testing.T) {
 
 	dir.Update(t, map[string]string{"keys.txt": versions[3], "cbk-secret": secret + "\n"})
 	waitFor("key-new-0123456789", codes.OK)
+	// The load goes on until one of its calls has come in under the new
+	// name (bounded): stopping the moment the rotation took effect could
+	// leave none that did, on a loaded machine.
+	s.Logs().Await(10*time.Second, func(kept string) bool { return strings.Contains(kept, `"caller":"key:renamed"`) })
 
 	stopLoad()
 	wg.Wait()
